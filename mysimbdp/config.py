@@ -1,0 +1,357 @@
+"""The one configuration object.
+
+Layers, each overriding the one before: built-in defaults, then a TOML file (``$MYSIMBDP_HOME/mysimbdp.toml``
+or ``$MYSIMBDP_CONFIG``), then ``MYSIMBDP_<SECTION>_<KEY>`` environment variables, then overrides passed by
+an entry point (its flags). The result is validated once into frozen dataclasses; nothing else in the code
+reads the environment for settings.
+
+Example: ``MYSIMBDP_CASSANDRA_CONTACT_POINTS=10.0.0.5,10.0.0.6`` and ``MYSIMBDP_CASSANDRA_MANAGED=false``
+point the platform at an existing cluster instead of the one it runs itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+#: the checkout: cassandra/, mosquitto/, constraints/ and tenant_apps/ are read from here.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class CassandraSettings:
+    managed: bool = True  # run Cassandra here; false = use an existing cluster
+    version: str = "5.0.9"
+    contact_points: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    storage_port: int = 7000
+    heap: str = "1G"
+    # replication of the platform keyspace and of every tenant keyspace
+    replication_class: str = "SimpleStrategy"  # or NetworkTopologyStrategy
+    replication_factor: int = 1  # SimpleStrategy
+    datacenters: str = ""  # NetworkTopologyStrategy: "dc1:3,dc2:3"
+    username: str = "mysimbdp_operator"
+    password_file: str = ""  # existing cluster: a file holding the operator role's password
+    sandbox_host: str = ""  # address tenant containers use; default: the sandbox network's gateway
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    sandbox_host: str = ""  # default: the sandbox network's gateway
+    sandbox_port: int = 1883
+    # 0 = never drop queued QoS 1 messages (Mosquitto's default of 1000 silently drops them)
+    max_queued_messages: int = 0
+    max_inflight_messages: int = 1000
+    password_iterations: int = 20000  # PBKDF2-SHA512 rounds for the broker's password file
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    network: str = "mysimbdp-sandbox"
+    bridge: str = "mysb0"
+    subnet: str = "172.29.0.0/24"
+    image: str = "mysimbdp/tenant-runtime"
+    memory: str = "512m"
+    cpus: float = 1.0
+    pids: int = 128
+    scratch: str = "64m"  # size of the writable /tmp
+    max_output_mb: int = 256  # what one run may write to its output folder (rejects, result)
+    timeout: int = 900  # platform ceiling on a one-shot run's wall clock, seconds
+    uid_base: int = 20000  # tenant n runs as uid/gid uid_base + n
+    debian_suite: str = "bookworm"
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    host: str = "127.0.0.1"
+    port: int = 8801
+    threads: int = 16  # concurrent HTTP requests the upload API serves
+    workers: int = 2  # global limit on concurrent batch jobs
+    after_success: str = "archive"  # or "delete"
+    retry_initial: float = 2.0  # first back-off after an infrastructure failure, seconds
+    retry_max: float = 60.0
+    max_attempts: int = 20
+    upload_chunk: int = 1 << 20
+    auth_max_failures: int = 5  # failures (per client address or per user) before a lock-out
+    auth_lockout: int = 60  # seconds
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    host: str = "127.0.0.1"
+    port: int = 8802
+    threads: int = 8
+    control_interval: float = 2.0  # how often the controller reconciles instances and scales
+    instance_memory: str = "256m"
+    instance_cpus: float = 1.0
+    drain_timeout: int = 30  # seconds an instance gets to drain on stop
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    source: Path = SOURCE_ROOT
+    keyspace: str = "mysimbdp"  # the platform keyspace
+    log_level: str = "INFO"
+    cassandra: CassandraSettings = field(default_factory=CassandraSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
+
+    # --- derived places -------------------------------------------------------------------------
+    @property
+    def paths(self) -> "Paths":
+        return Paths(self.home)
+
+    @property
+    def sandbox_gateway(self) -> str:
+        net = ipaddress.ip_network(self.sandbox.subnet)
+        return str(next(net.hosts()))
+
+    @property
+    def cassandra_sandbox_host(self) -> str:
+        return self.cassandra.sandbox_host or self.sandbox_gateway
+
+    @property
+    def broker_sandbox_host(self) -> str:
+        return self.broker.sandbox_host or self.sandbox_gateway
+
+    def replication_map(self) -> dict[str, str]:
+        """The replication map for CREATE KEYSPACE, built from validated settings only."""
+        c = self.cassandra
+        if c.replication_class == "SimpleStrategy":
+            return {"class": "SimpleStrategy", "replication_factor": str(c.replication_factor)}
+        dcs = dict(item.split(":") for item in c.datacenters.split(","))
+        return {"class": "NetworkTopologyStrategy", **dcs}
+
+    def batch_url(self) -> str:
+        return f"http://{self.batch.host}:{self.batch.port}"
+
+    def stream_url(self) -> str:
+        return f"http://{self.stream.host}:{self.stream.port}"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every place under the state folder, in one spot."""
+
+    home: Path
+
+    @property
+    def secrets(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def cassandra(self) -> Path:
+        return self.home / "cassandra"
+
+    @property
+    def mosquitto(self) -> Path:
+        return self.home / "mosquitto"
+
+    @property
+    def docker(self) -> Path:
+        return self.home / "docker"
+
+    @property
+    def image(self) -> Path:
+        return self.home / "image"
+
+    @property
+    def sandbox_runs(self) -> Path:
+        return self.home / "runs"
+
+    def staging(self, tenant: str) -> Path:
+        return self.home / "staging" / tenant
+
+    def uploads(self, tenant: str) -> Path:
+        return self.home / "uploads" / tenant
+
+    def work(self, tenant: str) -> Path:
+        return self.home / "work" / tenant
+
+    def archive(self, tenant: str) -> Path:
+        return self.home / "archive" / tenant
+
+    def quarantine(self, tenant: str) -> Path:
+        return self.home / "quarantine" / tenant
+
+    def tenant_apps(self, tenant: str) -> Path:
+        return self.home / "apps" / tenant
+
+    def ingestion_log(self) -> Path:
+        return self.logs / "ingestion.log"
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+_SECTIONS = {
+    "cassandra": CassandraSettings,
+    "broker": BrokerSettings,
+    "sandbox": SandboxSettings,
+    "batch": BatchSettings,
+    "stream": StreamSettings,
+}
+_TOP = {"keyspace", "log_level"}
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("MYSIMBDP_HOME") or SOURCE_ROOT / "state").resolve()
+
+
+def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration: defaults < file < environment < ``overrides``.
+
+    ``overrides`` uses dotted keys: ``{"cassandra.port": 9043, "home": "/srv/mysimbdp"}``.
+    """
+    env = os.environ if env is None else env
+    home = Path(str((overrides or {}).get("home") or env.get("MYSIMBDP_HOME") or SOURCE_ROOT / "state"))
+    home = home.expanduser().resolve()
+    layers: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    top: dict[str, Any] = {}
+
+    cfg_file = Path(env["MYSIMBDP_CONFIG"]) if env.get("MYSIMBDP_CONFIG") else home / "mysimbdp.toml"
+    if env.get("MYSIMBDP_CONFIG") and not cfg_file.is_file():
+        raise ConfigError(f"configuration file {cfg_file} does not exist")
+    if cfg_file.is_file():
+        try:
+            data = tomllib.loads(cfg_file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{cfg_file}: not valid TOML: {exc}") from None
+        for key, value in data.items():
+            if key in _SECTIONS and isinstance(value, dict):
+                layers[key].update(value)
+            elif key in _TOP:
+                top[key] = value
+            else:
+                raise ConfigError(f"{cfg_file}: unknown setting {key!r}")
+
+    for name, value in env.items():
+        if not name.startswith("MYSIMBDP_") or name in ("MYSIMBDP_HOME", "MYSIMBDP_CONFIG"):
+            continue
+        rest = name[len("MYSIMBDP_"):].lower()
+        section, _, key = rest.partition("_")
+        if section in _SECTIONS and key:
+            layers[section][key] = value
+        elif rest in _TOP:
+            top[rest] = value
+
+    for dotted, value in (overrides or {}).items():
+        if dotted == "home":
+            continue
+        section, _, key = dotted.partition(".")
+        if key and section in _SECTIONS:
+            layers[section][key] = value
+        elif dotted in _TOP:
+            top[dotted] = value
+        else:
+            raise ConfigError(f"unknown setting {dotted!r}")
+
+    sections = {name: _build(cls, layers[name], name) for name, cls in _SECTIONS.items()}
+    cfg = Config(home=home, **{k: str(v) for k, v in top.items()}, **sections)
+    _validate(cfg)
+    return cfg
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {section}.{key}")
+        kwargs[key] = _coerce(raw, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(raw: Any, typ: Any, where: str) -> Any:
+    try:
+        if typ is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if typ is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if typ is float:
+            return float(raw)
+        if typ is str:
+            return str(raw)
+        if typing.get_origin(typ) is tuple:
+            items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {where}: {raw!r} is not a valid {getattr(typ, '__name__', typ)}") from None
+    raise ConfigError(f"setting {where}: unsupported type")  # pragma: no cover
+
+
+_SIZE = re.compile(r"[1-9][0-9]*[kmg]")
+_DC = re.compile(r"[A-Za-z0-9_-]+:[1-9][0-9]?")
+_IFNAME = re.compile(r"[a-z][a-z0-9]{1,14}")
+_KEYSPACE = re.compile(r"[a-z][a-z0-9_]{0,47}")
+
+
+def _validate(cfg: Config) -> None:
+    c, s = cfg.cassandra, cfg.sandbox
+    if not _KEYSPACE.fullmatch(cfg.keyspace):
+        raise ConfigError(f"keyspace {cfg.keyspace!r} is not a valid keyspace name")
+    if c.replication_class not in ("SimpleStrategy", "NetworkTopologyStrategy"):
+        raise ConfigError("cassandra.replication_class must be SimpleStrategy or NetworkTopologyStrategy")
+    if c.replication_class == "NetworkTopologyStrategy" and not all(
+        _DC.fullmatch(i) for i in c.datacenters.split(",")
+    ):
+        raise ConfigError("cassandra.datacenters must look like 'dc1:3,dc2:3'")
+    if not 1 <= c.replication_factor <= 9:
+        raise ConfigError("cassandra.replication_factor must be between 1 and 9")
+    if not _KEYSPACE.fullmatch(c.username):
+        raise ConfigError(f"cassandra.username {c.username!r} is not a valid role name")
+    if not c.contact_points:
+        raise ConfigError("cassandra.contact_points is empty")
+    if not c.managed and not c.password_file:
+        raise ConfigError("an existing cluster (cassandra.managed=false) needs cassandra.password_file")
+    for size, where in ((s.memory, "sandbox.memory"), (s.scratch, "sandbox.scratch"),
+                        (cfg.stream.instance_memory, "stream.instance_memory"), (c.heap.lower(), "cassandra.heap")):
+        if not _SIZE.fullmatch(size.lower()):
+            raise ConfigError(f"{where} must look like 512m or 1g, not {size!r}")
+    if not _IFNAME.fullmatch(s.bridge):
+        raise ConfigError("sandbox.bridge must be a short interface name like mysb0")
+    try:
+        net = ipaddress.ip_network(s.subnet)
+    except ValueError:
+        raise ConfigError(f"sandbox.subnet {s.subnet!r} is not a network") from None
+    if net.version != 4 or net.prefixlen > 28:
+        raise ConfigError("sandbox.subnet must be an IPv4 network of at least /28")
+    if cfg.batch.after_success not in ("archive", "delete"):
+        raise ConfigError("batch.after_success must be archive or delete")
+    for port in (c.port, c.storage_port, cfg.broker.port, cfg.broker.sandbox_port, cfg.batch.port, cfg.stream.port):
+        if not 0 < port < 65536:
+            raise ConfigError(f"port {port} is out of range")
+    if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")

@@ -1,0 +1,227 @@
+"""The Docker backend of the sandbox."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import Mount as DockerMount
+from docker.types import Ulimit
+
+from ..config import Config
+from ..errors import RuntimeUnavailable
+from . import image, network
+from .base import ContainerInfo, RunResult, RunSpec, SandboxRuntime
+
+log = logging.getLogger(__name__)
+MAX_LOG_BYTES = 5 << 20
+_LABEL = "mysimbdp"
+
+
+def client(timeout: int = 60) -> docker.DockerClient:
+    try:
+        c = docker.from_env(timeout=timeout)
+        c.ping()
+        return c
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise RuntimeUnavailable(f"the Docker engine is not reachable: {exc}", hint="run `mysimbdp up`") from None
+
+
+def _nano_cpus(cpus: float) -> int:
+    return int(cpus * 1_000_000_000)
+
+
+class DockerRuntime(SandboxRuntime):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                self._client = client()
+            return self._client
+
+    # --- setup -------------------------------------------------------------------------------------
+    def ensure_ready(self) -> None:
+        image.ensure_image(self.cfg, self.client)
+        network.ensure_network(self.cfg, self.client)
+
+    # --- containers --------------------------------------------------------------------------------
+    def _create(self, spec: RunSpec):
+        lim = spec.limits
+        env = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8",
+               "PYTHONPATH": "/opt/mysimbdp/sdk", **spec.env}
+        mounts = [DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+                  for m in spec.mounts]
+        sdk = self.cfg.source / "tenant_apps" / "sdk"
+        mounts.append(DockerMount(target="/opt/mysimbdp/sdk", source=str(sdk), type="bind", read_only=True))
+        labels = {_LABEL: "1", "mysimbdp.tenant": spec.tenant, "mysimbdp.kind": spec.kind, **spec.labels}
+        try:
+            return self.client.containers.create(
+                image.image_tag(self.cfg),
+                command=list(spec.command),
+                name=spec.name,
+                hostname=spec.kind,
+                user=f"{spec.uid}:{spec.uid}",
+                environment=env,
+                labels=labels,
+                mounts=mounts,
+                working_dir="/app",
+                read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={lim.scratch},mode=1777"},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                mem_limit=lim.memory,
+                memswap_limit=lim.memory,
+                nano_cpus=_nano_cpus(lim.cpus),
+                pids_limit=lim.pids,
+                ulimits=[Ulimit(name="nofile", soft=4096, hard=4096), Ulimit(name="core", soft=0, hard=0)],
+                network=self.cfg.sandbox.network,
+                init=True,
+                log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+                stop_signal="SIGTERM",
+            )
+        except docker.errors.ImageNotFound:
+            raise RuntimeUnavailable("the tenant runtime image is missing", hint="run `mysimbdp up`") from None
+        except docker.errors.APIError as exc:
+            raise RuntimeUnavailable(f"cannot create container {spec.name}: {exc.explanation}") from None
+
+    def run(self, spec: RunSpec, *, on_started: Callable[[], None] | None = None) -> RunResult:
+        container = self._create(spec)
+        t0 = time.monotonic()
+        timed_out = output_exceeded = False
+        try:
+            container.start()
+            if on_started:
+                on_started()
+            deadline = None if spec.limits.timeout is None else t0 + spec.limits.timeout
+            while True:
+                try:
+                    container.wait(timeout=0.5)
+                    break
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    pass
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    self._kill(container)
+                    break
+                if spec.output_dir is not None and _dir_size(spec.output_dir) > spec.limits.max_output_bytes:
+                    output_exceeded = True
+                    self._kill(container)
+                    break
+            seconds = time.monotonic() - t0
+            container.reload()
+            state = container.attrs["State"]
+            exit_code = state.get("ExitCode")
+            oom = bool(state.get("OOMKilled"))
+            self._keep_log(container, spec.log_path)
+            return RunResult(spec.name, exit_code, seconds, timed_out, oom, output_exceeded, spec.log_path)
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                log.warning("could not remove container %s", spec.name)
+
+    def _kill(self, container) -> None:
+        try:
+            container.kill()
+            container.wait(timeout=10)
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            pass
+
+    def _keep_log(self, container, path: Path | None) -> None:
+        if path is None:
+            return
+        try:
+            data = container.logs(stdout=True, stderr=True, timestamps=False)
+        except docker.errors.APIError:
+            data = b"(no log: the container's output could not be read)\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(data) > MAX_LOG_BYTES:
+            data = data[: MAX_LOG_BYTES // 2] + b"\n...[truncated]...\n" + data[-MAX_LOG_BYTES // 2:]
+        path.write_bytes(data)
+
+    def start(self, spec: RunSpec) -> str:
+        container = self._create(spec)
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            container.remove(force=True)
+            raise RuntimeUnavailable(f"cannot start {spec.name}: {exc.explanation}") from None
+        return spec.name
+
+    def stop(self, name: str, timeout: float) -> int | None:
+        try:
+            container = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        try:
+            container.stop(timeout=int(timeout))
+        except docker.errors.APIError:
+            pass
+        except requests.exceptions.ReadTimeout:
+            self._kill(container)
+        container.reload()
+        code = container.attrs["State"].get("ExitCode")
+        self.remove(name)
+        return code
+
+    def list(self, **labels: str) -> list[ContainerInfo]:
+        filters = [f"{_LABEL}=1"] + [f"mysimbdp.{k}={v}" for k, v in labels.items()]
+        out = []
+        for c in self.client.containers.list(all=True, filters={"label": filters}):
+            state = c.attrs.get("State") or {}
+            lab = c.labels
+            out.append(ContainerInfo(
+                name=c.name, tenant=lab.get("mysimbdp.tenant", ""), kind=lab.get("mysimbdp.kind", ""),
+                labels=lab, state=state.get("Status", c.status),
+                exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
+                started_at=state.get("StartedAt"), oom_killed=bool(state.get("OOMKilled")),
+            ))
+        return out
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        try:
+            c = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return ""
+        return c.logs(stdout=True, stderr=True, tail=tail if tail else "all").decode("utf-8", "replace")
+
+    def remove(self, name: str) -> None:
+        try:
+            c = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return
+        log_path = c.labels.get("mysimbdp.log")
+        if log_path:
+            self._keep_log(c, Path(log_path))
+        try:
+            c.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    try:
+        for entry in os.scandir(path):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+                elif entry.is_dir(follow_symlinks=False):
+                    total += _dir_size(Path(entry.path))
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return total

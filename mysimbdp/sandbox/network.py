@@ -1,0 +1,143 @@
+"""The sandbox network: a Docker bridge whose containers reach Cassandra's and the broker's ports on the
+host and nothing else.
+
+Docker's ``--internal`` flag alone still lets a container reach every port of the host's bridge address,
+so the rules that matter are ours:
+
+* INPUT from the bridge (traffic to this host): accept the Cassandra and broker ports, reject the rest
+  (the platform's HTTP APIs, SSH, other tenants' anything);
+* DOCKER-USER from the bridge (traffic through this host): reject, so nothing leaves the machine and no
+  other Docker network is reached;
+* inter-container traffic on the bridge is off (``enable_icc=false``): one tenant's container cannot
+  talk to another's.
+
+The rules live in one chain per bridge, ``MYSIMBDP-<BRIDGE>``, rebuilt on every ``mysimbdp up``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import shutil
+import subprocess
+
+import docker
+import docker.errors
+from docker.types import IPAMConfig, IPAMPool
+
+from ..config import Config
+from ..errors import RuntimeUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def chain(cfg: Config) -> str:
+    return f"MYSIMBDP-{cfg.sandbox.bridge.upper()}"
+
+
+def ensure_network(cfg: Config, client: docker.DockerClient) -> None:
+    s = cfg.sandbox
+    try:
+        net = client.networks.get(s.network)
+        ipam = (net.attrs.get("IPAM") or {}).get("Config") or [{}]
+        opts = net.attrs.get("Options") or {}
+        if ipam[0].get("Subnet") != s.subnet or opts.get("com.docker.network.bridge.name") != s.bridge:
+            raise RuntimeUnavailable(
+                f"Docker network {s.network} exists with another subnet or bridge",
+                hint=f"remove it (docker network rm {s.network}) or change sandbox.network",
+            )
+    except docker.errors.NotFound:
+        gateway = cfg.sandbox_gateway
+        _check_subnet_free(s.subnet)
+        client.networks.create(
+            s.network,
+            driver="bridge",
+            internal=True,
+            ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=s.subnet, gateway=gateway)]),
+            options={
+                "com.docker.network.bridge.name": s.bridge,
+                "com.docker.network.bridge.enable_icc": "false",
+                "com.docker.network.bridge.enable_ip_masquerade": "false",
+            },
+            labels={"mysimbdp": "sandbox"},
+        )
+        log.info("created sandbox network %s (%s on %s)", s.network, s.subnet, s.bridge)
+    ensure_firewall(cfg)
+
+
+def _check_subnet_free(subnet: str) -> None:
+    want = ipaddress.ip_network(subnet)
+    out = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        dest = line.split()[0]
+        if dest == "default":
+            continue
+        try:
+            if ipaddress.ip_network(dest, strict=False).overlaps(want):
+                raise RuntimeUnavailable(f"sandbox.subnet {subnet} overlaps the route {dest} of this host",
+                                         hint="set MYSIMBDP_SANDBOX_SUBNET to a free private network")
+        except ValueError:
+            continue
+
+
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    exe = shutil.which("iptables") or "/usr/sbin/iptables"
+    proc = subprocess.run([exe, "-w", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeUnavailable(f"iptables {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+def firewall_rules(cfg: Config) -> list[list[str]]:
+    """The rules of the MYSIMBDP-SANDBOX chain, in order."""
+    ports = sorted({cfg.cassandra.port, cfg.broker.sandbox_port})
+    rules = [["-p", "tcp", "--dport", str(p), "-j", "ACCEPT"] for p in ports]
+    rules.append(["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"])
+    rules.append(["-j", "REJECT", "--reject-with", "icmp-port-unreachable"])
+    return rules
+
+
+def ensure_firewall(cfg: Config) -> None:
+    bridge, name = cfg.sandbox.bridge, chain(cfg)
+    if _iptables("-n", "-L", name, check=False).returncode != 0:
+        _iptables("-N", name)
+    _iptables("-F", name)
+    for rule in firewall_rules(cfg):
+        _iptables("-A", name, *rule)
+    if _iptables("-C", "INPUT", "-i", bridge, "-j", name, check=False).returncode != 0:
+        _iptables("-I", "INPUT", "1", "-i", bridge, "-j", name)
+    if _iptables("-n", "-L", "DOCKER-USER", check=False).returncode != 0:
+        _iptables("-N", "DOCKER-USER")
+    forward = ["-i", bridge, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]
+    if _iptables("-C", "DOCKER-USER", *forward, check=False).returncode != 0:
+        _iptables("-I", "DOCKER-USER", "1", *forward)
+
+
+def firewall_ok(cfg: Config) -> bool:
+    bridge, name = cfg.sandbox.bridge, chain(cfg)
+    listed = _iptables("-S", name, check=False)
+    if listed.returncode != 0:
+        return False
+    have = [line.split()[2:] for line in listed.stdout.splitlines() if line.startswith("-A ")]
+    return (
+        len(have) == len(firewall_rules(cfg))
+        and _iptables("-C", "INPUT", "-i", bridge, "-j", name, check=False).returncode == 0
+        and _iptables("-C", "DOCKER-USER", "-i", bridge, "-j", "REJECT", "--reject-with",
+                      "icmp-port-unreachable", check=False).returncode == 0
+    )
+
+
+def remove(cfg: Config, client: docker.DockerClient) -> None:
+    """Remove the sandbox network and its firewall rules (used by tests of other sandboxes)."""
+    bridge, name = cfg.sandbox.bridge, chain(cfg)
+    while _iptables("-D", "INPUT", "-i", bridge, "-j", name, check=False).returncode == 0:
+        pass
+    while _iptables("-D", "DOCKER-USER", "-i", bridge, "-j", "REJECT", "--reject-with", "icmp-port-unreachable",
+                    check=False).returncode == 0:
+        pass
+    _iptables("-F", name, check=False)
+    _iptables("-X", name, check=False)
+    try:
+        client.networks.get(cfg.sandbox.network).remove()
+    except docker.errors.NotFound:
+        pass

@@ -1,0 +1,227 @@
+"""The Cassandra node the platform runs itself (cassandra.managed = true).
+
+Installed from Maven Central with the project's ``cassandra/pom.xml``; configured from
+``cassandra/cassandra.yaml.in``; data, logs and the rendered configuration under
+``$MYSIMBDP_HOME/cassandra``. At the first start the default superuser ``cassandra`` is replaced by an
+operator role whose generated password is written only to ``$MYSIMBDP_HOME/secrets`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from cassandra.cluster import NoHostAvailable
+
+from .. import credentials, db
+from ..config import Config
+from ..errors import CassandraUnavailable, ServiceStartError
+from .process import Daemon, port_free, port_open, wait_until, who_listens
+
+log = logging.getLogger(__name__)
+
+MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
+DEFAULT_LOGIN = db.Login("cassandra", "cassandra")
+
+
+def daemon(cfg: Config) -> Daemon:
+    return Daemon("cassandra", cfg.paths.run, cfg.paths.logs, match=MAIN_CLASS)
+
+
+def _lib(cfg: Config) -> Path:
+    return cfg.paths.cassandra / "lib"
+
+
+def _recipe_hash(cfg: Config) -> str:
+    pom = (cfg.source / "cassandra" / "pom.xml").read_bytes()
+    return hashlib.sha256(pom + cfg.cassandra.version.encode()).hexdigest()[:16]
+
+
+def installed(cfg: Config) -> bool:
+    return (_lib(cfg) / f".installed-{_recipe_hash(cfg)}").exists()
+
+
+def install(cfg: Config) -> None:
+    """Fetch cassandra-all and its dependencies with Maven, once per pom/version."""
+    if installed(cfg):
+        return
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise ServiceStartError("Cassandra: Maven (mvn) is not installed", hint="install maven, then run `mysimbdp up`")
+    lib = _lib(cfg)
+    tmp = lib.with_name("lib.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("installing Cassandra %s from Maven Central (first time only)", cfg.cassandra.version)
+    argv = [mvn, "-q", "-B", "-f", str(cfg.source / "cassandra" / "pom.xml"), "dependency:copy-dependencies",
+            f"-Dcassandra.version={cfg.cassandra.version}", "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}"]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0 or not any(tmp.glob("cassandra-all-*.jar")):
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        raise ServiceStartError("Cassandra: downloading cassandra-all with Maven failed: " + " | ".join(tail))
+    shutil.rmtree(lib, ignore_errors=True)
+    tmp.rename(lib)
+    (lib / f".installed-{_recipe_hash(cfg)}").touch()
+
+
+def java_command() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise ServiceStartError("Cassandra: Java is missing", hint="install a Java 17 runtime (openjdk-17-jre-headless)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    m = re.search(r'version "(\d+)', out)
+    major = int(m.group(1)) if m else 0
+    if major not in (11, 17):
+        raise ServiceStartError(f"Cassandra: Java {major or '?'} found at {java}; Cassandra 5.0 needs Java 11 or 17")
+    return java
+
+
+def render_config(cfg: Config) -> Path:
+    home = cfg.paths.cassandra
+    conf = home / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    for sub in ("data", "commitlog", "hints", "saved_caches", "cdc_raw"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    text = (cfg.source / "cassandra" / "cassandra.yaml.in").read_text().format(
+        home=home, port=cfg.cassandra.port, storage_port=cfg.cassandra.storage_port
+    )
+    target = conf / "cassandra.yaml"
+    target.write_text(text)
+    return target
+
+
+def command(cfg: Config, java: str) -> list[str]:
+    lib = _lib(cfg)
+    jamm = sorted(lib.glob("jamm-*.jar"))
+    if not jamm:
+        raise ServiceStartError("Cassandra: the jamm agent jar is missing from the installed lib/")
+    options = [
+        line.strip() for line in (cfg.source / "cassandra" / "jvm17-server.options").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    yaml = render_config(cfg)
+    return [
+        java, f"-Xms{cfg.cassandra.heap}", f"-Xmx{cfg.cassandra.heap}", *options,
+        f"-javaagent:{jamm[0]}",
+        f"-Dcassandra.config={yaml.as_uri()}",
+        f"-Dcassandra.storagedir={cfg.paths.cassandra}",
+        f"-Dcassandra.logdir={cfg.paths.logs}",
+        f"-Dlogback.configurationFile={(cfg.source / 'cassandra' / 'logback.xml').as_uri()}",
+        "-Dcassandra-foreground=yes",
+        "-cp", f"{lib}/*", MAIN_CLASS,
+    ]
+
+
+def _can_login(cfg: Config, login: db.Login) -> bool | None:
+    """True: logged in. False: reached but the login was refused. None: not reachable yet."""
+    cluster = db.cluster_for(cfg, login, hosts=("127.0.0.1",))
+    try:
+        cluster.connect().execute("SELECT release_version FROM system.local")
+        return True
+    except NoHostAvailable as exc:
+        from cassandra import AuthenticationFailed
+
+        if any(isinstance(e, AuthenticationFailed) for e in exc.errors.values()):
+            return False
+        return None
+    except Exception:  # noqa: BLE001 - still starting: treat any driver error as "not yet"
+        return None
+    finally:
+        cluster.shutdown()
+
+
+def start(cfg: Config, timeout: float = 240.0) -> str:
+    """Install if needed, start if not running, and wait until the operator can log in."""
+    d = daemon(cfg)
+    if d.running():
+        bootstrap_operator(cfg, timeout)
+        return "running"
+    java = java_command()
+    for host, port in (("127.0.0.1", cfg.cassandra.port), ("127.0.0.1", cfg.cassandra.storage_port)):
+        if not port_free(host, port):
+            raise ServiceStartError(
+                f"Cassandra: port {port} is already taken by {who_listens(port)}",
+                hint=f"stop it or set MYSIMBDP_CASSANDRA_{'PORT' if port == cfg.cassandra.port else 'STORAGE_PORT'}",
+            )
+    install(cfg)
+    d.start(command(cfg, java), cwd=cfg.paths.cassandra)
+    t0 = time.monotonic()
+    if not wait_until(lambda: port_open("127.0.0.1", cfg.cassandra.port), timeout, 0.5, abort=d.exited_early):
+        if d.exited_early():
+            raise ServiceStartError("Cassandra exited while starting:\n" + d.log_tail())
+        raise ServiceStartError(f"Cassandra did not open port {cfg.cassandra.port} within {timeout:.0f}s:\n"
+                                + d.log_tail())
+    remaining = max(30.0, timeout - (time.monotonic() - t0))
+    bootstrap_operator(cfg, remaining)
+    return "started"
+
+
+def operator_ready(cfg: Config) -> bool:
+    try:
+        login = db.operator_login(cfg)
+    except CassandraUnavailable:
+        return False
+    return _can_login(cfg, login) is True
+
+
+def bootstrap_operator(cfg: Config, timeout: float) -> None:
+    """Make sure the operator role exists and the default superuser is gone."""
+    secret = db.operator_secret_path(cfg)
+    deadline = time.monotonic() + timeout
+    while True:
+        if secret.exists() and _can_login(cfg, db.operator_login(cfg)) is True:
+            break
+        state = _can_login(cfg, DEFAULT_LOGIN)
+        if state is True:
+            _replace_default_superuser(cfg)
+            continue
+        if time.monotonic() > deadline:
+            raise ServiceStartError(
+                "Cassandra is up but neither the operator nor the default superuser can log in",
+                hint=f"check {secret} and {cfg.paths.logs / 'cassandra-system.log'}",
+            )
+        time.sleep(0.5)
+    # the operator works: the default superuser must not
+    if _can_login(cfg, DEFAULT_LOGIN) is True:
+        _replace_default_superuser(cfg)
+
+
+def _replace_default_superuser(cfg: Config) -> None:
+    secret = db.operator_secret_path(cfg)
+    fresh = not secret.exists()
+    if fresh:
+        login = db.Login(cfg.cassandra.username, credentials.generate_password())
+        credentials.write_secret(secret, {"username": login.username, "password": login.password})
+    else:
+        login = db.operator_login(cfg)
+    session = db.connect(cfg, DEFAULT_LOGIN)
+    try:
+        db.ensure_role(session, login.username, login.password, superuser=True, password_changed=fresh)
+    finally:
+        session.cluster.shutdown()
+    session = db.connect(cfg, login)
+    try:
+        session.execute("DROP ROLE IF EXISTS cassandra")
+    finally:
+        session.cluster.shutdown()
+    log.info("replaced the default superuser with role %s", login.username)
+
+
+def stop(cfg: Config) -> bool:
+    return daemon(cfg).stop(timeout=60)
+
+
+def status(cfg: Config) -> dict:
+    d = daemon(cfg)
+    if not cfg.cassandra.managed:
+        ok = operator_ready(cfg)
+        return {"managed": False, "running": ok, "ready": ok, "contact_points": list(cfg.cassandra.contact_points)}
+    pid = d.pid()
+    ready = pid is not None and operator_ready(cfg)
+    return {"managed": True, "running": pid is not None, "pid": pid, "ready": ready,
+            "port": cfg.cassandra.port, "version": cfg.cassandra.version, "log": str(d.log_file)}

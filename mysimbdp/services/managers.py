@@ -1,0 +1,77 @@
+"""The platform's own long-running processes (the batch and stream managers), started by `mysimbdp up`.
+
+Each is a Python module run detached with its log in $MYSIMBDP_HOME/logs; an HTTP part counts as ready
+when its /healthz answers.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import requests
+
+from ..config import Config
+from ..errors import ServiceStartError
+from .process import Daemon, port_free, wait_until, who_listens
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    name: str
+    module: str
+    health: str | None = None  # "batch" or "stream": which API's /healthz proves it ready
+
+    def daemon(self, cfg: Config) -> Daemon:
+        return Daemon(self.name, cfg.paths.run, cfg.paths.logs, match=f"-m {self.module}")
+
+    def _url(self, cfg: Config) -> str | None:
+        if self.health == "batch":
+            return cfg.batch_url() + "/healthz"
+        if self.health == "stream":
+            return cfg.stream_url() + "/healthz"
+        return None
+
+    def _port(self, cfg: Config) -> tuple[str, int] | None:
+        if self.health == "batch":
+            return cfg.batch.host, cfg.batch.port
+        if self.health == "stream":
+            return cfg.stream.host, cfg.stream.port
+        return None
+
+    def healthy(self, cfg: Config) -> bool:
+        url = self._url(cfg)
+        if url is None:
+            return self.daemon(cfg).running()
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def start(self, cfg: Config, timeout: float = 60.0) -> str:
+        d = self.daemon(cfg)
+        if d.running() and self.healthy(cfg):
+            return "running"
+        if not d.running():
+            port = self._port(cfg)
+            if port and not port_free(*port):
+                raise ServiceStartError(f"{self.name}: port {port[1]} is already taken by {who_listens(port[1])}")
+            import os
+
+            env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home))
+            d.start([sys.executable, "-m", self.module], env=env, cwd=cfg.source)
+        if not wait_until(lambda: self.healthy(cfg), timeout, 0.2, abort=d.exited_early):
+            raise ServiceStartError(f"{self.name} did not become ready:\n" + d.log_tail())
+        return "started"
+
+    def stop(self, cfg: Config) -> bool:
+        return self.daemon(cfg).stop(timeout=60)
+
+    def status(self, cfg: Config) -> dict:
+        pid = self.daemon(cfg).pid()
+        return {"running": pid is not None, "pid": pid, "ready": pid is not None and self.healthy(cfg),
+                "log": str(self.daemon(cfg).log_file)}
+
+
+#: filled in by the batch and stream issues, in start order
+PARTS: list[ManagedProcess] = []

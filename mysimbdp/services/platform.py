@@ -1,0 +1,145 @@
+"""``mysimbdp up``, ``status`` and ``down``: every part of the platform, in order.
+
+Each part starts only if it is not running and is then checked for real use: a CQL login as the
+operator, a broker connection, a container run in the sandbox, an HTTP answer from each manager. Running
+``up`` twice is harmless; the second time only checks.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..config import Config
+from ..errors import MysimbdpError, ServiceStartError
+from . import cassandra_node, docker_engine, managers, mosquitto_broker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    part: str
+    outcome: str  # started | running | failed
+    seconds: float
+    detail: str = ""
+
+
+def _timed(part: str, fn: Callable[[], str], report: Callable[[StepResult], None]) -> StepResult:
+    t0 = time.monotonic()
+    try:
+        outcome = fn()
+        res = StepResult(part, outcome, time.monotonic() - t0)
+    except MysimbdpError as exc:
+        res = StepResult(part, "failed", time.monotonic() - t0, exc.one_line())
+    report(res)
+    return res
+
+
+def up(cfg: Config, report: Callable[[StepResult], None] = lambda r: None, *, managers_too: bool = True) -> list[StepResult]:
+    """Start what is not running, in dependency order; raise ServiceStartError naming the part that failed."""
+    from ..sandbox import runtime
+
+    results: list[StepResult] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        # Cassandra is the slowest to start: let it boot while the engine, image and network get ready.
+        if cfg.cassandra.managed:
+            cass = pool.submit(_timed, "cassandra", lambda: cassandra_node.start(cfg), report)
+        else:
+            cass = pool.submit(_timed, "cassandra", lambda: _check_external_cassandra(cfg), report)
+        results.append(_timed("docker", lambda: docker_engine.start(cfg), report))
+        if results[-1].outcome != "failed":
+            rt = runtime(cfg)
+            results.append(_timed("sandbox", lambda: _sandbox_ready(rt), report))
+        if results[-1].outcome != "failed":
+            results.append(_timed("mosquitto", lambda: mosquitto_broker.start(cfg), report))
+        results.append(cass.result())
+    finally:
+        pool.shutdown(wait=True)
+    failed = [r for r in results if r.outcome == "failed"]
+    if failed:
+        raise ServiceStartError("; ".join(f"{r.part}: {r.detail}" for r in failed))
+    results.append(_timed("schema", lambda: _schema(cfg), report))
+    if managers_too:
+        for part in managers.PARTS:
+            res = _timed(part.name, lambda part=part: part.start(cfg), report)
+            results.append(res)
+            if res.outcome == "failed":
+                raise ServiceStartError(f"{res.part}: {res.detail}")
+    return results
+
+
+def _check_external_cassandra(cfg: Config) -> str:
+    from .. import db
+
+    db.connect(cfg).cluster.shutdown()
+    return "running"
+
+
+def _sandbox_ready(rt) -> str:
+    """Image and network present, firewall rules in place, and a container really runs."""
+    rt.ensure_ready()
+    from ..sandbox import probe
+
+    probe.run_probe(rt)
+    return "ready"
+
+
+def _schema(cfg: Config) -> str:
+    from .. import db
+
+    session = db.connect(cfg)
+    try:
+        db.ensure_platform_schema(session, cfg)
+    finally:
+        session.cluster.shutdown()
+    return "ready"
+
+
+def down(cfg: Config, report: Callable[[StepResult], None] = lambda r: None) -> None:
+    for part in reversed(managers.PARTS):
+        report(StepResult(part.name, "stopped" if part.stop(cfg) else "not running", 0))
+    report(StepResult("tenant apps", f"stopped {_stop_tenant_containers(cfg)}", 0))
+    report(StepResult("mosquitto", "stopped" if mosquitto_broker.stop(cfg) else "not running", 0))
+    if cfg.cassandra.managed:
+        report(StepResult("cassandra", "stopped" if cassandra_node.stop(cfg) else "not running", 0))
+    report(StepResult("docker", "stopped" if docker_engine.stop(cfg) else "left running (not started by mysimbdp)", 0))
+
+
+def _stop_tenant_containers(cfg: Config) -> int:
+    if not docker_engine.ping():
+        return 0
+    from ..sandbox import runtime
+
+    rt = runtime(cfg)
+    containers = rt.list()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda c: rt.stop(c.name, timeout=cfg.stream.drain_timeout), containers))
+    return len(containers)
+
+
+def status(cfg: Config) -> dict:
+    from ..sandbox import network
+
+    parts: dict = {}
+    parts["cassandra"] = cassandra_node.status(cfg)
+    parts["mosquitto"] = mosquitto_broker.status(cfg)
+    parts["docker"] = docker_engine.status(cfg)
+    if parts["docker"]["running"]:
+        from ..sandbox import image
+        from ..sandbox.docker_runtime import client
+
+        c = client()
+        parts["sandbox"] = {"image": image.image_tag(cfg), "image_present": image.image_present(cfg, c),
+                            "network": cfg.sandbox.network, "firewall": network.firewall_ok(cfg)}
+        parts["sandbox"]["ready"] = parts["sandbox"]["image_present"] and parts["sandbox"]["firewall"]
+        parts["sandbox"]["containers"] = len(c.containers.list(filters={"label": "mysimbdp=1"}))
+    else:
+        parts["sandbox"] = {"ready": False}
+    for part in managers.PARTS:
+        parts[part.name] = part.status(cfg)
+    return {"home": str(cfg.home), "ready": all(p.get("ready") for p in parts.values()), "parts": parts}

@@ -1,0 +1,192 @@
+"""Background processes the platform runs itself: start detached, find again by pid file, stop.
+
+Each service has a pid file in ``$MYSIMBDP_HOME/run`` and a log in ``$MYSIMBDP_HOME/logs``. A pid file
+is only trusted while the process it names is alive and still runs the expected program, so a stale
+file after a reboot is harmless.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..errors import ServiceStartError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A background process known by name: ``cassandra``, ``mosquitto``, ``batch-api``..."""
+
+    name: str
+    run_dir: Path
+    log_dir: Path
+    match: str  # a substring of the process's command line that proves the pid is still ours
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of the running process, or None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid, self.match) else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
+        """Start ``argv`` detached from this process (own session), output appended to the log."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.Popen(
+                    list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise ServiceStartError(f"{self.name}: cannot run {argv[0]}: {exc.strerror}") from None
+        self.pid_file.write_text(f"{proc.pid}\n")
+        log.debug("started %s pid %s", self.name, proc.pid)
+        return proc.pid
+
+    def exited_early(self) -> bool:
+        """True when the process we started is gone (it crashed while starting)."""
+        return self.pid() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            data = self.log_file.read_bytes()[-20000:].decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(data[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL. True if something was stopped."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        stop_pid(pid, timeout)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def pid_alive(pid: int, match: str | None = None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is not alive
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return False
+    return match is None or match in cmdline
+
+
+def stop_pid(pid: int, timeout: float) -> None:
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            try:  # reap it if it is our child
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.1)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when we could bind host:port ourselves (nobody else listens there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            if exc.errno == errno.EADDRNOTAVAIL:  # the address is not (yet) on this host
+                return True
+            raise
+    return True
+
+
+def who_listens(port: int) -> str:
+    """A best-effort description of the process listening on ``port`` (for error messages)."""
+    target = f":{port:04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[1].endswith(target) and parts[3] == "0A":  # LISTEN
+                inodes.add(parts[9])
+    if not inodes:
+        return "another process"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    cmd = (proc / "cmdline").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
+                    return f"pid {proc.name} ({Path(cmd).name})"
+        except OSError:
+            continue
+    return "another process"
+
+
+def wait_until(check, timeout: float, interval: float = 0.25, *, abort=None) -> bool:
+    """Call ``check()`` until it returns true or ``timeout`` passes; ``abort()`` true stops early."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if abort is not None and abort():
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

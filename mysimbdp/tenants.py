@@ -1,0 +1,234 @@
+"""Tenants: the registry in the platform keyspace and everything a tenant is made of.
+
+A tenant ``T`` is: a row in ``mysimbdp.tenants`` (with the bcrypt hash of its password), a keyspace ``T``
+and a Cassandra role ``T`` that may use only that keyspace, a broker user ``T`` allowed only under
+``tenants/T/``, folders for staging, uploads, work, archive and quarantine, its installed apps, and a uid/gid
+its sandboxed apps run as.
+
+Creation is a sequence of idempotent steps behind a ``state`` column: a crash half-way leaves the row in
+``creating`` and running ``tenant create`` again finishes the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cassandra.cluster import Session
+
+from . import apps, broker, credentials, db, names
+from .config import Config
+from .constraints import Constraints, loads as load_constraints
+from .errors import TenantError, TenantExists, TenantNotFound
+
+log = logging.getLogger(__name__)
+MIN_PASSWORD = 8
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    state: str
+    uid: int
+    password_hash: str
+    constraints: Constraints
+    batch_app: str | None
+    stream_app: str | None
+    created_at: datetime | None
+
+    def summary(self) -> dict:
+        c = self.constraints
+        return {
+            "name": self.name, "state": self.state, "uid": self.uid, "keyspace": self.name,
+            "topic_prefix": f"tenants/{self.name}/", "batch_app": self.batch_app, "stream_app": self.stream_app,
+            "formats": list(c.formats), "max_file_size_bytes": c.max_file_size,
+            "max_files": {"count": c.max_files, "per": c.max_files_per},
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
+def secret_path(cfg: Config, tenant: str) -> Path:
+    return cfg.paths.secrets / "tenants" / f"{names.tenant(tenant)}.json"
+
+
+def cassandra_login(cfg: Config, tenant: str) -> db.Login:
+    """The tenant role's generated Cassandra credentials (given to its sandboxed apps only)."""
+    try:
+        data = credentials.read_secret_json(secret_path(cfg, tenant))
+    except FileNotFoundError:
+        raise TenantNotFound(f"no credentials for tenant {tenant!r}", hint="run `mysimbdp tenant create` again") from None
+    return db.Login(tenant, data["cassandra_password"])
+
+
+class Registry:
+    """Tenants in the platform keyspace. All statements are prepared once."""
+
+    def __init__(self, cfg: Config, session: Session) -> None:
+        self.cfg = cfg
+        self.session = session
+        ks = cfg.keyspace
+        db.ensure_platform_schema(session, cfg)
+        session.execute(f"CREATE TABLE IF NOT EXISTS {ks}.tenant_uids (uid int PRIMARY KEY, tenant text)")
+        self._get = session.prepare(f"SELECT * FROM {ks}.tenants WHERE name = ?")
+        self._all = session.prepare(f"SELECT * FROM {ks}.tenants")
+        self._insert = session.prepare(
+            f"INSERT INTO {ks}.tenants (name, state, password_hash, broker_hash, constraints, created_at, updated_at)"
+            " VALUES (?, 'creating', ?, ?, ?, ?, ?) IF NOT EXISTS")
+        self._update_creating = session.prepare(
+            f"UPDATE {ks}.tenants SET password_hash = ?, broker_hash = ?, constraints = ?, updated_at = ?"
+            " WHERE name = ? IF state = 'creating'")
+        self._set_uid = session.prepare(f"UPDATE {ks}.tenants SET uid = ? WHERE name = ?")
+        self._claim_uid = session.prepare(f"INSERT INTO {ks}.tenant_uids (uid, tenant) VALUES (?, ?) IF NOT EXISTS")
+        self._uid_owner = session.prepare(f"SELECT tenant FROM {ks}.tenant_uids WHERE uid = ?")
+        self._free_uid = session.prepare(f"DELETE FROM {ks}.tenant_uids WHERE uid = ? IF tenant = ?")
+        self._set_apps = session.prepare(
+            f"UPDATE {ks}.tenants SET batch_app = ?, stream_app = ?, updated_at = ? WHERE name = ?")
+        self._set_state = session.prepare(f"UPDATE {ks}.tenants SET state = ?, updated_at = ? WHERE name = ?")
+        self._set_constraints = session.prepare(
+            f"UPDATE {ks}.tenants SET constraints = ?, updated_at = ? WHERE name = ?")
+        self._set_password = session.prepare(
+            f"UPDATE {ks}.tenants SET password_hash = ?, broker_hash = ?, updated_at = ? WHERE name = ?")
+        self._delete = session.prepare(f"DELETE FROM {ks}.tenants WHERE name = ?")
+
+    # --- reading ------------------------------------------------------------------------------------
+    def _row_to_tenant(self, row) -> Tenant:
+        return Tenant(row.name, row.state, row.uid or 0, row.password_hash or "",
+                      load_constraints(row.constraints, f"constraints of {row.name}"),
+                      row.batch_app, row.stream_app, row.created_at)
+
+    def find(self, name: str) -> Tenant | None:
+        row = self.session.execute(self._get, (names.tenant(name),)).one()
+        return self._row_to_tenant(row) if row else None
+
+    def get(self, name: str, *, ready: bool = True) -> Tenant:
+        t = self.find(name)
+        if t is None or (ready and t.state != "ready"):
+            raise TenantNotFound(f"no tenant {name!r}" if t is None else f"tenant {name!r} is not ready ({t.state})",
+                                 hint=None if t is None else "run `mysimbdp tenant create` again to finish it")
+        return t
+
+    def list(self) -> list[Tenant]:
+        return sorted((self._row_to_tenant(r) for r in self.session.execute(self._all)), key=lambda t: t.name)
+
+    # --- creating -------------------------------------------------------------------------------------
+    def create(self, name: str, password: str, constraints: Constraints, *,
+               batch_app: Path | None = None, stream_app: Path | None = None) -> Tenant:
+        names.tenant(name)
+        if len(password) < MIN_PASSWORD:
+            raise TenantError(f"the password must have at least {MIN_PASSWORD} characters")
+        if "\n" in password or "\r" in password:
+            raise TenantError("the password must be one line")
+        # check the apps before anything is made
+        for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
+            if folder is not None:
+                apps.read_manifest(folder, kind)
+        now = datetime.now(timezone.utc)
+        pw_hash = credentials.hash_password(password)
+        broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
+        result = self.session.execute(self._insert, (name, pw_hash, broker_hash, constraints.to_json(), now, now))
+        if not result.was_applied:
+            if result.one().state == "creating":
+                log.info("tenant %s was half made; finishing it", name)
+                self.session.execute(self._update_creating, (pw_hash, broker_hash, constraints.to_json(), now, name))
+            else:
+                raise TenantExists(f"tenant {name!r} already exists", hint="pick another name or `tenant delete` it first")
+        uid = self._allocate_uid(name)
+        self._provision_cassandra(name)
+        broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
+        self._make_folders(name, uid)
+        refs = {}
+        for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
+            refs[kind] = apps.install(self.cfg, name, kind, folder, uid).ref if folder is not None else None
+        self.session.execute(self._set_apps, (refs["batch"], refs["stream"], now, name))
+        self.session.execute(self._set_state, ("ready", datetime.now(timezone.utc), name))
+        return self.get(name)
+
+    def _allocate_uid(self, name: str) -> int:
+        row = self.session.execute(self._get, (name,)).one()
+        if row and row.uid:
+            return row.uid
+        uid = self.cfg.sandbox.uid_base + 1
+        while True:
+            res = self.session.execute(self._claim_uid, (uid, name))
+            if res.was_applied or res.one().tenant == name:
+                self.session.execute(self._set_uid, (uid, name))
+                return uid
+            uid += 1
+
+    def _provision_cassandra(self, name: str) -> None:
+        """The tenant's keyspace, and a role that can use only that keyspace."""
+        ks = names.tenant(name)
+        path = secret_path(self.cfg, name)
+        fresh = not path.exists()
+        if fresh:
+            password = credentials.generate_password()
+            credentials.write_secret(path, {"cassandra_password": password})
+        else:
+            password = credentials.read_secret_json(path)["cassandra_password"]
+        s = self.session
+        s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {db.replication_cql(self.cfg)}")
+        db.ensure_role(s, ks, password, password_changed=fresh)
+        for perm in ("CREATE", "ALTER", "DROP", "SELECT", "MODIFY"):
+            s.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {ks}")
+
+    def _make_folders(self, name: str, uid: int) -> None:
+        p = self.cfg.paths
+        for folder in (p.staging(name), p.uploads(name), p.work(name), p.archive(name), p.quarantine(name),
+                       p.tenant_apps(name)):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o750)
+            if os.geteuid() == 0:
+                os.chown(folder, 0, uid)
+
+    # --- changing -------------------------------------------------------------------------------------
+    def update(self, name: str, *, constraints: Constraints | None = None, password: str | None = None,
+               batch_app: Path | None = None, stream_app: Path | None = None) -> Tenant:
+        t = self.get(name)
+        now = datetime.now(timezone.utc)
+        if constraints is not None:
+            self.session.execute(self._set_constraints, (constraints.to_json(), now, name))
+        if password is not None:
+            if len(password) < MIN_PASSWORD:
+                raise TenantError(f"the password must have at least {MIN_PASSWORD} characters")
+            broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
+            self.session.execute(self._set_password, (credentials.hash_password(password), broker_hash, now, name))
+            broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
+        refs = {"batch": t.batch_app, "stream": t.stream_app}
+        for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
+            if folder is not None:
+                refs[kind] = apps.install(self.cfg, name, kind, folder, t.uid).ref
+        self.session.execute(self._set_apps, (refs["batch"], refs["stream"], now, name))
+        return self.get(name)
+
+    # --- deleting -------------------------------------------------------------------------------------
+    def delete(self, name: str) -> None:
+        """Remove the tenant: its keyspace and role, broker users, folders and secrets. Receipts stay."""
+        t = self.find(names.tenant(name))
+        if t is None:
+            raise TenantNotFound(f"no tenant {name!r}")
+        self.session.execute(self._set_state, ("deleting", datetime.now(timezone.utc), name))
+        from .sandbox import runtime
+
+        rt = runtime(self.cfg)
+        for c in rt.list(tenant=name):
+            rt.stop(c.name, timeout=5)
+        broker.remove_users(self.cfg, name)
+        broker.remove_users(self.cfg, f"app.{name}")
+        self.session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+        self.session.execute(f"DROP ROLE IF EXISTS {name}")
+        p = self.cfg.paths
+        for folder in (p.staging(name), p.uploads(name), p.work(name), p.archive(name), p.quarantine(name),
+                       p.tenant_apps(name)):
+            shutil.rmtree(folder, ignore_errors=True)
+        secret_path(self.cfg, name).unlink(missing_ok=True)
+        if t.uid:
+            self.session.execute(self._free_uid, (t.uid, name))
+        self.session.execute(self._delete, (name,))
+
+
+def open_registry(cfg: Config) -> Registry:
+    return Registry(cfg, db.connect(cfg))

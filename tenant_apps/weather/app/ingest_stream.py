@@ -1,0 +1,1 @@
+raise SystemExit("the stream app comes with the stream issue")
