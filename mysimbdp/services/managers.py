@@ -21,6 +21,7 @@ class ManagedProcess:
     name: str
     module: str
     health: str | None = None  # "batch" or "stream": which API's /healthz proves it ready
+    heartbeat: str | None = None  # else: a file in run/ the process touches while its loop runs
 
     def daemon(self, cfg: Config) -> Daemon:
         return Daemon(self.name, cfg.paths.run, cfg.paths.logs, match=f"-m {self.module}")
@@ -42,7 +43,17 @@ class ManagedProcess:
     def healthy(self, cfg: Config) -> bool:
         url = self._url(cfg)
         if url is None:
-            return self.daemon(cfg).running()
+            if not self.daemon(cfg).running():
+                return False
+            if self.heartbeat is None:
+                return True
+            try:
+                beat = float((cfg.paths.run / self.heartbeat).read_text())
+            except (OSError, ValueError):
+                return False
+            import time
+
+            return time.time() - beat < 15
         try:
             return requests.get(url, timeout=2).status_code == 200
         except requests.RequestException:
@@ -59,6 +70,8 @@ class ManagedProcess:
             import os
 
             env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home))
+            if self.heartbeat:
+                (cfg.paths.run / self.heartbeat).unlink(missing_ok=True)
             d.start([sys.executable, "-m", self.module], env=env, cwd=cfg.source)
         if not wait_until(lambda: self.healthy(cfg), timeout, 0.2, abort=d.exited_early):
             raise ServiceStartError(f"{self.name} did not become ready:\n" + d.log_tail())
@@ -73,5 +86,8 @@ class ManagedProcess:
                 "log": str(self.daemon(cfg).log_file)}
 
 
-#: filled in by the batch and stream issues, in start order
-PARTS: list[ManagedProcess] = []
+#: in start order
+PARTS: list[ManagedProcess] = [
+    ManagedProcess("batch-api", "batchingestmanager.api", health="batch"),
+    ManagedProcess("batch-manager", "batchingestmanager.manager", heartbeat="batch-manager.heartbeat"),
+]

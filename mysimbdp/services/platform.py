@@ -62,7 +62,7 @@ def up(cfg: Config, report: Callable[[StepResult], None] = lambda r: None, *, ma
         pool.shutdown(wait=True)
     failed = [r for r in results if r.outcome == "failed"]
     if failed:
-        raise ServiceStartError("; ".join(f"{r.part}: {r.detail}" for r in failed))
+        raise ServiceStartError("; ".join(r.detail for r in failed))
     results.append(_timed("schema", lambda: _schema(cfg), report))
     if managers_too:
         for part in managers.PARTS:

@@ -71,8 +71,15 @@ class Daemon:
         return proc.pid
 
     def exited_early(self) -> bool:
-        """True when the process we started is gone (it crashed while starting)."""
-        return self.pid() is None
+        """True when the process we started is gone (it crashed while starting).
+
+        Right after the fork the child may not have exec'd its program yet, so only its existence counts.
+        """
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return True
+        return not pid_alive(pid)
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -1,0 +1,305 @@
+"""The upload API (HTTP, JSON), served by gunicorn. Every request is authenticated as a tenant (HTTP Basic).
+
+    GET    /healthz                         liveness (no auth)
+    GET    /v1/constraints                  the tenant's constraints
+    POST   /v1/uploads                      open or resume an upload: {"name", "size", "sha256"}
+    HEAD   /v1/uploads/<id>                 how much arrived (Upload-Offset header)
+    GET    /v1/uploads/<id>                 the same, as JSON
+    PATCH  /v1/uploads/<id>                 append the body at Upload-Offset; completes the upload at the end
+    DELETE /v1/uploads/<id>                 abandon an upload
+    PUT    /v1/files/<name>                 a whole file in one request (Content-Length; optional Content-SHA256)
+    GET    /v1/jobs[?status=S&limit=N]      the tenant's receipts, newest first
+    GET    /v1/jobs/<job_id>                one receipt
+    GET    /v1/jobs/<job_id>/rejects        the rejected rows (CSV)
+    GET    /v1/jobs/<job_id>/log            the app's output for this job
+
+Errors are JSON ``{"error": "...", "hint": "..."}`` with a 4xx status for anything the client can fix,
+503 when a service the platform needs is down; never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+from flask import Flask, Response, g, jsonify, request, send_file
+from werkzeug.exceptions import ClientDisconnected, HTTPException
+
+from mysimbdp import auth, config, constraints as constraints_mod, db, names
+from mysimbdp.errors import MysimbdpError, NotFound, ServiceError, TenantError, TooManyAttempts
+from mysimbdp.jobs import JobStore
+from mysimbdp.tenants import Registry, Tenant
+
+from .uploads import Duplicate, Interrupted, Uploads
+
+log = logging.getLogger("batchingestmanager.api")
+
+
+class _Body:
+    """The request body as a plain stream: a client that goes away is an OSError here."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self.stream.read(n)
+        except ClientDisconnected as exc:
+            raise OSError("client disconnected") from exc
+
+
+class Backend:
+    """What the API needs, created lazily so that the app starts even while Cassandra is still coming up."""
+
+    def __init__(self, cfg: config.Config) -> None:
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._session = db.SessionHolder(cfg)
+        self._parts: tuple[Registry, JobStore, Uploads] | None = None
+        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        self.auth = auth.Authenticator(self._password_hash, max_failures=cfg.batch.auth_max_failures,
+                                       lockout=cfg.batch.auth_lockout)
+
+    def parts(self) -> tuple[Registry, JobStore, Uploads]:
+        with self._lock:
+            if self._parts is None:
+                session = self._session.get()
+                registry = Registry(self.cfg, session)
+                jobs = JobStore(self.cfg, session)
+                self._parts = (registry, jobs, Uploads(self.cfg, jobs))
+            return self._parts
+
+    def tenant(self, name: str) -> Tenant | None:
+        now = time.monotonic()
+        hit = self._tenants.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        try:
+            names.tenant(name)
+        except TenantError:
+            return None
+        t = self.parts()[0].find(name)
+        t = t if t is not None and t.state == "ready" else None
+        self._tenants[name] = (now + 5.0, t)
+        return t
+
+    def _password_hash(self, name: str) -> str | None:
+        t = self.tenant(name)
+        return t.password_hash if t else None
+
+
+def create_app(cfg: config.Config | None = None) -> Flask:
+    cfg = cfg or config.load()
+    app = Flask("mysimbdp-batch")
+    app.config["MAX_CONTENT_LENGTH"] = None
+    backend = Backend(cfg)
+    app.extensions["mysimbdp"] = backend
+
+    def error(status: int, message: str, hint: str | None = None, **extra) -> Response:
+        body = {"error": message, **({"hint": hint} if hint else {}), **extra}
+        resp = jsonify(body)
+        resp.status_code = status
+        return resp
+
+    @app.errorhandler(MysimbdpError)
+    def on_platform_error(exc: MysimbdpError):
+        if isinstance(exc, ServiceError):
+            log.warning("service error: %s", exc.one_line())
+        resp = error(exc.http_status, exc.message, exc.hint)
+        if isinstance(exc, TooManyAttempts):
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        if exc.http_status == 401:
+            resp.headers["WWW-Authenticate"] = 'Basic realm="mysimbdp"'
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def on_http_error(exc: HTTPException):
+        return error(exc.code or 400, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def on_unexpected(exc: Exception):
+        from cassandra.cluster import NoHostAvailable
+        from cassandra import OperationTimedOut, Unavailable, WriteTimeout, ReadTimeout
+
+        if isinstance(exc, (NoHostAvailable, OperationTimedOut, Unavailable, WriteTimeout, ReadTimeout)):
+            log.warning("Cassandra unavailable: %s", exc)
+            return error(503, "the platform's database is unavailable", "try again in a moment")
+        log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+        return error(500, "internal error; the operator can find it in the batch API's log")
+
+    @app.before_request
+    def authenticate():
+        if request.endpoint in (None, "healthz"):
+            return None
+        a = request.authorization
+        client = request.remote_addr or "?"
+        principal = backend.auth.authenticate(a.username if a else None, a.password if a else None, client)
+        g.tenant = backend.tenant(principal.name)
+        if g.tenant is None:
+            raise NotFound("no such tenant")
+        return None
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"ok": True})
+
+    @app.get("/v1/constraints")
+    def get_constraints():
+        return jsonify(g.tenant.constraints.raw)
+
+    @app.post("/v1/uploads")
+    def open_upload():
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise TenantError("send a JSON object with name, size and sha256")
+        _, _, uploads = backend.parts()
+        try:
+            s, offset = uploads.open(g.tenant, data.get("name"), data.get("size"), data.get("sha256"),
+                                     request.remote_addr or "")
+        except Duplicate as dup:
+            return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "file_name": dup.file_name,
+                            "message": str(dup)}), 200
+        resp = jsonify({**s.public(offset), "status": "resumed" if offset else "open"})
+        resp.status_code = 200 if offset else 201
+        resp.headers["Upload-Offset"] = str(offset)
+        resp.headers["Location"] = f"/v1/uploads/{s.id}"
+        return resp
+
+    @app.route("/v1/uploads/<upload_id>", methods=["HEAD", "GET"])
+    def upload_status(upload_id: str):
+        _, _, uploads = backend.parts()
+        s, offset = uploads.get(g.tenant.name, upload_id)
+        resp = jsonify(s.public(offset)) if request.method == "GET" else Response(status=200)
+        resp.headers["Upload-Offset"] = str(offset)
+        resp.headers["Upload-Length"] = str(s.size)
+        return resp
+
+    @app.patch("/v1/uploads/<upload_id>")
+    def upload_append(upload_id: str):
+        try:
+            offset = int(request.headers.get("Upload-Offset", ""))
+        except ValueError:
+            raise TenantError("the Upload-Offset header is missing or not a number") from None
+        _, _, uploads = backend.parts()
+        try:
+            new_offset, job = uploads.append(g.tenant, upload_id, offset, _Body(request.stream), request.content_length)
+        except Duplicate as dup:
+            return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "message": str(dup)}), 200
+        except Interrupted as exc:
+            return error(400, f"the body ended early; {exc.offset} bytes are kept", "resume from Upload-Offset",
+                         offset=exc.offset)
+        if job is None:
+            resp = jsonify({"upload_id": upload_id, "offset": new_offset, "status": "partial"})
+        else:
+            resp = jsonify({"status": "staged", "job": job.to_dict(public=True)})
+            resp.status_code = 201
+        resp.headers["Upload-Offset"] = str(new_offset)
+        return resp
+
+    @app.delete("/v1/uploads/<upload_id>")
+    def upload_abort(upload_id: str):
+        backend.parts()[2].abort(g.tenant, upload_id)
+        return Response(status=204)
+
+    @app.put("/v1/files/<path:name>")
+    def put_file(name: str):
+        length = request.content_length
+        if length is None:
+            return error(411, "send the file with a Content-Length", "or use POST /v1/uploads")
+        safe = names.safe_file_name(name)
+        constraints_mod.check_file_name(g.tenant.constraints, safe)
+        constraints_mod.check_size(g.tenant.constraints, safe, length)
+        sha = (request.headers.get("Content-SHA256") or "").lower()
+        _, _, uploads = backend.parts()
+        if not sha:  # without a declared checksum: take the body to a session keyed by a placeholder
+            return error(428, "send the file's SHA-256 in a Content-SHA256 header",
+                         "e.g. curl -H \"Content-SHA256: $(sha256sum FILE | cut -d' ' -f1)\"")
+        try:
+            s, offset = uploads.open(g.tenant, safe, length, sha, request.remote_addr or "")
+            if offset:
+                uploads.abort(g.tenant, s.id)
+                s, offset = uploads.open(g.tenant, safe, length, sha, request.remote_addr or "")
+            _, job = uploads.append(g.tenant, s.id, 0, _Body(request.stream), length)
+        except Duplicate as dup:
+            return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "message": str(dup)}), 200
+        except Interrupted as exc:
+            return error(400, f"the body ended early ({exc.offset} of {length} bytes)")
+        return jsonify({"status": "staged", "job": job.to_dict(public=True)}), 201
+
+    @app.get("/v1/jobs")
+    def list_jobs():
+        status = request.args.get("status")
+        try:
+            limit = max(1, min(1000, int(request.args.get("limit", "100"))))
+        except ValueError:
+            raise TenantError("limit must be a number") from None
+        if status is not None and status not in ("staged", "running", "retrying", "succeeded", "failed"):
+            raise TenantError(f"unknown status {status!r}", hint="staged, running, retrying, succeeded or failed")
+        jobs = backend.parts()[1].list(g.tenant.name, status=status, limit=limit)
+        return jsonify({"jobs": [j.to_dict(public=True) for j in jobs]})
+
+    @app.get("/v1/jobs/<job_id>")
+    def get_job(job_id: str):
+        return jsonify(backend.parts()[1].get(g.tenant.name, job_id).to_dict(public=True))
+
+    @app.get("/v1/jobs/<job_id>/rejects")
+    def get_rejects(job_id: str):
+        job = backend.parts()[1].get(g.tenant.name, job_id)
+        return _tenant_file(cfg, g.tenant.name, job.rejects_path, "text/csv", f"{job.job_id}-rejects.csv")
+
+    @app.get("/v1/jobs/<job_id>/log")
+    def get_log(job_id: str):
+        job = backend.parts()[1].get(g.tenant.name, job_id)
+        return _tenant_file(cfg, g.tenant.name, job.log_path, "text/plain", f"{job.job_id}.log")
+
+    return app
+
+
+def _tenant_file(cfg: config.Config, tenant: str, path: str | None, mimetype: str, download: str):
+    """Serve a file of the tenant's own archive or quarantine, and nothing outside them."""
+    if not path:
+        raise NotFound("there is no such file for this job")
+    p = Path(path).resolve()
+    allowed = [cfg.paths.archive(tenant).resolve(), cfg.paths.quarantine(tenant).resolve(),
+               cfg.paths.work(tenant).resolve()]
+    if not any(p.is_relative_to(a) for a in allowed) or not p.is_file():
+        raise NotFound("there is no such file for this job (any more)")
+    return send_file(p, mimetype=mimetype, as_attachment=True, download_name=download)
+
+
+# --- serving --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the upload API with gunicorn (threads; request bodies stream straight to disk)."""
+    from gunicorn.app.base import BaseApplication
+
+    cfg = config.load()
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{cfg.batch.host}:{cfg.batch.port}")
+            self.cfg.set("workers", 1)  # one process: upload limits and login throttling are per process
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", cfg.batch.threads)
+            self.cfg.set("timeout", 3600)  # a slow client may take long over one large upload
+            self.cfg.set("graceful_timeout", 30)
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("proc_name", "mysimbdp-batch-api")
+            self.cfg.set("control_socket_disable", True)
+
+        def load(self):
+            return create_app(cfg)
+
+    Server().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`mysimbdp jobs`: the operator's view of batch receipts."""
+
+from __future__ import annotations
+
+import json
+
+from mysimbdp import cli, names
+from mysimbdp.errors import TenantError
+from mysimbdp.jobs import STATUSES
+
+
+def cmd_jobs(cfg, args) -> int:
+    from mysimbdp import db
+    from mysimbdp.jobs import JobStore
+    from mysimbdp.tenants import Registry
+
+    if args.status and args.status not in STATUSES:
+        raise TenantError(f"unknown status {args.status!r}", hint=", ".join(STATUSES))
+    session = db.connect(cfg)
+    try:
+        registry = Registry(cfg, session)
+        store = JobStore(cfg, session)
+        tenants = [names.tenant(args.tenant)] if args.tenant else [t.name for t in registry.list()]
+        if args.tenant:
+            registry.get(args.tenant, ready=False)
+        jobs = []
+        for t in tenants:
+            jobs.extend(store.list(t, status=args.status, limit=args.limit))
+        jobs.sort(key=lambda j: j.created_at or 0, reverse=True)
+        jobs = jobs[: args.limit]
+    finally:
+        session.cluster.shutdown()
+    if args.json:
+        print(json.dumps([j.to_dict() for j in jobs], indent=2, default=str))
+        return 0
+    if not jobs:
+        print("no jobs")
+        return 0
+    print(f"{'CREATED':<20} {'TENANT':<14} {'STATUS':<10} {'ROWS':>9} {'REJ':>6} {'SECS':>7} {'SIZE':>10}  FILE / REASON")
+    for j in jobs:
+        created = j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else "-"
+        rows = "-" if j.rows_ingested is None else str(j.rows_ingested)
+        rej = "-" if j.rows_rejected is None else str(j.rows_rejected)
+        secs = "-" if j.seconds is None else f"{j.seconds:.2f}"
+        tail = j.file_name + (f"  ({j.reason})" if j.reason else "")
+        print(f"{created:<20} {j.tenant:<14} {j.status:<10} {rows:>9} {rej:>6} {secs:>7} {j.size:>10}  {tail}")
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("jobs", help="batch ingestion receipts, newest first")
+    s.add_argument("--tenant", metavar="NAME")
+    s.add_argument("--status", metavar="S", help="staged, running, retrying, succeeded or failed")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_jobs)
+
+
+cli.EXTENSIONS.append(register)

@@ -1,0 +1,206 @@
+"""The batch ingest manager: watches the staging folders and runs each staged file through the tenant's
+batch app in the sandbox, with a global and a per-tenant limit on concurrent jobs.
+
+    watcher (watchdog) --paths--> events queue --> dispatcher --claims--> worker threads --> JobRunner
+
+The dispatcher takes tenants in turn (round robin), so one tenant's hundred files do not starve another's
+one. Retries wait for their back-off and for Cassandra to answer. SIGTERM stops taking new work and waits
+for the running jobs; whatever is still claimed is picked up at the next start.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mysimbdp import config, db
+from mysimbdp.config import Config
+from mysimbdp.errors import MysimbdpError
+from mysimbdp.jobs import JobStore
+from mysimbdp.sandbox import runtime as sandbox_runtime
+from mysimbdp.tenants import Registry
+
+from . import watcher
+from .runner import Claimed, JobRunner
+
+log = logging.getLogger("batchingestmanager")
+
+
+class Manager:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.events: queue.Queue[tuple[str, Path]] = queue.Queue()
+        self.sessions = db.SessionHolder(cfg)
+        self.pending: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.queued: set[str] = set()
+        self.running: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Condition()
+        self._limits: dict[str, tuple[float, int]] = {}
+        self.pool = ThreadPoolExecutor(max_workers=cfg.batch.workers, thread_name_prefix="job")
+        self.runner: JobRunner | None = None
+        self.registry: Registry | None = None
+
+    # --- setup ------------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                session = self.sessions.get()
+                self.registry = Registry(self.cfg, session)
+                jobs = JobStore(self.cfg, session)
+                self.runner = JobRunner(self.cfg, self.registry, jobs, sandbox_runtime(self.cfg), self.cassandra_ok,
+                                        self.stop.is_set)
+                return
+            except MysimbdpError as exc:
+                log.warning("waiting for Cassandra: %s", exc.one_line())
+                self.stop.wait(delay)
+                delay = min(delay * 2, 15)
+
+    def cassandra_ok(self) -> bool:
+        try:
+            self.sessions.get().execute("SELECT now() FROM system.local", timeout=3)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not now"
+            return False
+
+    def limit_for(self, tenant: str) -> int:
+        now = time.monotonic()
+        hit = self._limits.get(tenant)
+        if hit and hit[0] > now:
+            return hit[1]
+        try:
+            n = int(self.registry.get(tenant).constraints.batch["max_concurrent_jobs"])
+        except Exception:  # noqa: BLE001 - unknown tenant or Cassandra away: one at a time
+            n = 1
+        self._limits[tenant] = (now + 10, n)
+        return n
+
+    # --- queueing ---------------------------------------------------------------------------------------
+    def _enqueue_staged(self, tenant: str, path: Path) -> None:
+        key = str(path)
+        with self.lock:
+            if key in self.queued:
+                return
+            self.queued.add(key)
+            self.pending[tenant].append(("staged", path))
+            self.lock.notify_all()
+
+    def _enqueue_claimed(self, c: Claimed) -> None:
+        with self.lock:
+            self.pending[c.tenant].append(("claimed", c))
+            self.lock.notify_all()
+
+    def _next(self) -> tuple[str, tuple] | None:
+        """The next runnable item, taking tenants in turn; None when nothing may start now."""
+        if sum(self.running.values()) >= self.cfg.batch.workers:
+            return None
+        now = time.monotonic()
+        tenants = [t for t, q in self.pending.items() if q]
+        tenants.sort(key=lambda t: self.running[t])  # the least busy tenant first
+        for t in tenants:
+            if self.running[t] >= self.limit_for(t):
+                continue
+            q = self.pending[t]
+            for i, item in enumerate(q):
+                if item[0] == "claimed" and item[1].not_before > now:
+                    continue
+                del q[i]
+                return t, item
+        return None
+
+    # --- work -------------------------------------------------------------------------------------------
+    def _work(self, tenant: str, item: tuple) -> None:
+        kind, obj = item
+        try:
+            if kind == "staged":
+                with self.lock:
+                    self.queued.discard(str(obj))
+                claimed = self.runner.claim(tenant, obj)
+                if claimed is None:
+                    return
+            else:
+                claimed = obj
+                if not self.cassandra_ok():  # do not spend a run while Cassandra is away
+                    claimed.not_before = time.monotonic() + 2
+                    self._enqueue_claimed(claimed)
+                    return
+            verdict = self.runner.run(claimed)
+            if verdict.status == "retrying" and not self.stop.is_set():
+                self._enqueue_claimed(claimed)
+        except Exception:  # noqa: BLE001 - one job's bug must not stop the manager
+            log.exception("job for %s failed unexpectedly; it stays in the work area for the next start", tenant)
+        finally:
+            with self.lock:
+                self.running[tenant] -= 1
+                self.lock.notify_all()
+
+    def run(self) -> None:
+        self._connect()
+        if self.stop.is_set():
+            return
+        root = self.cfg.paths.home / "staging"
+        observer = watcher.watch(root, self.events)
+        for c in self.runner.recover():
+            log.info("resuming job %s left by a previous run", c.key)
+            self._enqueue_claimed(c)
+        for tenant, path in watcher.scan(root):
+            self._enqueue_staged(tenant, path)
+        heartbeat = self.cfg.paths.run / "batch-manager.heartbeat"
+        log.info("batch manager ready: %d workers, watching %s", self.cfg.batch.workers, root)
+        try:
+            while not self.stop.is_set():
+                try:
+                    while True:
+                        self._enqueue_staged(*self.events.get_nowait())
+                except queue.Empty:
+                    pass
+                with self.lock:
+                    while (nxt := self._next()) is not None:
+                        tenant, item = nxt
+                        self.running[tenant] += 1
+                        self.pool.submit(self._work, tenant, item)
+                    self.lock.wait(0.2)
+                heartbeat.write_text(f"{time.time():.0f}\n")
+                for path in self._drain_events(0.05):
+                    self._enqueue_staged(*path)
+        finally:
+            observer.stop()
+            log.info("stopping: waiting for running jobs")
+            self.pool.shutdown(wait=True)
+            self.sessions.close()
+
+    def _drain_events(self, timeout: float) -> list[tuple[str, Path]]:
+        try:
+            first = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        out = [first]
+        try:
+            while True:
+                out.append(self.events.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config.load()
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    manager = Manager(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: manager.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: manager.stop.set())
+    cfg.paths.run.mkdir(parents=True, exist_ok=True)
+    manager.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""One batch job: claim the staged file, run the tenant's app on it in the sandbox, judge the outcome,
+write the receipt, and archive or quarantine the file.
+
+Outcomes:
+
+* the app exits 0 with a valid result   -> ``succeeded``; file archived (or deleted), rejects kept;
+* the app exits 75, or fails while Cassandra is unreachable -> ``retrying``: the job stays claimed and is
+  run again after a back-off, once Cassandra answers (an infrastructure failure is never the tenant's);
+* anything else (an error exit, a crash, the time or memory limit, no valid result) -> ``failed``: the
+  file goes to the tenant's quarantine with the reason, and its content may be sent again.
+
+Claiming is a rename of the staged file into ``work/<tenant>/<job>/input/``; whatever is in ``work/`` when
+the manager starts was interrupted and is run again (writes are keyed by primary key, so a re-run does not
+duplicate rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from mysimbdp import apps, contract, names
+from mysimbdp.config import Config
+from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
+from mysimbdp.jobs import Job, JobStore, append_log, new_job_id
+from mysimbdp.sandbox import RunResult, SandboxRuntime
+from mysimbdp.tenants import Registry, Tenant
+
+log = logging.getLogger(__name__)
+EXIT_TEMPORARY = 75
+MAX_RESULT_BYTES = 64 * 1024
+
+
+@dataclass
+class Claimed:
+    tenant: str
+    job_id: uuid.UUID
+    dir: Path  # work/<tenant>/<job>/
+    input: Path
+    meta: dict
+    not_before: float = 0.0  # for retries
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}/{self.job_id}"
+
+
+@dataclass
+class Verdict:
+    status: str  # succeeded | retrying | failed
+    reason: str = ""
+    rows: int | None = None
+    rejected: int | None = None
+
+
+class JobRunner:
+    def __init__(self, cfg: Config, registry: Registry, jobs: JobStore, runtime: SandboxRuntime,
+                 cassandra_ok: Callable[[], bool], stopping: Callable[[], bool] = lambda: False) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.jobs = jobs
+        self.runtime = runtime
+        self.cassandra_ok = cassandra_ok
+        self.stopping = stopping
+
+    # --- claiming -------------------------------------------------------------------------------------
+    def claim(self, tenant: str, staged: Path) -> Claimed | None:
+        """Move a staged file into the work area; None if it is gone (claimed already)."""
+        sidecar = staged.with_name(f".{staged.stem}.json")
+        meta: dict = {}
+        if sidecar.exists():
+            try:
+                meta = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                meta = {}
+        try:
+            job_id = uuid.UUID(meta["job_id"])
+        except (KeyError, ValueError):
+            job_id = new_job_id()  # a file put in staging by hand: it gets a job of its own
+            meta = {"job_id": str(job_id), "file_name": staged.name, "size": staged.stat().st_size if staged.exists() else 0,
+                    "sha256": "", "client": "local", "manual": True}
+        work = self.cfg.paths.work(tenant) / str(job_id)
+        (work / "input").mkdir(parents=True, exist_ok=True)
+        stored = f"{job_id}{staged.suffix.lower()}" if meta.get("manual") else staged.name
+        target = work / "input" / names.safe_file_name(stored)
+        try:
+            os.rename(staged, target)
+        except FileNotFoundError:  # another worker was first
+            if not any((work / "input").iterdir()):
+                shutil.rmtree(work, ignore_errors=True)
+            return None
+        (work / "job.json").write_text(json.dumps(meta))
+        sidecar.unlink(missing_ok=True)
+        return Claimed(tenant, job_id, work, target, meta)
+
+    def recover(self) -> list[Claimed]:
+        """Jobs a previous run of the manager left in the work area."""
+        found = []
+        root = self.cfg.paths.home / "work"
+        if not root.exists():
+            return found
+        for tenant_dir in sorted(root.iterdir()):
+            for work in sorted(tenant_dir.iterdir()) if tenant_dir.is_dir() else []:
+                inputs = list((work / "input").glob("*")) if (work / "input").is_dir() else []
+                try:
+                    meta = json.loads((work / "job.json").read_text())
+                    job_id = uuid.UUID(meta["job_id"])
+                except (OSError, ValueError, KeyError):
+                    log.warning("unreadable work folder %s left alone", work)
+                    continue
+                if not inputs:
+                    shutil.rmtree(work, ignore_errors=True)
+                    continue
+                for c in self.runtime.list(job=str(job_id)):  # an orphan container of the killed manager
+                    self.runtime.stop(c.name, timeout=2)
+                found.append(Claimed(tenant_dir.name, job_id, work, inputs[0], meta))
+        return found
+
+    # --- running --------------------------------------------------------------------------------------
+    def _job(self, c: Claimed) -> Job:
+        try:
+            return self.jobs.get(c.tenant, c.job_id)
+        except NotFound:
+            m = c.meta
+            return Job(tenant=c.tenant, job_id=c.job_id, file_name=m.get("file_name", c.input.name),
+                       stored_name=c.input.name, size=int(m.get("size") or c.input.stat().st_size),
+                       sha256=m.get("sha256", ""), client_address=m.get("client", ""),
+                       created_at=datetime.now(timezone.utc))
+
+    def _save(self, job: Job) -> None:
+        """Write the job record; while Cassandra is down, wait for it (the record must not be lost)."""
+        delay = 1.0
+        while True:
+            try:
+                self.jobs.save(job)
+                return
+            except Exception as exc:  # noqa: BLE001 - any driver error: Cassandra is not answering
+                if self.stopping():
+                    log.warning("stopping before the record of job %s could be written: %s", job.job_id, exc)
+                    return
+                log.warning("cannot write the record of job %s yet (%s); retrying in %.0fs", job.job_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 15)
+
+    def run(self, c: Claimed) -> Verdict:
+        """Run one attempt of a claimed job; return the verdict (and act on it)."""
+        job = self._job(c)
+        if job.status in ("succeeded", "failed"):  # the manager died after the receipt: just tidy up
+            self._settle(c, job, Verdict(job.status, job.reason or ""), keep_receipt=True)
+            return Verdict(job.status)
+        try:
+            tenant = self.registry.get(c.tenant)
+        except TenantNotFound:
+            verdict = Verdict("failed", "the tenant no longer exists")
+            self._finish(c, job, verdict, None)
+            return verdict
+        app = apps.installed(self.cfg, c.tenant, "batch")
+        if app is None:
+            verdict = Verdict("failed", "the tenant has no batch ingest app", 0, 0)
+            self._finish(c, job, verdict, None)
+            return verdict
+        job.status, job.attempts = "running", (job.attempts or 0) + 1
+        job.started_at = datetime.now(timezone.utc)
+        job.app_name, job.app_version = app.name, app.version
+        job.reason = None
+        self._save(job)
+        out = c.dir / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        if os.geteuid() == 0:
+            os.chown(out, tenant.uid, tenant.uid)
+        os.chmod(out, 0o700)
+        c.input.chmod(0o640)
+        if os.geteuid() == 0:
+            os.chown(c.input, 0, tenant.uid)
+        spec = contract.batch_run(self.cfg, tenant, app, input_file=c.input, file_name=job.file_name,
+                                  output_dir=out, job_id=f"{c.job_id}", log_path=c.dir / "run.log")
+        spec = dataclasses.replace(spec, name=f"{spec.name}-{job.attempts}")  # a fresh container per attempt
+        try:
+            result = self.runtime.run(spec)
+        except ServiceError as exc:
+            verdict = Verdict("retrying", f"the sandbox is unavailable: {exc.one_line()}")
+            return self._retry(c, job, verdict)
+        verdict = self._judge(tenant, result, out)
+        job.seconds = round(result.seconds, 3)
+        if verdict.status == "retrying":
+            return self._retry(c, job, verdict)
+        self._finish(c, job, verdict, result)
+        return verdict
+
+    def _judge(self, tenant: Tenant, r: RunResult, out: Path) -> Verdict:
+        if r.exit_code == EXIT_TEMPORARY and not (r.timed_out or r.oom_killed):
+            return Verdict("retrying", "the app reported the infrastructure unavailable (exit 75)")
+        if not r.ok and not self.cassandra_ok():
+            return Verdict("retrying", f"the app {r.describe()} while Cassandra was unreachable")
+        if not r.ok:
+            tail = _last_line(r.log_path)
+            return Verdict("failed", f"the app {r.describe()}" + (f": {tail}" if tail else ""))
+        result = out / "result.json"
+        try:
+            if result.stat().st_size > MAX_RESULT_BYTES:
+                raise ValueError("too large")
+            data = json.loads(result.read_text())
+            rows, rejected = data["rows_ingested"], data["rows_rejected"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (rows, rejected)):
+                raise ValueError("counts must be non-negative integers")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return Verdict("failed", f"the app exited normally but wrote no valid /output/result.json ({exc})")
+        return Verdict("succeeded", "", rows, rejected)
+
+    def _retry(self, c: Claimed, job: Job, verdict: Verdict) -> Verdict:
+        if job.attempts >= self.cfg.batch.max_attempts:
+            failed = Verdict("failed", f"gave up after {job.attempts} attempts: {verdict.reason}")
+            self._finish(c, job, failed, None)
+            return failed
+        job.status, job.reason = "retrying", verdict.reason
+        self._save(job)
+        delay = min(self.cfg.batch.retry_initial * 2 ** max(job.attempts - 1, 0), self.cfg.batch.retry_max)
+        c.not_before = time.monotonic() + delay
+        log.info("job %s will be retried in %.0fs: %s", c.key, delay, verdict.reason)
+        return verdict
+
+    def _finish(self, c: Claimed, job: Job, verdict: Verdict, result: RunResult | None) -> None:
+        job.status, job.reason = verdict.status, verdict.reason or None
+        job.rows_ingested = verdict.rows if verdict.rows is not None else job.rows_ingested or 0
+        job.rows_rejected = verdict.rejected if verdict.rejected is not None else job.rows_rejected or 0
+        job.finished_at = datetime.now(timezone.utc)
+        self._settle(c, job, verdict, keep_receipt=False)
+
+    def _settle(self, c: Claimed, job: Job, verdict: Verdict, *, keep_receipt: bool) -> None:
+        """Move the file and its by-products to the archive or the quarantine, then write the receipt."""
+        ok = verdict.status == "succeeded"
+        dest = (self.cfg.paths.archive if ok else self.cfg.paths.quarantine)(c.tenant) / str(c.job_id)
+        dest.mkdir(parents=True, exist_ok=True)
+        rejects = c.dir / "out" / "rejects.csv"
+        if rejects.exists() and _has_rows(rejects):
+            shutil.move(str(rejects), dest / "rejects.csv")
+            job.rejects_path = str(dest / "rejects.csv")
+        if (c.dir / "run.log").exists():
+            shutil.move(str(c.dir / "run.log"), dest / "run.log")
+            job.log_path = str(dest / "run.log")
+        if c.input.exists():
+            if ok and self.cfg.batch.after_success == "delete":
+                c.input.unlink()
+            else:
+                shutil.move(str(c.input), dest / c.input.name)
+        if not ok:
+            (dest / "reason.txt").write_text((job.reason or "failed") + "\n")
+        if not keep_receipt:
+            self._save(job)
+            if not ok and job.sha256:
+                try:
+                    self.jobs.forget(c.tenant, job.sha256)  # fixed apps may take the same file again
+                except Exception:  # noqa: BLE001
+                    log.warning("could not forget the checksum of failed job %s", c.key)
+            append_log(self.cfg, job)
+        shutil.rmtree(c.dir, ignore_errors=True)
+        log.info("job %s %s: %s rows, %s rejected%s", c.key, job.status, job.rows_ingested, job.rows_rejected,
+                 f" ({job.reason})" if job.reason else "")
+
+
+def _has_rows(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.readline()
+        return bool(fh.readline())
+
+
+def _last_line(path: Path | None) -> str:
+    if path is None or not path.exists():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4096))
+        lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return "".join(ch for ch in line if ch.isprintable())[:300]
+

@@ -1,0 +1,285 @@
+"""Receiving files: resumable upload sessions, streamed to disk, checked, verified, then staged.
+
+An upload session is opened with the file's name, size and SHA-256. Its bytes are appended (in one or
+several requests, so an interrupted upload resumes where it stopped) to ``uploads/<tenant>/<id>.part``
+in constant memory. Every constraint is enforced again here, because a client can lie: the name is made
+safe, the format must be allowed and the content must match it, the size may never pass the declared size
+or the tenant's maximum (the request is refused as soon as it would), and the number of files is counted
+under a per-tenant lock. When the last byte arrives the size and checksum are verified, a job record is
+written, and only then is the file renamed into ``staging/<tenant>/``, where the batch manager sees it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from mysimbdp import constraints as constraints_mod
+from mysimbdp import names
+from mysimbdp.config import Config
+from mysimbdp.errors import ConstraintViolation, Conflict, FileTooLarge, NotFound, TenantError, TooManyFiles
+from mysimbdp.filecheck import ContentChecker
+from mysimbdp.jobs import Job, JobStore, new_job_id
+from mysimbdp.tenants import Tenant
+
+CHUNK = 1 << 20
+SESSION_TTL = 24 * 3600
+_ID = re.compile(r"[0-9a-f]{32}")
+_SHA = re.compile(r"[0-9a-f]{64}")
+
+
+class Duplicate(Exception):
+    """The same content was received before; carries the earlier job."""
+
+    def __init__(self, job_id, file_name: str) -> None:
+        super().__init__(f"already uploaded as job {job_id} ({file_name})")
+        self.job_id = job_id
+        self.file_name = file_name
+
+
+@dataclass
+class Session:
+    id: str
+    tenant: str
+    name: str
+    fmt: str
+    size: int
+    sha256: str
+    client: str
+    created: float
+
+    def public(self, offset: int) -> dict:
+        return {"upload_id": self.id, "name": self.name, "size": self.size, "offset": offset,
+                "sha256": self.sha256}
+
+
+class Uploads:
+    def __init__(self, cfg: Config, jobs: JobStore) -> None:
+        self.cfg = cfg
+        self.jobs = jobs
+
+    # --- places -------------------------------------------------------------------------------------
+    def _dir(self, tenant: str) -> Path:
+        d = self.cfg.paths.uploads(tenant)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _part(self, s: Session) -> Path:
+        return self._dir(s.tenant) / f"{s.id}.part"
+
+    def _meta(self, tenant: str, upload_id: str) -> Path:
+        return self._dir(tenant) / f"{upload_id}.json"
+
+    @contextmanager
+    def _tenant_lock(self, tenant: str) -> Iterator[None]:
+        with open(self._dir(tenant) / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _sessions(self, tenant: str) -> list[Session]:
+        out = []
+        now = time.time()
+        for meta in self._dir(tenant).glob("*.json"):
+            try:
+                s = Session(**json.loads(meta.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+            if now - s.created > SESSION_TTL:  # abandoned: forget it
+                self._drop(s)
+                continue
+            out.append(s)
+        return out
+
+    def _drop(self, s: Session) -> None:
+        self._part(s).unlink(missing_ok=True)
+        self._meta(s.tenant, s.id).unlink(missing_ok=True)
+
+    def get(self, tenant: str, upload_id: str) -> tuple[Session, int]:
+        if not _ID.fullmatch(upload_id or ""):
+            raise NotFound(f"no upload {upload_id!r}")
+        try:
+            s = Session(**json.loads(self._meta(tenant, upload_id).read_text()))
+        except (OSError, ValueError, TypeError):
+            raise NotFound(f"no upload {upload_id!r}") from None
+        part = self._part(s)
+        return s, part.stat().st_size if part.exists() else 0
+
+    # --- limits -------------------------------------------------------------------------------------
+    def _files_in_flight(self, tenant: str) -> int:
+        """Files staged or being ingested (for max_files per 'staged')."""
+        p = self.cfg.paths
+        staged = sum(1 for f in p.staging(tenant).glob("*") if f.is_file() and not f.name.startswith("."))
+        working = sum(1 for d in p.work(tenant).glob("*") if d.is_dir())
+        return staged + working
+
+    def _check_count(self, t: Tenant, open_sessions: int) -> None:
+        c = t.constraints
+        if c.max_files_per == "staged":
+            n = self._files_in_flight(t.name) + open_sessions
+            what = "files waiting or being ingested"
+        else:
+            midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            n = self.jobs.count_since(t.name, midnight) + open_sessions
+            what = "files today (UTC)"
+        if n >= c.max_files:
+            raise TooManyFiles(f"the limit of {c.max_files} {what} is reached",
+                               hint="wait for the files being ingested" if c.max_files_per == "staged"
+                               else "try again tomorrow")
+
+    # --- the protocol -------------------------------------------------------------------------------
+    def open(self, t: Tenant, name: str, size: object, sha256: object, client: str) -> tuple[Session, int]:
+        """Open (or resume) an upload session. Raises Duplicate when this content was received before."""
+        name = names.safe_file_name(name)
+        fmt = constraints_mod.check_file_name(t.constraints, name)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TenantError("'size' must be an integer number of bytes")
+        constraints_mod.check_size(t.constraints, name, size)
+        if not isinstance(sha256, str) or not _SHA.fullmatch(sha256.lower()):
+            raise TenantError("'sha256' must be the file's SHA-256 as 64 hex digits")
+        sha256 = sha256.lower()
+        seen = self.jobs.already_received(t.name, sha256)
+        if seen:
+            raise Duplicate(*seen)
+        with self._tenant_lock(t.name):
+            sessions = self._sessions(t.name)
+            for s in sessions:
+                if s.name == name and s.size == size and s.sha256 == sha256:
+                    part = self._part(s)
+                    return s, part.stat().st_size if part.exists() else 0
+            self._check_count(t, len(sessions))
+            s = Session(secrets.token_hex(16), t.name, name, fmt, size, sha256, client, time.time())
+            meta = self._meta(t.name, s.id)
+            meta.write_text(json.dumps(asdict(s)))
+            os.chmod(meta, 0o600)
+            return s, 0
+
+    def append(self, t: Tenant, upload_id: str, offset: int, body: BinaryIO, length: int | None) -> tuple[int, Job | None]:
+        """Append a request body at ``offset``. Returns the new offset, and the job once complete."""
+        s, _ = self.get(t.name, upload_id)
+        with open(self._meta(t.name, s.id), "r") as guard:
+            try:  # one request at a time per upload
+                fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Conflict(f"upload {upload_id} is being written by another request") from None
+            return self._append_locked(t, s, offset, body, length)
+
+    def _append_locked(self, t: Tenant, s: Session, offset: int, body: BinaryIO,
+                       length: int | None) -> tuple[int, Job | None]:
+        part = self._part(s)
+        have = part.stat().st_size if part.exists() else 0
+        upload_id = s.id
+        if offset != have:
+            raise Conflict(f"upload {upload_id} is at offset {have}, not {offset}", hint="resume from Upload-Offset")
+        if length is not None and have + length > s.size:
+            raise FileTooLarge(f"{s.name}: {have + length} bytes would pass the declared size of {s.size}")
+        checker = ContentChecker(s.fmt, s.name) if have == 0 else None
+        digest = hashlib.sha256() if have == 0 else None
+        received = 0
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab", buffering=0) as out:
+            while True:
+                want = CHUNK if length is None else min(CHUNK, length - received)
+                if want <= 0:
+                    break
+                try:
+                    chunk = body.read(want)
+                except (OSError, ValueError) as exc:  # the client went away: keep what arrived
+                    out.flush()
+                    os.fsync(out.fileno())
+                    raise Interrupted(have + received) from exc
+                if not chunk:
+                    break
+                if have + received + len(chunk) > s.size:
+                    self._drop(s)
+                    raise FileTooLarge(f"{s.name}: the body passes the declared size of {s.size} bytes")
+                if b"\0" in chunk:
+                    self._drop(s)
+                    raise ConstraintViolation(f"{s.name}: is not a {s.fmt.upper()} text file (NUL bytes)")
+                if checker is not None:
+                    try:
+                        checker.feed(chunk)
+                    except ConstraintViolation:
+                        self._drop(s)
+                        raise
+                    digest.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+            os.fsync(out.fileno())
+        offset = have + received
+        if length is not None and received < length:
+            raise Interrupted(offset)
+        if offset < s.size:
+            return offset, None
+        return offset, self._finish(t, s, checker, digest)
+
+    def _finish(self, t: Tenant, s: Session, checker: ContentChecker | None, digest) -> Job:
+        part = self._part(s)
+        if checker is None or digest is None:  # resumed: check the whole file once more
+            checker, digest = ContentChecker(s.fmt, s.name), hashlib.sha256()
+            with open(part, "rb") as fh:
+                for chunk in iter(lambda: fh.read(CHUNK), b""):
+                    checker.feed(chunk)
+                    digest.update(chunk)
+        size = part.stat().st_size
+        if size != s.size:
+            raise Conflict(f"{s.name}: received {size} bytes, declared {s.size}")
+        if digest.hexdigest() != s.sha256:
+            self._drop(s)
+            raise ConstraintViolation(f"{s.name}: the checksum does not match (corrupted in transit?)",
+                                      hint="send the file again")
+        try:
+            checker.finish()
+        except ConstraintViolation:
+            self._drop(s)
+            raise
+        with self._tenant_lock(t.name):
+            seen = self.jobs.already_received(t.name, s.sha256)
+            if seen:
+                self._drop(s)
+                raise Duplicate(*seen)
+            job = self._stage(t, s, part)
+        return job
+
+    def _stage(self, t: Tenant, s: Session, part: Path) -> Job:
+        job_id = new_job_id()
+        stored = f"{job_id}.{s.fmt}"
+        job = Job(tenant=t.name, job_id=job_id, file_name=s.name, stored_name=stored, size=s.size,
+                  sha256=s.sha256, client_address=s.client, created_at=datetime.now(timezone.utc), status="staged")
+        self.jobs.save(job)
+        self.jobs.remember(job)
+        staging = self.cfg.paths.staging(t.name)
+        staging.mkdir(parents=True, exist_ok=True)
+        sidecar = staging / f".{job_id}.json"
+        sidecar.write_text(json.dumps({"job_id": str(job_id), "file_name": s.name, "size": s.size,
+                                       "sha256": s.sha256, "client": s.client}))
+        if os.geteuid() == 0:
+            os.chown(part, 0, t.uid)
+        os.chmod(part, 0o640)
+        os.rename(part, staging / stored)  # the batch manager sees the file only now, complete
+        self._meta(t.name, s.id).unlink(missing_ok=True)
+        return job
+
+    def abort(self, t: Tenant, upload_id: str) -> None:
+        s, _ = self.get(t.name, upload_id)
+        self._drop(s)
+
+
+class Interrupted(Exception):
+    """The body stopped before its end; what arrived is kept and the upload can resume."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"interrupted at offset {offset}")
+        self.offset = offset

@@ -1,0 +1,106 @@
+"""`mysimbdp up` / `status`: idempotent, fast when warm, and clear about what will not start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.services
+
+
+def test_up_twice_is_harmless_and_fast(platform):
+    t0 = time.monotonic()
+    res = run_cli("up")
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    assert "ready" in res.stdout.splitlines()[-1]
+    for part in ("cassandra", "mosquitto", "docker", "sandbox"):
+        line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith(part))
+        assert "running" in line or "ready" in line, line  # nothing was started again
+    assert took < 5, f"warm `up` took {took:.1f}s"
+
+
+def test_status_reports_every_part(platform):
+    res = run_cli("status", "--json")
+    assert res.returncode == 0, res.stderr
+    st = json.loads(res.stdout)
+    assert st["ready"] is True
+    for part in ("cassandra", "mosquitto", "docker", "sandbox"):
+        assert st["parts"][part]["ready"] is True, part
+    assert st["parts"]["sandbox"]["firewall"] is True
+    human = run_cli("status")
+    assert human.returncode == 0 and "platform: ready" in human.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def second_home(tmp_path, platform):
+    """A second, empty state folder with its own sandbox network, ports and firewall chain."""
+    home = tmp_path / "home"
+    env = {
+        "MYSIMBDP_HOME": str(home),
+        "MYSIMBDP_CASSANDRA_PORT": str(_free_port()),
+        "MYSIMBDP_CASSANDRA_STORAGE_PORT": str(_free_port()),
+        "MYSIMBDP_BROKER_PORT": str(_free_port()),
+        "MYSIMBDP_BROKER_SANDBOX_PORT": str(_free_port()),
+        "MYSIMBDP_BATCH_PORT": str(_free_port()),
+        "MYSIMBDP_STREAM_PORT": str(_free_port()),
+        "MYSIMBDP_SANDBOX_NETWORK": "mysimbdp-sandbox-test",
+        "MYSIMBDP_SANDBOX_BRIDGE": "mysbt0",
+        "MYSIMBDP_SANDBOX_SUBNET": "172.29.200.0/28",
+    }
+    yield env
+    run_cli("down", env=env)
+    from mysimbdp import config
+    from mysimbdp.sandbox import network
+    from mysimbdp.sandbox.docker_runtime import client
+
+    network.remove(config.load(env=dict(os.environ, **env)), client())
+
+
+def test_up_says_which_port_is_taken(second_home):
+    env = second_home
+    holders = []
+    for key in ("MYSIMBDP_CASSANDRA_PORT", "MYSIMBDP_BROKER_PORT"):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", int(env[key])))
+        s.listen(1)
+        holders.append(s)
+    try:
+        res = run_cli("up", env=env)
+    finally:
+        for s in holders:
+            s.close()
+    assert res.returncode != 0
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in res.stderr
+    assert f"Cassandra: port {env['MYSIMBDP_CASSANDRA_PORT']} is already taken by pid {os.getpid()}" in err[0]
+    assert f"Mosquitto: port 127.0.0.1:{env['MYSIMBDP_BROKER_PORT']} is already taken" in err[0]
+
+
+def test_up_says_java_is_missing(second_home, tmp_path):
+    env = dict(second_home)
+    bin_dir = tmp_path / "bin"  # everything the platform calls by name, except java
+    bin_dir.mkdir()
+    for tool in ("ip", "iptables", "mosquitto", "mvn", "dockerd", "debootstrap", "tar"):
+        found = shutil.which(tool, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    env["PATH"] = str(bin_dir)
+    res = run_cli("up", env=env)
+    assert res.returncode != 0
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "Java is missing" in err[0], res.stderr
