@@ -203,7 +203,7 @@ class JobRunner:
         if not r.ok and not self.cassandra_ok():
             return Verdict("retrying", f"the app {r.describe()} while Cassandra was unreachable")
         if not r.ok:
-            tail = _last_line(r.log_path)
+            tail = r.last_error or _last_line(r.log_path)
             return Verdict("failed", f"the app {r.describe()}" + (f": {tail}" if tail else ""))
         result = out / "result.json"
         try:

@@ -3,8 +3,10 @@
 * bcrypt check of the tenant's password against the hash in the platform keyspace;
 * a short-lived cache of successful checks (keyed by a keyed hash of the password, never the password),
   so that a client uploading many files does not pay bcrypt on every request;
-* failures are counted per client address and per user name; past ``max_failures`` within ``lockout``
-  seconds, further attempts are refused with 429 and Retry-After, even with the right password;
+* failures are counted per user name and per client address; past ``max_failures`` for one user (or four
+  times as many from one address, which many users may share) within ``lockout`` seconds, further
+  attempts are refused with 429 and Retry-After, even with the right password; a request without any
+  credentials is not a failure (it is how HTTP asks for them);
 * an unknown user costs the same bcrypt time as a known one.
 """
 
@@ -54,9 +56,9 @@ class Authenticator:
 
     def _check_lockout(self, username: str, client: str, now: float) -> None:
         with self._lock:
-            for key in (("addr", client), ("user", username)):
+            for key, limit in ((("addr", client), 4 * self.max_failures), (("user", username), self.max_failures)):
                 q = self._recent(key, now)
-                if len(q) >= self.max_failures:
+                if len(q) >= limit:
                     retry = int(q[0] + self.lockout - now) + 1
                     raise TooManyAttempts(f"too many failed logins from {'this client' if key[0] == 'addr' else 'for this user'}",
                                           retry_after=retry, hint=f"try again in {retry}s")
@@ -68,7 +70,7 @@ class Authenticator:
 
     def authenticate(self, username: str | None, password: str | None, client: str = "?") -> Principal:
         now = time.monotonic()
-        if not username or password is None:
+        if username is None or password is None:
             raise AuthenticationFailed("authentication required", hint="send the tenant's user name and password")
         username = username[:64]
         self._check_lockout(username, client, now)

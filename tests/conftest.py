@@ -95,3 +95,65 @@ def make_tenant(registry):
             registry.delete(name)
         except Exception as exc:  # noqa: BLE001 - cleanup must go on
             print(f"cleanup of tenant {name} failed: {exc}")
+
+
+APPS = ROOT / "tests" / "apps"
+
+
+class Api:
+    """The upload API as a tenant sees it."""
+
+    def __init__(self, cfg, user: str, password: str) -> None:
+        import requests
+
+        self.base = cfg.batch_url()
+        self.http = requests.Session()
+        self.http.auth = (user, password)
+
+    def __getattr__(self, method):  # api.get("/v1/jobs"), api.post(...)
+        def call(path, **kw):
+            kw.setdefault("timeout", 60)
+            return self.http.request(method.upper(), self.base + path, **kw)
+        return call
+
+    def put_file(self, name: str, data: bytes, sha: str | None = None):
+        import hashlib
+
+        headers = {"Content-SHA256": sha or hashlib.sha256(data).hexdigest()}
+        return self.put(f"/v1/files/{name}", data=data, headers=headers)
+
+    def wait_job(self, job_id: str, statuses=("succeeded", "failed"), timeout: float = 120) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            r = self.get(f"/v1/jobs/{job_id}")
+            if r.status_code == 200:
+                last = r.json()
+                if last["status"] in statuses:
+                    return last
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} did not reach {statuses} in {timeout}s; last seen: {last}")
+
+
+@pytest.fixture
+def batch_tenant(make_tenant, platform):
+    """A tenant with a batch app from tests/apps (or tenant_apps), and an Api logged in as it."""
+
+    def make(app: str | Path = "notes", cons: dict | None = None, **kw):
+        folder = app if isinstance(app, Path) else APPS / app
+        t, password = make_tenant(cons=cons, batch_app=folder, **kw)
+        return t, password, Api(platform, t.name, password)
+
+    return make
+
+
+def count_rows(cfg, keyspace: str, table: str) -> int:
+    from mysimbdp import db
+
+    s = db.connect(cfg)
+    try:
+        return sum(1 for _ in s.execute(f"SELECT * FROM {keyspace}.{table}"))
+    finally:
+        s.cluster.shutdown()

@@ -67,6 +67,7 @@ class RunResult:
     oom_killed: bool = False
     output_exceeded: bool = False
     log_path: Path | None = None
+    last_error: str = ""  # the last line the run wrote to stderr (printable characters only)
 
     @property
     def ok(self) -> bool:

@@ -125,7 +125,8 @@ class DockerRuntime(SandboxRuntime):
             exit_code = state.get("ExitCode")
             oom = bool(state.get("OOMKilled"))
             self._keep_log(container, spec.log_path)
-            return RunResult(spec.name, exit_code, seconds, timed_out, oom, output_exceeded, spec.log_path)
+            return RunResult(spec.name, exit_code, seconds, timed_out, oom, output_exceeded, spec.log_path,
+                             _last_error(container))
         finally:
             try:
                 container.remove(force=True)
@@ -225,3 +226,12 @@ def _dir_size(path: Path) -> int:
     except OSError:
         pass
     return total
+
+
+def _last_error(container) -> str:
+    try:
+        tail = container.logs(stdout=False, stderr=True, tail=20).decode("utf-8", "replace")
+    except docker.errors.APIError:
+        return ""
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    return "".join(ch for ch in (lines[-1] if lines else "") if ch.isprintable())[:300]

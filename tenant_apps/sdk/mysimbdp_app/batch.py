@@ -44,21 +44,25 @@ def _read(path: str, table: Table) -> tuple[list[str], Iterator[tuple[int, list[
 
 
 def run_batch(table: Table, *, transform: Callable[[tuple], tuple] | None = None, concurrency: int = 48,
-              batch_rows: int = 64, ctx: Context | None = None) -> int:
-    """Ingest the staged file into ``table``; return the exit status."""
+              batch_rows: int = 64, retry_for: float = 60.0, ctx: Context | None = None) -> int:
+    """Ingest the staged file into ``table``; return the exit status.
+
+    ``transform`` may change a converted row (or raise Rejected); ``retry_for`` is how long Cassandra may
+    stay unreachable before the app gives up with exit 75 and lets the platform retry the job later.
+    """
     ctx = ctx or Context.from_env()
     t0 = time.monotonic()
     rows = rejected = 0
     session = None
     try:
-        session = store.connect(ctx)
-        store.execute_with_retry(session, table.create_cql(ctx.keyspace))
+        session = store.connect(ctx, retry_for=retry_for)
+        store.execute_with_retry(session, table.create_cql(ctx.keyspace), retry_for=retry_for)
         insert = session.prepare(table.insert_cql(ctx.keyspace))
         header, records = _read(ctx.input_file or "", table)
         convert = table.converter(header)
         rejects = RejectsFile(ctx.rejects_path, header)
         writer = store.Writer(session, insert, concurrency=concurrency, partition_of=table.partition_of,
-                              batch_rows=batch_rows)
+                              batch_rows=batch_rows, retry_for=retry_for)
         for line, record in records:
             if record and record[0] == "\0csv-error":
                 rejects.add(line, record[1], [])

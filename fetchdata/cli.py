@@ -1,0 +1,195 @@
+"""fetchdata: send a folder of files to mysimbdp.
+
+    fetchdata -u USER -p PASS [-d DIR] [--server URL]
+
+It fetches the tenant's constraints, checks each file locally (format by name and by content, size),
+splits a too-large CSV into parts when the constraints allow it, uploads what passes with a progress bar,
+and prints one line per file: ``uploaded``, ``skipped`` (and why) or ``failed`` (and why). The exit status
+is 1 when any file failed, 0 otherwise. The password may also come from $MYSIMBDP_PASSWORD or a prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mysimbdp import constraints as constraints_mod
+from mysimbdp import names
+from mysimbdp.errors import (
+    AuthenticationFailed,
+    ConstraintViolation,
+    InvalidConstraints,
+    InvalidName,
+    MysimbdpError,
+    ServiceError,
+    TooManyFiles,
+)
+from mysimbdp.filecheck import ContentChecker
+
+from . import sources
+from .client import Client, ServerUnreachable
+from .progress import Bar
+
+DEFAULT_SERVER = "http://127.0.0.1:8801"
+
+
+@dataclass
+class Planned:
+    path: Path
+    parts: list[sources.Source]
+    note: str = ""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def plan(path: Path, cons: constraints_mod.Constraints) -> Planned:
+    """Check one local file against the constraints; raise ConstraintViolation with the reason to skip it."""
+    names.safe_file_name(path.name)
+    fmt = constraints_mod.check_file_name(cons, path.name)
+    size = path.stat().st_size
+    if size == 0:
+        raise ConstraintViolation("the file is empty")
+    checker = ContentChecker(fmt, "the file")
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            checker.feed(chunk)
+    checker.finish()
+    if size <= cons.max_file_size:
+        return Planned(path, [sources.whole(path).with_checksum()])
+    if not cons.split_large_files or fmt not in ("csv", "tsv"):
+        raise ConstraintViolation(f"{_human(size)} is over the maximum file size of {_human(cons.max_file_size)}"
+                                  + ("" if fmt not in ("csv", "tsv") else " and splitting is not allowed"))
+    try:
+        parts = sources.split(path, cons.max_file_size)
+    except sources.CannotSplit as exc:
+        raise ConstraintViolation(f"too large, and cannot be split: {exc}") from None
+    return Planned(path, [p.with_checksum() for p in parts], f"split into {len(parts)} parts")
+
+
+def run(args) -> int:
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        print(f"fetchdata: error: {folder} is not a folder (use -d DIR)", file=sys.stderr)
+        return 2
+    password = args.password or os.environ.get("MYSIMBDP_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            print("fetchdata: error: no password (use -p, $MYSIMBDP_PASSWORD, or run in a terminal)", file=sys.stderr)
+            return 2
+        password = getpass.getpass(f"password for {args.user}: ")
+    client = Client(args.server, args.user, password, rate=args.limit_rate)
+    raw = client.constraints()
+    try:
+        cons = constraints_mod.parse(raw, "the server's constraints")
+    except InvalidConstraints as exc:
+        raise ServiceError(f"the server sent constraints this fetchdata does not understand: {exc.message}") from None
+
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    failed = uploaded = skipped = 0
+    limit_hit: str | None = None
+    show_bar = sys.stderr.isatty() and not args.quiet
+    t_all = time.monotonic()
+    for path in entries:
+        label = path.name
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            print(f"skipped   {label}/: a folder (only files directly in {folder} are sent)")
+            skipped += 1
+            continue
+        if not path.is_file():
+            print(f"skipped   {label}: not a regular file")
+            skipped += 1
+            continue
+        try:
+            planned = plan(path, cons)
+        except (ConstraintViolation, InvalidName) as exc:
+            print(f"skipped   {label}: {exc.message.removeprefix('the file: ').removeprefix(path.name + ': ')}")
+            skipped += 1
+            continue
+        except OSError as exc:
+            print(f"failed    {label}: cannot read it: {exc.strerror}")
+            failed += 1
+            continue
+        for part in planned.parts:
+            plabel = part.name if part.name == label else f"{label} -> {part.name}"
+            if limit_hit:
+                print(f"failed    {plabel}: not sent: {limit_hit}")
+                failed += 1
+                continue
+            bar = Bar(part.name, part.size) if show_bar else None
+            try:
+                sent = client.upload(part, bar.update if bar else None)
+            except TooManyFiles as exc:
+                if bar:
+                    bar.close()
+                limit_hit = exc.message
+                print(f"failed    {plabel}: {exc.message}")
+                failed += 1
+                continue
+            except ConstraintViolation as exc:
+                if bar:
+                    bar.close()
+                print(f"failed    {plabel}: refused by the server: {exc.message}")
+                failed += 1
+                continue
+            except (AuthenticationFailed, ServerUnreachable):
+                if bar:
+                    bar.close()
+                raise
+            except MysimbdpError as exc:
+                if bar:
+                    bar.close()
+                print(f"failed    {plabel}: {exc.one_line()}")
+                failed += 1
+                continue
+            if bar:
+                bar.close()
+            if sent.status == "duplicate":
+                print(f"skipped   {plabel}: already uploaded (job {sent.job_id})")
+                skipped += 1
+            else:
+                rate = part.size / sent.seconds / (1 << 20) if sent.seconds else 0
+                resumed = f", resumed at {_human(sent.resumed_from)}" if sent.resumed_from else ""
+                print(f"uploaded  {plabel} ({_human(part.size)} in {sent.seconds:.2f}s, {rate:.1f} MB/s{resumed}): job {sent.job_id}")
+                uploaded += 1
+    took = time.monotonic() - t_all
+    print(f"{uploaded} uploaded, {skipped} skipped, {failed} failed in {took:.1f}s"
+          + (f" - see the receipts with: curl -u {args.user} {args.server}/v1/jobs" if uploaded else ""))
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fetchdata", description="Send a folder of files to mysimbdp for ingestion.")
+    p.add_argument("-u", "--user", required=True, help="your tenant name")
+    p.add_argument("-p", "--password", help="your password (else $MYSIMBDP_PASSWORD, else a prompt)")
+    p.add_argument("-d", "--dir", default="client-input-dir", help="the folder to send (default: client-input-dir)")
+    p.add_argument("--server", default=os.environ.get("MYSIMBDP_SERVER", DEFAULT_SERVER),
+                   help=f"the upload API (default: $MYSIMBDP_SERVER or {DEFAULT_SERVER})")
+    p.add_argument("--limit-rate", type=int, metavar="BYTES_PER_S", help="send at most this many bytes a second")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MysimbdpError as exc:
+        print(f"fetchdata: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nfetchdata: interrupted; run it again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,166 @@
+"""The upload API, client side: constraints, resumable uploads, receipts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import requests
+
+from mysimbdp.errors import (
+    AuthenticationFailed,
+    ConstraintViolation,
+    MysimbdpError,
+    ServiceError,
+    TenantError,
+    TooManyAttempts,
+    TooManyFiles,
+)
+
+from .sources import Source
+
+Progress = Callable[[int], None]  # called with the number of bytes of the file sent so far
+
+
+class ServerUnreachable(ServiceError):
+    """The upload API does not answer."""
+
+
+@dataclass
+class Sent:
+    status: str  # staged | duplicate
+    job_id: str
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+
+def _raise_for(resp: requests.Response, what: str) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        body = resp.json()
+        message, hint = body.get("error") or resp.reason, body.get("hint")
+    except ValueError:
+        message, hint = f"{resp.status_code} {resp.reason}", None
+    if resp.status_code == 401:
+        raise AuthenticationFailed("wrong user name or password", hint="check -u/-p")
+    if resp.status_code == 429 and "Retry-After" in resp.headers and "login" in message:
+        raise TooManyAttempts(message, retry_after=int(resp.headers["Retry-After"]), hint=hint)
+    if resp.status_code == 429:
+        raise TooManyFiles(message, hint=hint)
+    if resp.status_code in (413, 415, 422):
+        raise ConstraintViolation(message, hint=hint)
+    if resp.status_code >= 500:
+        raise ServiceError(f"{what}: the server answered {resp.status_code}: {message}", hint=hint)
+    raise TenantError(f"{what}: {message}", hint=hint)
+
+
+class _Body:
+    """A request body that streams ``src`` from ``start`` (a file-like object with a length, so that the
+    request carries a Content-Length), reporting progress and keeping to a byte rate."""
+
+    def __init__(self, src: Source, start: int, progress: Progress | None, rate: int | None) -> None:
+        self.chunks = src.chunks(start, block=max(4096, rate // 20) if rate else 1 << 20)
+        self.length = src.size - start
+        self.start = start
+        self.progress = progress
+        self.rate = rate
+        self.t0 = time.monotonic()
+        self.sent = 0
+        self.buf = b""
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, n: int = -1) -> bytes:
+        while not self.buf:
+            try:
+                self.buf = next(self.chunks)
+            except StopIteration:
+                return b""
+        if n is None or n < 0:
+            n = len(self.buf)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        self._pace(len(out))
+        return out
+
+    def _pace(self, n: int) -> None:
+        self.sent += n
+        if self.rate:
+            ahead = self.sent / self.rate - (time.monotonic() - self.t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        if self.progress:
+            self.progress(self.start + self.sent)
+
+
+class Client:
+    def __init__(self, server: str, user: str, password: str, *, timeout: float = 30.0, rate: int | None = None) -> None:
+        self.base = server.rstrip("/")
+        self.http = requests.Session()
+        self.http.auth = (user, password)
+        self.timeout = timeout
+        self.rate = rate
+
+    def _call(self, method: str, path: str, what: str, **kw) -> requests.Response:
+        try:
+            resp = self.http.request(method, self.base + path, timeout=kw.pop("timeout", self.timeout), **kw)
+        except requests.ConnectionError as exc:
+            raise ServerUnreachable(f"cannot reach the platform at {self.base}", hint="is it running? check --server") from exc
+        except requests.Timeout as exc:
+            raise ServerUnreachable(f"the platform at {self.base} did not answer in time") from exc
+        _raise_for(resp, what)
+        return resp
+
+    def constraints(self) -> dict:
+        return self._call("GET", "/v1/constraints", "reading the constraints").json()
+
+    def job(self, job_id: str) -> dict:
+        return self._call("GET", f"/v1/jobs/{job_id}", "reading a receipt").json()
+
+    def upload(self, src: Source, progress: Progress | None = None, attempts: int = 5) -> Sent:
+        """Send ``src`` (resuming an earlier interrupted upload of the same content)."""
+        t0 = time.monotonic()
+        resp = self._call("POST", "/v1/uploads", f"opening the upload of {src.name}",
+                          json={"name": src.name, "size": src.size, "sha256": src.sha256})
+        data = resp.json()
+        if data.get("status") == "duplicate":
+            return Sent("duplicate", data["job_id"])
+        upload_id, offset = data["upload_id"], int(data["offset"])
+        resumed_from = offset
+        if progress and offset:
+            progress(offset)
+        delay = 1.0
+        for attempt in range(attempts):
+            body = _Body(src, offset, progress, self.rate)
+            try:
+                resp = self.http.patch(
+                    f"{self.base}/v1/uploads/{upload_id}", data=body,
+                    headers={"Upload-Offset": str(offset), "Content-Type": "application/octet-stream"},
+                    timeout=(self.timeout, 3600))
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == attempts - 1:
+                    raise ServerUnreachable(f"the upload of {src.name} kept breaking off",
+                                            hint="run fetchdata again: it resumes where it stopped") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 15)
+                offset = self._offset(upload_id)
+                if progress:
+                    progress(offset)
+                continue
+            if resp.status_code == 409:  # our idea of the offset was wrong: ask and go on
+                offset = self._offset(upload_id)
+                continue
+            _raise_for(resp, f"uploading {src.name}")
+            data = resp.json()
+            if data.get("status") == "duplicate":
+                return Sent("duplicate", data["job_id"], resumed_from, time.monotonic() - t0)
+            if data.get("status") == "staged":
+                return Sent("staged", data["job"]["job_id"], resumed_from, time.monotonic() - t0)
+            offset = int(data["offset"])
+        raise MysimbdpError(f"the upload of {src.name} did not complete", hint="run fetchdata again to resume")
+
+    def _offset(self, upload_id: str) -> int:
+        resp = self._call("HEAD", f"/v1/uploads/{upload_id}", "asking how much arrived")
+        return int(resp.headers["Upload-Offset"])

@@ -1,0 +1,118 @@
+"""What fetchdata sends: whole files, or parts of a too-large CSV/TSV file.
+
+A part is the file's header followed by a byte range of whole records, so no temporary files are written.
+Records are found by scanning the file once: a record ends at a newline outside quotes (an even number of
+``"`` seen since the record began, which RFC 4180's doubled quotes keep right), so a quoted field with
+newlines in it is never cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """Bytes to upload under ``name``: ``prefix`` then ``path[start:end]``."""
+
+    name: str
+    path: Path
+    start: int
+    end: int
+    prefix: bytes = b""
+    sha256: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.prefix) + self.end - self.start
+
+    def chunks(self, offset: int = 0, block: int = BLOCK) -> Iterator[bytes]:
+        """The bytes from ``offset`` on."""
+        if offset < len(self.prefix):
+            yield self.prefix[offset:]
+            offset = len(self.prefix)
+        pos = self.start + offset - len(self.prefix)
+        with open(self.path, "rb") as fh:
+            fh.seek(pos)
+            while pos < self.end:
+                data = fh.read(min(block, self.end - pos))
+                if not data:
+                    raise OSError(f"{self.path} changed while being sent")
+                pos += len(data)
+                yield data
+
+    def with_checksum(self) -> "Source":
+        h = hashlib.sha256()
+        for chunk in self.chunks():
+            h.update(chunk)
+        return Source(self.name, self.path, self.start, self.end, self.prefix, h.hexdigest())
+
+
+def whole(path: Path) -> Source:
+    return Source(path.name, path, 0, path.stat().st_size)
+
+
+def record_ends(path: Path, start: int = 0) -> Iterator[int]:
+    """Offsets just after each record's final newline, from ``start`` on (and the file's end)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        pos, quotes = start, 0
+        for line in fh:
+            pos += len(line)
+            quotes += line.count(b'"')
+            if quotes % 2 == 0:
+                quotes = 0
+                yield pos
+        if quotes:  # an unterminated quote runs to the end: one last record
+            yield size
+
+
+class CannotSplit(Exception):
+    pass
+
+
+def split(path: Path, limit: int) -> list[Source]:
+    """Parts of ``path`` of at most ``limit`` bytes each, each starting with the header record."""
+    ends = record_ends(path)
+    try:
+        header_end = next(ends)
+    except StopIteration:
+        raise CannotSplit("the file is empty") from None
+    with open(path, "rb") as fh:
+        header = fh.read(header_end)
+    if not header.endswith(b"\n"):
+        header += b"\r\n" if header.endswith(b"\r") else b"\n"
+    room = limit - len(header)
+    if room <= 0:
+        raise CannotSplit("its header alone is larger than the maximum file size")
+    stem, dot, ext = path.name.rpartition(".")
+    if not dot:
+        stem, ext = path.name, ""
+    cuts = []
+    part_start = prev = header_end
+    for end in ends:
+        if end - part_start > room:
+            if prev == part_start:
+                raise CannotSplit(f"one record (near byte {part_start}) is larger than the maximum file size")
+            cuts.append((part_start, prev))
+            part_start = prev
+            if end - part_start > room:
+                raise CannotSplit(f"one record (near byte {part_start}) is larger than the maximum file size")
+        prev = end
+    if prev > part_start:
+        cuts.append((part_start, prev))
+    n = len(cuts)
+    width = max(3, len(str(n)))
+    return [Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header)
+            for i, (a, b) in enumerate(cuts)]
+
+
+def file_size(path: Path) -> int:
+    return os.stat(path).st_size

@@ -1,0 +1,4 @@
+import time
+print("thinking...", flush=True)
+while True:
+    time.sleep(1)
