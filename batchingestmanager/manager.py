@@ -31,6 +31,7 @@ from . import watcher
 from .runner import Claimed, JobRunner
 
 log = logging.getLogger("batchingestmanager")
+RESCAN = 30.0  # seconds between scans of the staging folders
 
 
 class Manager:
@@ -119,6 +120,7 @@ class Manager:
     # --- work -------------------------------------------------------------------------------------------
     def _work(self, tenant: str, item: tuple) -> None:
         kind, obj = item
+        claimed: Claimed | None = obj if kind == "claimed" else None
         try:
             if kind == "staged":
                 with self.lock:
@@ -135,8 +137,17 @@ class Manager:
             verdict = self.runner.run(claimed)
             if verdict.status == "retrying" and not self.stop.is_set():
                 self._enqueue_claimed(claimed)
-        except Exception:  # noqa: BLE001 - one job's bug must not stop the manager
-            log.exception("job for %s failed unexpectedly; it stays in the work area for the next start", tenant)
+        except Exception:  # noqa: BLE001 - e.g. Cassandra away at an odd moment; one job must not stop the manager
+            if claimed is None:
+                log.exception("could not claim a file of %s; the next scan of staging will offer it again", tenant)
+            else:
+                claimed.errors += 1
+                delay = min(2.0 ** claimed.errors, 60.0)
+                claimed.not_before = time.monotonic() + delay
+                log.warning("job %s hit an unexpected error (%d so far); trying again in %.0fs", claimed.key,
+                            claimed.errors, delay, exc_info=True)
+                if not self.stop.is_set():
+                    self._enqueue_claimed(claimed)
         finally:
             with self.lock:
                 self.running[tenant] -= 1
@@ -155,8 +166,13 @@ class Manager:
             self._enqueue_staged(tenant, path)
         heartbeat = self.cfg.paths.run / "batch-manager.heartbeat"
         log.info("batch manager ready: %d workers, watching %s", self.cfg.batch.workers, root)
+        next_scan = time.monotonic() + RESCAN
         try:
             while not self.stop.is_set():
+                if time.monotonic() > next_scan:  # a safety net under the watcher (lost events, errors)
+                    for tenant, path in watcher.scan(root):
+                        self._enqueue_staged(tenant, path)
+                    next_scan = time.monotonic() + RESCAN
                 try:
                     while True:
                         self._enqueue_staged(*self.events.get_nowait())

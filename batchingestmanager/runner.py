@@ -48,6 +48,7 @@ class Claimed:
     input: Path
     meta: dict
     not_before: float = 0.0  # for retries
+    errors: int = 0  # unexpected errors so far (the job is put back with a growing back-off)
 
     @property
     def key(self) -> str:

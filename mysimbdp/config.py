@@ -34,7 +34,7 @@ class CassandraSettings:
     contact_points: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
     storage_port: int = 7000
-    heap: str = "1G"
+    heap: str = "2G"
     # replication of the platform keyspace and of every tenant keyspace
     replication_class: str = "SimpleStrategy"  # or NetworkTopologyStrategy
     replication_factor: int = 1  # SimpleStrategy

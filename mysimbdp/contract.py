@@ -9,6 +9,7 @@ tenant_apps/README.md and the helper library tenant_apps/sdk/mysimbdp_app.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import broker, names, tenants
@@ -30,10 +31,15 @@ def _cassandra_env(cfg: Config, tenant: Tenant) -> dict[str, str]:
     }
 
 
+def _cpus(asked: float) -> float:
+    """What a tenant asks for, but never more CPUs than this machine has (Docker would refuse)."""
+    return min(float(asked), float(os.cpu_count() or 1))
+
+
 def batch_limits(cfg: Config, tenant: Tenant) -> Limits:
     b = tenant.constraints.batch
     return Limits(
-        memory=f"{b['memory_mb']}m", cpus=float(b["cpus"]), pids=cfg.sandbox.pids, scratch=cfg.sandbox.scratch,
+        memory=f"{b['memory_mb']}m", cpus=_cpus(b["cpus"]), pids=cfg.sandbox.pids, scratch=cfg.sandbox.scratch,
         timeout=min(float(b["timeout_seconds"]), float(cfg.sandbox.timeout)),
         max_output_bytes=cfg.sandbox.max_output_mb << 20,
     )
@@ -49,6 +55,7 @@ def batch_run(cfg: Config, tenant: Tenant, app: App, *, input_file: Path, file_n
         "MYSIMBDP_INPUT_FILE": f"/input/{stored}",
         "MYSIMBDP_FILE_NAME": file_name,
         "MYSIMBDP_OUTPUT_DIR": "/output",
+        "MYSIMBDP_CPUS": str((limits or batch_limits(cfg, tenant)).cpus),
     }
     return RunSpec(
         name=f"mysimbdp-batch-{tenant.name}-{job_id[:13]}".lower(),
@@ -63,7 +70,7 @@ def batch_run(cfg: Config, tenant: Tenant, app: App, *, input_file: Path, file_n
 
 def stream_limits(cfg: Config, tenant: Tenant) -> Limits:
     s = tenant.constraints.stream
-    return Limits(memory=f"{s['memory_mb']}m", cpus=float(s["cpus"]), pids=cfg.sandbox.pids,
+    return Limits(memory=f"{s['memory_mb']}m", cpus=_cpus(s["cpus"]), pids=cfg.sandbox.pids,
                   scratch=cfg.sandbox.scratch, timeout=None)
 
 

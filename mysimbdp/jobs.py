@@ -175,6 +175,23 @@ def _buckets_between(start: datetime, end: datetime) -> list[str]:
     return out
 
 
+def months_since(start: datetime | None) -> list[str]:
+    """Every yyyy-mm bucket from ``start``'s month to this one (13 months when ``start`` is unknown)."""
+    now = datetime.now(timezone.utc)
+    if start is None:
+        return list(_recent_buckets(13))
+    start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    return _buckets_between(start, now)
+
+
+def days_since(start: datetime | None, limit: int = 31) -> list[str]:
+    """The yyyy-mm-dd day buckets from ``start`` (at most ``limit`` of the most recent) to today."""
+    now = datetime.now(timezone.utc)
+    start = (start if start and start.tzinfo else (start or now).replace(tzinfo=timezone.utc))
+    n = min(limit, (now.date() - start.date()).days + 1)
+    return [(now - timedelta(days=i)).strftime("%Y-%m-%d") for i in range(max(n, 1))]
+
+
 def append_log(cfg: Config, job: Job) -> None:
     path: Path = cfg.paths.ingestion_log()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -206,7 +206,8 @@ class Registry:
 
     # --- deleting -------------------------------------------------------------------------------------
     def delete(self, name: str) -> None:
-        """Remove the tenant: its keyspace and role, broker users, folders and secrets. Receipts stay."""
+        """Remove the tenant: its keyspace and role, broker users, folders, secrets and receipts (a later
+        tenant of the same name must not see them; the ingestion log file keeps the history)."""
         t = self.find(names.tenant(name))
         if t is None:
             raise TenantNotFound(f"no tenant {name!r}")
@@ -225,6 +226,17 @@ class Registry:
                        p.tenant_apps(name)):
             shutil.rmtree(folder, ignore_errors=True)
         secret_path(self.cfg, name).unlink(missing_ok=True)
+        ks = self.cfg.keyspace
+        self.session.execute(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = %s", (name,))
+        from .jobs import months_since
+
+        for bucket in months_since(t.created_at):
+            self.session.execute(f"DELETE FROM {ks}.jobs WHERE tenant = %s AND bucket = %s", (name, bucket))
+        for table in ("stream_reports", "scaling_decisions"):
+            from .jobs import days_since
+
+            for day in days_since(t.created_at, limit=31):
+                self.session.execute(f"DELETE FROM {ks}.{table} WHERE tenant = %s AND day = %s", (name, day))
         if t.uid:
             self.session.execute(self._free_uid, (t.uid, name))
         self.session.execute(self._delete, (name,))

@@ -7,23 +7,31 @@ It connects to the tenant's keyspace, creates the table if absent, reads the sta
 JSON lines), converts each record, writes good rows with bounded concurrent prepared writes (batched per
 partition), keeps malformed records in the rejects file, writes the result, and returns the exit status
 the platform expects: 0 done, 75 Cassandra unavailable (retry later), 1 the file itself is unusable.
+
+A large CSV/TSV file is cut into byte ranges at record boundaries and worked by several processes at
+once, as many as the CPUs the sandbox grants (``MYSIMBDP_CPUS``, rounded up).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import multiprocessing
+import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from . import store
 from .context import EXIT_FAILED, EXIT_OK, EXIT_TEMPORARY, Context, TemporaryFailure
-from .records import RejectsFile, Rejected, Table, open_text, read_csv
+from .records import RejectsFile, Rejected, Table, open_text, read_csv, sniff_dialect
+
+PARALLEL_MIN_BYTES = 8 << 20  # smaller files are not worth a second process
 
 
-def _read(path: str, table: Table) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    if not path.lower().endswith(".jsonl"):
-        return read_csv(path)
+def _read_jsonl(path: str, table: Table) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     names = [c for c, _ in table.columns]
 
     def records() -> Iterator[tuple[int, list[str]]]:
@@ -43,26 +51,135 @@ def _read(path: str, table: Table) -> tuple[list[str], Iterator[tuple[int, list[
     return names, records()
 
 
-def run_batch(table: Table, *, transform: Callable[[tuple], tuple] | None = None, concurrency: int = 48,
-              batch_rows: int = 64, retry_for: float = 60.0, ctx: Context | None = None) -> int:
-    """Ingest the staged file into ``table``; return the exit status.
+# --- cutting a file into record-aligned ranges ------------------------------------------------------------
 
-    ``transform`` may change a converted row (or raise Rejected); ``retry_for`` is how long Cassandra may
-    stay unreachable before the app gives up with exit 75 and lets the platform retry the job later.
+
+@dataclass(frozen=True)
+class Range:
+    start: int  # byte offset of the first record
+    end: int  # byte offset after the last record
+    first_line: int  # line number of the first record
+
+
+def header_end(path: str) -> int:
+    """Offset just after the header record (a header may itself hold quoted newlines)."""
+    with open(path, "rb") as fh:
+        quotes, pos = 0, 0
+        for line in fh:
+            pos += len(line)
+            quotes += line.count(b'"')
+            if quotes % 2 == 0:
+                return pos
+    return pos
+
+
+def ranges(path: str, parts: int) -> list[Range]:
+    """``parts`` ranges of whole records after the header, found in one fast pass over the bytes.
+
+    A record ends at a newline with an even number of quotes before it (counted from the header's end:
+    every whole record holds an even number, RFC 4180's doubled quotes included).
     """
-    ctx = ctx or Context.from_env()
-    t0 = time.monotonic()
-    rows = rejected = 0
-    session = None
+    size = os.path.getsize(path)
+    start = header_end(path)
+    with open(path, "rb") as fh:
+        head = fh.read(start)
+        lines_before = head.count(b"\n") + 1
+        fh.seek(start)
+        targets = [start + (size - start) * k // parts for k in range(1, parts)]
+        cuts, pos, quotes, newlines = [], start, 0, 0
+        line_at = []
+        for t in targets:
+            if t <= pos:
+                continue
+            while pos < t:
+                block = fh.read(min(1 << 20, t - pos))
+                if not block:
+                    break
+                quotes += block.count(b'"')
+                newlines += block.count(b"\n")
+                pos += len(block)
+            while True:  # on to the end of the record we are in
+                line = fh.readline()
+                if not line:
+                    break
+                pos += len(line)
+                quotes += line.count(b'"')
+                newlines += line.count(b"\n")
+                if quotes % 2 == 0 and line.endswith(b"\n"):
+                    break
+            if pos < size:
+                cuts.append(pos)
+                line_at.append(lines_before + newlines + 1)
+    bounds = [start, *cuts, size]
+    firsts = [lines_before + 1, *line_at]
+    return [Range(a, b, f) for a, b, f in zip(bounds, bounds[1:], firsts) if b > a]
+
+
+class _Slice(io.RawIOBase):
+    """Bytes [start, end) of a file, as a stream."""
+
+    def __init__(self, path: str, start: int, end: int) -> None:
+        self._fh = open(path, "rb")
+        self._fh.seek(start)
+        self._left = end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._left <= 0:
+            return 0
+        n = self._fh.readinto(memoryview(b)[: min(len(b), self._left)])
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _range_records(path: str, r: Range) -> Iterator[tuple[int, list[str]]]:
+    import csv
+
+    text = io.TextIOWrapper(io.BufferedReader(_Slice(path, r.start, r.end), 1 << 20), encoding="utf-8",
+                            errors="replace", newline="")
+    reader = csv.reader(text, sniff_dialect(path))
+    offset = r.first_line - 1
+    with text:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield offset + reader.line_num, ["\0csv-error", str(exc)]
+                continue
+            if record:
+                yield offset + reader.line_num, record
+
+
+# --- the work -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Options:
+    transform: Callable[[tuple], tuple] | None
+    concurrency: int
+    batch_rows: int
+    retry_for: float
+
+
+def _ingest(ctx: Context, table: Table, header: list[str], records: Iterator[tuple[int, list[str]]],
+            rejects_path: str, opts: _Options) -> tuple[int, int]:
+    """Write one stream of records; return (rows written, rows rejected)."""
+    session = store.connect(ctx, retry_for=opts.retry_for)
     try:
-        session = store.connect(ctx, retry_for=retry_for)
-        store.execute_with_retry(session, table.create_cql(ctx.keyspace), retry_for=retry_for)
         insert = session.prepare(table.insert_cql(ctx.keyspace))
-        header, records = _read(ctx.input_file or "", table)
         convert = table.converter(header)
-        rejects = RejectsFile(ctx.rejects_path, header)
-        writer = store.Writer(session, insert, concurrency=concurrency, partition_of=table.partition_of,
-                              batch_rows=batch_rows, retry_for=retry_for)
+        rejects = RejectsFile(rejects_path, header)
+        writer = store.Writer(session, insert, concurrency=opts.concurrency, partition_of=table.partition_of,
+                              batch_rows=opts.batch_rows, retry_for=opts.retry_for)
+        transform = opts.transform
         for line, record in records:
             if record and record[0] == "\0csv-error":
                 rejects.add(line, record[1], [])
@@ -75,8 +192,60 @@ def run_batch(table: Table, *, transform: Callable[[tuple], tuple] | None = None
             except (Rejected, ValueError) as exc:
                 rejects.add(line, str(exc), record)
         rows = writer.close()
-        rejected = rejects.count
         rejects.close()
+        return rows, rejects.count
+    finally:
+        session.cluster.shutdown()
+
+
+def _worker(ctx, table, header, path, r, rejects_path, opts, out) -> None:
+    try:
+        out.send(("ok", *_ingest(ctx, table, header, _range_records(path, r), rejects_path, opts)))
+    except TemporaryFailure as exc:
+        out.send(("temporary", str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+        out.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        out.close()
+
+
+def cpus() -> int:
+    try:
+        return max(1, math.ceil(float(os.environ.get("MYSIMBDP_CPUS", "1"))))
+    except ValueError:
+        return 1
+
+
+def run_batch(table: Table, *, transform: Callable[[tuple], tuple] | None = None, concurrency: int = 48,
+              batch_rows: int = 64, retry_for: float = 60.0, processes: int | None = None,
+              ctx: Context | None = None) -> int:
+    """Ingest the staged file into ``table``; return the exit status.
+
+    ``transform`` may change a converted row (or raise Rejected); ``retry_for`` is how long Cassandra may
+    stay unreachable before the app gives up with exit 75 and lets the platform retry the job later;
+    ``processes`` defaults to the CPUs the sandbox grants.
+    """
+    ctx = ctx or Context.from_env()
+    t0 = time.monotonic()
+    opts = _Options(transform, concurrency, batch_rows, retry_for)
+    path = ctx.input_file or ""
+    try:
+        session = store.connect(ctx, retry_for=retry_for)
+        try:
+            store.execute_with_retry(session, table.create_cql(ctx.keyspace), retry_for=retry_for)
+        finally:
+            session.cluster.shutdown()
+        procs = processes or cpus()
+        if path.lower().endswith(".jsonl"):
+            header, records = _read_jsonl(path, table)
+            rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts)
+        elif procs > 1 and os.path.getsize(path) >= PARALLEL_MIN_BYTES:
+            header, _ = read_csv(path)
+            table.converter(header)  # a bad header fails here, once
+            rows, rejected = _parallel(ctx, table, header, path, procs, opts)
+        else:
+            header, records = read_csv(path)
+            rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts)
         seconds = time.monotonic() - t0
         ctx.write_result(rows, rejected, seconds=round(seconds, 3), table=table.name)
         print(f"ingested {rows} rows into {ctx.keyspace}.{table.name}, rejected {rejected}, in {seconds:.2f}s")
@@ -88,6 +257,42 @@ def run_batch(table: Table, *, transform: Callable[[tuple], tuple] | None = None
         ctx.write_result(0, 0, error=str(exc))
         print(f"the file cannot be ingested: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        if session is not None:
-            session.cluster.shutdown()
+
+
+def _parallel(ctx: Context, table: Table, header: list[str], path: str, procs: int, opts: _Options) -> tuple[int, int]:
+    parts = ranges(path, procs)
+    mp = multiprocessing.get_context("fork")
+    workers = []
+    for k, r in enumerate(parts):
+        recv, send = mp.Pipe(duplex=False)
+        p = mp.Process(target=_worker, args=(ctx, table, header, path, r, f"{ctx.rejects_path}.{k}", opts, send))
+        p.start()
+        send.close()
+        workers.append((p, recv))
+    results = []
+    for p, recv in workers:
+        try:
+            results.append(recv.recv())
+        except EOFError:
+            results.append(("error", "a worker process died"))
+        p.join()
+    if any(r[0] == "temporary" for r in results):
+        raise TemporaryFailure(next(r[1] for r in results if r[0] == "temporary"))
+    errors = [r[1] for r in results if r[0] == "error"]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    _merge_rejects(ctx.rejects_path, header, len(parts))
+    return sum(r[1] for r in results), sum(r[2] for r in results)
+
+
+def _merge_rejects(path: str, header: list[str], n: int) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        for k in range(n):
+            part = f"{path}.{k}"
+            with open(part, encoding="utf-8", newline="") as fh:
+                first = fh.readline()
+                if k == 0:
+                    out.write(first)
+                for chunk in iter(lambda: fh.read(1 << 20), ""):
+                    out.write(chunk)
+            os.unlink(part)

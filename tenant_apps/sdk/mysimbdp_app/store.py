@@ -97,7 +97,7 @@ class Writer:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._groups: dict[Hashable, list] = {}
+        self._groups: dict[Hashable, list] = {}  # insertion order: the oldest partition first
         self._failure: BaseException | None = None
 
     def add(self, values: Sequence[object], tag: object = None) -> None:
@@ -113,16 +113,13 @@ class Writer:
         key = self.partition_of(values)
         group = self._groups.get(key)
         if group is None:
-            if len(self._groups) >= self.max_open:
-                self._flush_largest()
+            if len(self._groups) >= self.max_open:  # sorted input: the oldest partition is complete
+                oldest = next(iter(self._groups))
+                self._send_group(self._groups.pop(oldest))
             group = self._groups[key] = []
         group.append((bound, tag))
         if len(group) >= self.batch_rows:
             self._send_group(self._groups.pop(key))
-
-    def _flush_largest(self) -> None:
-        key = max(self._groups, key=lambda k: len(self._groups[k]))
-        self._send_group(self._groups.pop(key))
 
     def _send_group(self, group: list) -> None:
         if len(group) == 1:

@@ -1,0 +1,293 @@
+"""Batch ingestion benchmarks, each against a peer in the same run.
+
+1. End to end: fetchdata uploads the 336,776 flights, the manager runs the airline tenant's app in the
+   sandbox, rows counted in the keyspace; beside it, `cqlsh COPY FROM` of the same file into an equivalent
+   table on the same node. Alternating rounds after a warm-up; medians.
+2. Latency from the upload finishing to the job starting (the job record's created_at -> started_at).
+3. Ten concurrent fetchdata clients over two tenants: per-upload latency, total throughput, no failure.
+4. Upload throughput of fetchdata against curl sending the same 1 GiB file to the same endpoint, and the
+   upload API's memory while it receives it.
+
+    .venv/bin/python bench/batch_bench.py [--rounds 3] [--skip-big]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import common
+import requests
+
+AIRLINE = common.ROOT / "tenant_apps" / "airline" / "app"
+CONS = json.loads((common.ROOT / "constraints" / "airline.json").read_text())
+COLUMNS = ("year,month,day,dep_time,sched_dep_time,dep_delay,arr_time,sched_arr_time,arr_delay,carrier,flight,"
+           "tailnum,origin,dest,air_time,distance,hour,minute,time_hour")
+PEER_TABLE = (
+    "CREATE TABLE {ks}.flights (year int, month int, day int, dep_time int, sched_dep_time int, dep_delay int,"
+    " arr_time int, sched_arr_time int, arr_delay int, carrier text, flight int, tailnum text, origin text,"
+    " dest text, air_time int, distance int, hour int, minute int, time_hour timestamp,"
+    " PRIMARY KEY ((origin, year, month, day), carrier, flight, sched_dep_time))")
+PY = sys.executable
+CQLSH = str(Path(sys.executable).with_name("cqlsh"))
+
+
+def wait_job(c, user, password, timeout=600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = requests.get(c.batch_url() + "/v1/jobs", auth=(user, password), timeout=30).json()["jobs"]
+        if jobs and all(j["status"] in ("succeeded", "failed") for j in jobs):
+            return jobs[0]
+        time.sleep(0.05)
+    raise RuntimeError("job did not finish")
+
+
+def ours(c, csv_path: Path) -> tuple[float, dict]:
+    user, password = common.tenant(c, "bair", CONS, batch_app=AIRLINE)
+    folder = Path(tempfile.mkdtemp())
+    os.symlink(csv_path, folder / "flights.csv")
+    try:
+        t0 = time.monotonic()
+        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, "-p", password, "-d", str(folder), "-q",
+                              "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(res.stdout + res.stderr)
+        job = wait_job(c, user, password)
+        took = time.monotonic() - t0
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"job failed: {job}")
+        n = common.count(c, user, "flights")
+        return took, {**job, "counted": n, "tenant": user}
+    finally:
+        shutil.rmtree(folder)
+        common.drop_tenant(c, user)
+
+
+def peer(c, csv_path: Path) -> tuple[float, int]:
+    ks = "benchpeer"
+    from mysimbdp import db
+
+    s = db.connect(c)
+    try:
+        s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+        s.execute(f"DROP TABLE IF EXISTS {ks}.flights")
+        s.execute(PEER_TABLE.format(ks=ks))
+    finally:
+        s.cluster.shutdown()
+    t0 = time.monotonic()
+    res = subprocess.run([PY, "-m", "mysimbdp", "cqlsh", "-e",
+                          f"COPY {ks}.flights ({COLUMNS}) FROM '{csv_path}' WITH HEADER=true AND NULL='NA'"],
+                         cwd=common.ROOT, capture_output=True, text=True)
+    took = time.monotonic() - t0
+    if res.returncode != 0 or "rows imported" not in res.stdout:
+        raise RuntimeError(res.stdout[-2000:] + res.stderr[-2000:])
+    return took, common.count(c, ks, "flights")
+
+
+def end_to_end(c, rounds: int) -> None:
+    data = common.nycflights()
+    rows = sum(1 for _ in open(data, "rb")) - 1
+    print(f"# end to end: {rows:,} flights ({data.stat().st_size / 2**20:.1f} MiB), {rounds} rounds after a warm-up")
+    ours(c, data)  # warm-up, not counted: Cassandra's JIT, the page cache
+    peer(c, data)
+    ours_t, peer_t, starts = [], [], []
+    for r in range(rounds):
+        order = (ours, peer) if r % 2 == 0 else (peer, ours)
+        for fn in order:
+            if fn is ours:
+                t, job = ours(c, data)
+                assert job["counted"] == rows and job["rows_ingested"] == rows, job
+                ours_t.append(t)
+                from datetime import datetime
+
+                start = (datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
+                starts.append(start)
+                print(f"  round {r + 1}: mysimbdp {t:6.2f}s ({rows / t:,.0f} rows/s; app {job['seconds']:.2f}s)", flush=True)
+            else:
+                t, n = peer(c, data)
+                assert n == rows, n
+                peer_t.append(t)
+                print(f"  round {r + 1}: cqlsh COPY FROM {t:6.2f}s ({rows / t:,.0f} rows/s)", flush=True)
+    mine, theirs = rows / common.median(ours_t), rows / common.median(peer_t)
+    common.figure("batch end-to-end, fetchdata -> sandboxed app (median)", mine, "rows/s", rounds=rounds)
+    common.figure("batch cqlsh COPY FROM, same file, same node (median)", theirs, "rows/s", rounds=rounds)
+    common.figure("batch ratio mysimbdp / COPY FROM", mine / theirs, "x (target >= 1.25)")
+    common.figure("batch upload finished -> job started (median)", common.median(starts) * 1000, "ms")
+
+
+def concurrent_clients(c, clients: int = 10, files: int = 10, rows_per_file: int = 1000) -> None:
+    print(f"# {clients} concurrent fetchdata clients over two tenants, {files} files of {rows_per_file} rows each")
+    data = common.nycflights()
+    lines = open(data, encoding="utf-8").read().splitlines()
+    header, body = lines[0], lines[1:]
+    cons = {**CONS, "max_files": {"count": 1000, "per": "staged"}}
+    tenants = [common.tenant(c, "bcon", cons, batch_app=AIRLINE) for _ in range(2)]
+    root = Path(tempfile.mkdtemp())
+    try:
+        folders = []
+        for k in range(clients):
+            d = root / f"client{k}"
+            d.mkdir()
+            for f in range(files):
+                start = (k * files + f) * rows_per_file
+                (d / f"flights-{k:02d}-{f:02d}.csv").write_text(
+                    header + "\n" + "\n".join(body[start:start + rows_per_file]) + "\n")
+            folders.append(d)
+        results = [None] * clients
+
+        def run(k):
+            user, password = tenants[k % 2]
+            t0 = time.monotonic()
+            res = subprocess.run([PY, "-m", "fetchdata", "-u", user, "-p", password, "-d", str(folders[k]), "-q",
+                                  "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
+            results[k] = (res.returncode, time.monotonic() - t0, res.stdout)
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        upload_wall = time.monotonic() - t0
+        per_file = [float(m) for _, _, out in results for m in re.findall(r" in ([0-9.]+)s, ", out)]
+        failures = sum(1 for rc, _, _ in results if rc != 0)
+        total_bytes = sum(p.stat().st_size for d in folders for p in d.iterdir())
+        for user, password in tenants:
+            wait_job(c, user, password)
+        all_wall = time.monotonic() - t0
+        jobs = [j for user, password in tenants
+                for j in requests.get(c.batch_url() + "/v1/jobs?limit=1000", auth=(user, password), timeout=30).json()["jobs"]]
+        ok = sum(j["status"] == "succeeded" for j in jobs)
+        rows = sum(common.count(c, user, "flights") for user, _ in tenants)
+        per_file.sort()
+        common.figure("concurrent uploads: files uploaded", len(per_file), f"of {clients * files}",
+                      failed_clients=failures)
+        common.figure("concurrent uploads: per-upload latency p50", per_file[len(per_file) // 2] * 1000, "ms")
+        common.figure("concurrent uploads: per-upload latency p95", per_file[int(len(per_file) * 0.95) - 1] * 1000, "ms")
+        common.figure("concurrent uploads: max per-upload latency", per_file[-1] * 1000, "ms")
+        common.figure("concurrent uploads: upload throughput", total_bytes / upload_wall / 2**20, "MiB/s",
+                      files_per_s=round(len(per_file) / upload_wall, 1))
+        common.figure("concurrent uploads: all 100 files ingested in", all_wall, "s",
+                      jobs_succeeded=ok, rows=rows, rows_per_s=round(rows / all_wall))
+        assert failures == 0 and ok == clients * files and rows == clients * files * rows_per_file
+    finally:
+        shutil.rmtree(root)
+        for user, _ in tenants:
+            common.drop_tenant(c, user)
+
+
+def big_file(path: Path, size: int) -> None:
+    data = common.nycflights()
+    raw = data.read_bytes()
+    header, body = raw.split(b"\n", 1)
+    with open(path, "wb") as out:
+        out.write(header + b"\n")
+        written = len(header) + 1
+        while written < size:
+            chunk = body[: size - written]
+            cut = chunk.rfind(b"\n") + 1 if len(chunk) < len(body) else len(chunk)
+            out.write(chunk[:cut])
+            written += cut
+            if cut == 0:
+                break
+
+
+class RssWatch:
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.peak = 0
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, sum(common.rss_kib(p) for p in self.pids))
+            time.sleep(0.05)
+
+    def done(self) -> int:
+        self.stop.set()
+        self.t.join()
+        return self.peak
+
+
+def upload_throughput(c, size: int = 1 << 30) -> None:
+    print(f"# upload of one {size / 2**30:.1f} GiB CSV: fetchdata vs curl to the same endpoint")
+    work = Path(tempfile.mkdtemp(dir=common.DATA))
+    f = work / "big.csv"
+    big_file(f, size)
+    sha = hashlib.sha256(f.read_bytes()).hexdigest()
+    cons = {**CONS, "max_file_size_bytes": 2 << 30}
+    from mysimbdp.services import managers
+
+    api = next(p for p in managers.PARTS if p.name == "batch-api")
+    master = api.daemon(c).pid()
+    pids = [master, *common.children(master)]
+    base_rss = sum(common.rss_kib(p) for p in pids)
+    try:
+        # fetchdata (no batch app on this tenant: the job fails at once, only the upload is measured)
+        user, password = common.tenant(c, "bupf", cons)
+        watch = RssWatch(pids)
+        t0 = time.monotonic()
+        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, "-p", password, "-d", str(work), "-q",
+                              "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        peak_f = watch.done()
+        m = re.search(r" in ([0-9.]+)s, ", res.stdout)
+        assert res.returncode == 0 and m, res.stdout + res.stderr
+        transfer = float(m.group(1))
+        common.drop_tenant(c, user)
+        # curl: the same file, a session opened the same way, the body sent with curl
+        user, password = common.tenant(c, "bupc", cons)
+        r = requests.post(c.batch_url() + "/v1/uploads", auth=(user, password), timeout=30,
+                          json={"name": "big.csv", "size": f.stat().st_size, "sha256": sha})
+        upload = r.json()["upload_id"]
+        watch = RssWatch(pids)
+        t0 = time.monotonic()
+        res = subprocess.run(["curl", "-sS", "-u", f"{user}:{password}", "-X", "PATCH", "-H", "Upload-Offset: 0",
+                              "-H", "Content-Type: application/octet-stream", "--data-binary", f"@{f}",
+                              f"{c.batch_url()}/v1/uploads/{upload}"], capture_output=True, text=True)
+        curl_t = time.monotonic() - t0
+        peak_c = watch.done()
+        assert '"staged"' in res.stdout, res.stdout + res.stderr
+        common.drop_tenant(c, user)
+        mib = f.stat().st_size / 2**20
+        common.figure("upload 1 GiB: fetchdata transfer", mib / transfer, "MiB/s", seconds=round(transfer, 2))
+        common.figure("upload 1 GiB: fetchdata whole run (local check + hash + send)", mib / wall, "MiB/s",
+                      seconds=round(wall, 2))
+        common.figure("upload 1 GiB: curl --data-binary, same endpoint", mib / curl_t, "MiB/s", seconds=round(curl_t, 2))
+        common.figure("upload API memory (RSS) before", base_rss / 1024, "MiB")
+        common.figure("upload API peak memory (RSS) receiving 1 GiB", max(peak_f, peak_c) / 1024, "MiB")
+    finally:
+        shutil.rmtree(work)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-big", action="store_true", help="skip the 1 GiB upload")
+    ap.add_argument("--only", choices=["e2e", "concurrent", "upload"])
+    args = ap.parse_args()
+    c = common.cfg()
+    common.up(c)
+    if args.only in (None, "e2e"):
+        end_to_end(c, args.rounds)
+    if args.only in (None, "concurrent"):
+        concurrent_clients(c)
+    if args.only in (None, "upload") and not args.skip_big:
+        upload_throughput(c)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
