@@ -19,20 +19,18 @@ Errors are JSON ``{"error": "...", "hint": "..."}`` with a 4xx status for anythi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import threading
-import time
 from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, request, send_file
-from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.exceptions import ClientDisconnected
 
-from mysimbdp import auth, config, constraints as constraints_mod, db, names
-from mysimbdp.errors import MysimbdpError, NotFound, ServiceError, TenantError, TooManyAttempts
+from mysimbdp import config, names, web
+from mysimbdp import constraints as constraints_mod
+from mysimbdp.errors import NotFound, TenantError
 from mysimbdp.jobs import JobStore
-from mysimbdp.tenants import Registry, Tenant
 
 from .uploads import Duplicate, Interrupted, Uploads
 
@@ -53,43 +51,28 @@ class _Body:
 
 
 class Backend:
-    """What the API needs, created lazily so that the app starts even while Cassandra is still coming up."""
+    """The tenant directory, plus job records and uploads on the same session (made on first use)."""
 
     def __init__(self, cfg: config.Config) -> None:
         self.cfg = cfg
+        self.directory = web.Directory(cfg)
         self._lock = threading.Lock()
-        self._session = db.SessionHolder(cfg)
-        self._parts: tuple[Registry, JobStore, Uploads] | None = None
-        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
-        self.auth = auth.Authenticator(self._password_hash, max_failures=cfg.batch.auth_max_failures,
-                                       lockout=cfg.batch.auth_lockout)
+        self._parts: tuple[JobStore, Uploads] | None = None
 
-    def parts(self) -> tuple[Registry, JobStore, Uploads]:
+    def parts(self) -> tuple[JobStore, Uploads]:
         with self._lock:
             if self._parts is None:
-                session = self._session.get()
-                registry = Registry(self.cfg, session)
-                jobs = JobStore(self.cfg, session)
-                self._parts = (registry, jobs, Uploads(self.cfg, jobs))
+                jobs = JobStore(self.cfg, self.directory.session)
+                self._parts = (jobs, Uploads(self.cfg, jobs))
             return self._parts
 
-    def tenant(self, name: str) -> Tenant | None:
-        now = time.monotonic()
-        hit = self._tenants.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
-        try:
-            names.tenant(name)
-        except TenantError:
-            return None
-        t = self.parts()[0].find(name)
-        t = t if t is not None and t.state == "ready" else None
-        self._tenants[name] = (now + 5.0, t)
-        return t
+    @property
+    def jobs(self) -> JobStore:
+        return self.parts()[0]
 
-    def _password_hash(self, name: str) -> str | None:
-        t = self.tenant(name)
-        return t.password_hash if t else None
+    @property
+    def uploads(self) -> Uploads:
+        return self.parts()[1]
 
 
 def create_app(cfg: config.Config | None = None) -> Flask:
@@ -99,48 +82,14 @@ def create_app(cfg: config.Config | None = None) -> Flask:
     backend = Backend(cfg)
     app.extensions["mysimbdp"] = backend
 
-    def error(status: int, message: str, hint: str | None = None, **extra) -> Response:
-        body = {"error": message, **({"hint": hint} if hint else {}), **extra}
-        resp = jsonify(body)
-        resp.status_code = status
-        return resp
-
-    @app.errorhandler(MysimbdpError)
-    def on_platform_error(exc: MysimbdpError):
-        if isinstance(exc, ServiceError):
-            log.warning("service error: %s", exc.one_line())
-        resp = error(exc.http_status, exc.message, exc.hint)
-        if isinstance(exc, TooManyAttempts):
-            resp.headers["Retry-After"] = str(exc.retry_after)
-        if exc.http_status == 401:
-            resp.headers["WWW-Authenticate"] = 'Basic realm="mysimbdp"'
-        return resp
-
-    @app.errorhandler(HTTPException)
-    def on_http_error(exc: HTTPException):
-        return error(exc.code or 400, exc.description or exc.name)
-
-    @app.errorhandler(Exception)
-    def on_unexpected(exc: Exception):
-        from cassandra.cluster import NoHostAvailable
-        from cassandra import OperationTimedOut, Unavailable, WriteTimeout, ReadTimeout
-
-        if isinstance(exc, (NoHostAvailable, OperationTimedOut, Unavailable, WriteTimeout, ReadTimeout)):
-            log.warning("Cassandra unavailable: %s", exc)
-            return error(503, "the platform's database is unavailable", "try again in a moment")
-        log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
-        return error(500, "internal error; the operator can find it in the batch API's log")
+    web.install_error_handlers(app, log)
+    error = web.json_error
 
     @app.before_request
     def authenticate():
         if request.endpoint in (None, "healthz"):
             return None
-        a = request.authorization
-        client = request.remote_addr or "?"
-        principal = backend.auth.authenticate(a.username if a else None, a.password if a else None, client)
-        g.tenant = backend.tenant(principal.name)
-        if g.tenant is None:
-            raise NotFound("no such tenant")
+        backend.directory.login()
         return None
 
     @app.get("/healthz")
@@ -156,7 +105,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
             raise TenantError("send a JSON object with name, size and sha256")
-        _, _, uploads = backend.parts()
+        uploads = backend.uploads
         try:
             s, offset = uploads.open(g.tenant, data.get("name"), data.get("size"), data.get("sha256"),
                                      request.remote_addr or "")
@@ -171,7 +120,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
 
     @app.route("/v1/uploads/<upload_id>", methods=["HEAD", "GET"])
     def upload_status(upload_id: str):
-        _, _, uploads = backend.parts()
+        uploads = backend.uploads
         s, offset = uploads.get(g.tenant.name, upload_id)
         resp = jsonify(s.public(offset)) if request.method == "GET" else Response(status=200)
         resp.headers["Upload-Offset"] = str(offset)
@@ -184,7 +133,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
             offset = int(request.headers.get("Upload-Offset", ""))
         except ValueError:
             raise TenantError("the Upload-Offset header is missing or not a number") from None
-        _, _, uploads = backend.parts()
+        uploads = backend.uploads
         try:
             new_offset, job = uploads.append(g.tenant, upload_id, offset, _Body(request.stream), request.content_length)
         except Duplicate as dup:
@@ -202,7 +151,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
 
     @app.delete("/v1/uploads/<upload_id>")
     def upload_abort(upload_id: str):
-        backend.parts()[2].abort(g.tenant, upload_id)
+        backend.uploads.abort(g.tenant, upload_id)
         return Response(status=204)
 
     @app.put("/v1/files/<path:name>")
@@ -214,7 +163,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         constraints_mod.check_file_name(g.tenant.constraints, safe)
         constraints_mod.check_size(g.tenant.constraints, safe, length)
         sha = (request.headers.get("Content-SHA256") or "").lower()
-        _, _, uploads = backend.parts()
+        uploads = backend.uploads
         if not sha:  # without a declared checksum: take the body to a session keyed by a placeholder
             return error(428, "send the file's SHA-256 in a Content-SHA256 header",
                          "e.g. curl -H \"Content-SHA256: $(sha256sum FILE | cut -d' ' -f1)\"")
@@ -239,21 +188,21 @@ def create_app(cfg: config.Config | None = None) -> Flask:
             raise TenantError("limit must be a number") from None
         if status is not None and status not in ("staged", "running", "retrying", "succeeded", "failed"):
             raise TenantError(f"unknown status {status!r}", hint="staged, running, retrying, succeeded or failed")
-        jobs = backend.parts()[1].list(g.tenant.name, status=status, limit=limit)
+        jobs = backend.jobs.list(g.tenant.name, status=status, limit=limit)
         return jsonify({"jobs": [j.to_dict(public=True) for j in jobs]})
 
     @app.get("/v1/jobs/<job_id>")
     def get_job(job_id: str):
-        return jsonify(backend.parts()[1].get(g.tenant.name, job_id).to_dict(public=True))
+        return jsonify(backend.jobs.get(g.tenant.name, job_id).to_dict(public=True))
 
     @app.get("/v1/jobs/<job_id>/rejects")
     def get_rejects(job_id: str):
-        job = backend.parts()[1].get(g.tenant.name, job_id)
+        job = backend.jobs.get(g.tenant.name, job_id)
         return _tenant_file(cfg, g.tenant.name, job.rejects_path, "text/csv", f"{job.job_id}-rejects.csv")
 
     @app.get("/v1/jobs/<job_id>/log")
     def get_log(job_id: str):
-        job = backend.parts()[1].get(g.tenant.name, job_id)
+        job = backend.jobs.get(g.tenant.name, job_id)
         return _tenant_file(cfg, g.tenant.name, job.log_path, "text/plain", f"{job.job_id}.log")
 
     return app
@@ -275,29 +224,11 @@ def _tenant_file(cfg: config.Config, tenant: str, path: str | None, mimetype: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the upload API with gunicorn (threads; request bodies stream straight to disk)."""
-    from gunicorn.app.base import BaseApplication
-
+    """Serve the upload API with gunicorn (a slow client may take long over one large upload)."""
     cfg = config.load()
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
-
-    class Server(BaseApplication):
-        def load_config(self):
-            self.cfg.set("bind", f"{cfg.batch.host}:{cfg.batch.port}")
-            self.cfg.set("workers", 1)  # one process: upload limits and login throttling are per process
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", cfg.batch.threads)
-            self.cfg.set("timeout", 3600)  # a slow client may take long over one large upload
-            self.cfg.set("graceful_timeout", 30)
-            self.cfg.set("accesslog", "-")
-            self.cfg.set("proc_name", "mysimbdp-batch-api")
-            self.cfg.set("control_socket_disable", True)
-
-        def load(self):
-            return create_app(cfg)
-
-    Server().run()
+    web.setup_logging(cfg)
+    web.serve(lambda: create_app(cfg), bind=f"{cfg.batch.host}:{cfg.batch.port}", threads=cfg.batch.threads,
+              name="mysimbdp-batch-api", timeout=3600)
     return 0
 
 

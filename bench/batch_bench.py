@@ -255,7 +255,7 @@ def upload_throughput(c, size: int = 1 << 30) -> None:
         watch = RssWatch(pids)
         t0 = time.monotonic()
         res = subprocess.run(["curl", "-sS", "-u", f"{user}:{password}", "-X", "PATCH", "-H", "Upload-Offset: 0",
-                              "-H", "Content-Type: application/octet-stream", "--data-binary", f"@{f}",
+                              "-H", "Content-Type: application/octet-stream", "-T", str(f),
                               f"{c.batch_url()}/v1/uploads/{upload}"], capture_output=True, text=True)
         curl_t = time.monotonic() - t0
         peak_c = watch.done()
@@ -265,7 +265,7 @@ def upload_throughput(c, size: int = 1 << 30) -> None:
         common.figure("upload 1 GiB: fetchdata transfer", mib / transfer, "MiB/s", seconds=round(transfer, 2))
         common.figure("upload 1 GiB: fetchdata whole run (local check + hash + send)", mib / wall, "MiB/s",
                       seconds=round(wall, 2))
-        common.figure("upload 1 GiB: curl --data-binary, same endpoint", mib / curl_t, "MiB/s", seconds=round(curl_t, 2))
+        common.figure("upload 1 GiB: curl -T (streamed), same endpoint", mib / curl_t, "MiB/s", seconds=round(curl_t, 2))
         common.figure("upload API memory (RSS) before", base_rss / 1024, "MiB")
         common.figure("upload API peak memory (RSS) receiving 1 GiB", max(peak_f, peak_c) / 1024, "MiB")
     finally:

@@ -78,7 +78,7 @@ class BatchSettings:
     host: str = "127.0.0.1"
     port: int = 8801
     threads: int = 16  # concurrent HTTP requests the upload API serves
-    workers: int = 2  # global limit on concurrent batch jobs
+    workers: int = 4  # global limit on concurrent batch jobs (much of a small job is waiting on Docker)
     after_success: str = "archive"  # or "delete"
     retry_initial: float = 2.0  # first back-off after an infrastructure failure, seconds
     retry_max: float = 60.0

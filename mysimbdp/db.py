@@ -199,6 +199,17 @@ PLATFORM_TABLES = {
             PRIMARY KEY ((tenant, day), received_at, instance)
         ) WITH CLUSTERING ORDER BY (received_at DESC, instance ASC)
           AND default_time_to_live = 2592000""",
+    # what the stream controller should keep running for each tenant (written by the API, read by it)
+    "stream_state": """
+        CREATE TABLE IF NOT EXISTS {ks}.stream_state (
+            tenant text PRIMARY KEY,
+            running boolean,            -- false: stopped (paused) by a tenant or the operator
+            desired int,                -- how many instances
+            parked set<text>,           -- slots whose session kept its subscription (messages wait there)
+            stop_requests set<text>,    -- instances asked to stop
+            last_change timestamp,      -- of desired (the autoscaler's cooldown counts from here)
+            updated_at timestamp
+        )""",
     # the autoscaler's decisions and manual starts/stops, with their reasons
     "scaling_decisions": """
         CREATE TABLE IF NOT EXISTS {ks}.scaling_decisions (

@@ -212,6 +212,8 @@ class Registry:
         if t is None:
             raise TenantNotFound(f"no tenant {name!r}")
         self.session.execute(self._set_state, ("deleting", datetime.now(timezone.utc), name))
+        # the stream controller must not restart what is about to be stopped
+        self.session.execute(f"DELETE FROM {self.cfg.keyspace}.stream_state WHERE tenant = %s", (name,))
         from .sandbox import runtime
 
         rt = runtime(self.cfg)

@@ -117,8 +117,8 @@ class SandboxRuntime(abc.ABC):
         """Start a long-running instance; return its name."""
 
     @abc.abstractmethod
-    def stop(self, name: str, timeout: float) -> int | None:
-        """SIGTERM, wait up to ``timeout``, then kill; keep its log; remove it. Return its exit code."""
+    def stop(self, name: str, timeout: float, signal: str = "SIGTERM") -> int | None:
+        """Send ``signal``, wait up to ``timeout``, then kill; keep its log; remove it. Return its exit code."""
 
     @abc.abstractmethod
     def list(self, **labels: str) -> list[ContainerInfo]:

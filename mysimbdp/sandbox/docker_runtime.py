@@ -161,19 +161,24 @@ class DockerRuntime(SandboxRuntime):
             raise RuntimeUnavailable(f"cannot start {spec.name}: {exc.explanation}") from None
         return spec.name
 
-    def stop(self, name: str, timeout: float) -> int | None:
+    def stop(self, name: str, timeout: float, signal: str = "SIGTERM") -> int | None:
         try:
             container = self.client.containers.get(name)
         except docker.errors.NotFound:
             return None
         try:
-            container.stop(timeout=int(timeout))
+            if container.status == "running":
+                container.kill(signal=signal)
+                container.wait(timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            self._kill(container)  # it did not stop in time
         except docker.errors.APIError:
-            pass
-        except requests.exceptions.ReadTimeout:
-            self._kill(container)
-        container.reload()
-        code = container.attrs["State"].get("ExitCode")
+            pass  # it exited in the meantime
+        try:
+            container.reload()
+            code = container.attrs["State"].get("ExitCode")
+        except docker.errors.NotFound:
+            return None
         self.remove(name)
         return code
 

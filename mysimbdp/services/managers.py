@@ -90,4 +90,6 @@ class ManagedProcess:
 PARTS: list[ManagedProcess] = [
     ManagedProcess("batch-api", "batchingestmanager.api", health="batch"),
     ManagedProcess("batch-manager", "batchingestmanager.manager", heartbeat="batch-manager.heartbeat"),
+    ManagedProcess("stream-api", "streamingestmanager.api", health="stream"),
+    ManagedProcess("stream-controller", "streamingestmanager.controller", heartbeat="stream-controller.heartbeat"),
 ]

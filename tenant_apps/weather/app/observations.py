@@ -12,3 +12,12 @@ OBSERVATIONS = Table(
     ],
     primary_key="((origin, year, month), time_hour)",
 )
+
+
+def fahrenheit_to_celsius(values: tuple) -> tuple:
+    """This tenant stores temperatures (temp, dewp) in Celsius; the source data is in Fahrenheit."""
+    v = list(values)
+    for i in (5, 6):
+        if v[i] is not None:
+            v[i] = round((v[i] - 32) * 5 / 9, 2)
+    return tuple(v)

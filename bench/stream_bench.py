@@ -1,0 +1,365 @@
+"""Stream ingestion benchmarks: three rates in the same run with the same payloads (real flight lines) at
+QoS 1, then latency at a fixed rate, then autoscaling after a step in load.
+
+The publishers are bench/loadgen (Go, compiled), as many processes as --publishers says, so that making
+the load does not take the CPU the platform needs; the subscriber of (a) and the platform use paho.
+
+(a) raw broker: publishers -> Mosquitto -> one plain subscriber that only counts (paho, like the platform);
+(b) raw Cassandra: the same rows written by a plain concurrent prepared-statement writer, no broker;
+(c) end to end: publishers -> Mosquitto -> the tenant's sandboxed stream app instances -> Cassandra,
+    every row verified by count.
+
+    .venv/bin/python bench/stream_bench.py [--messages 200000] [--publishers 3] [--instances 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+import threading
+import time
+from datetime import timezone
+from pathlib import Path
+
+import common
+import requests
+
+APP = common.ROOT / "bench" / "apps" / "flightstream"
+BASE_CONS = {
+    "formats": ["csv"], "max_files": {"count": 10, "per": "staged"}, "max_file_size_bytes": 1 << 26,
+    "stream": {"report_interval_seconds": 0.5, "memory_mb": 512, "cpus": 1.0,
+               "autoscale": {"enabled": True, "min_instances": 1, "max_instances": 1}},
+}
+
+
+def lines(n: int) -> list[bytes]:
+    data = common.nycflights().read_bytes().split(b"\n")[1:]
+    data = [ln for ln in data if ln]
+    out = []
+    while len(out) < n:
+        out.extend(data[: n - len(out)])
+    return out
+
+
+# --- publishers: bench/loadgen, a compiled MQTT QoS 1 publisher (Go, built here on first use) ---------------
+
+
+def loadgen() -> str:
+    exe = common.OUT / "loadgen"
+    if not exe.exists():
+        common.OUT.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["go", "build", "-o", str(exe), "."], cwd=common.ROOT / "bench" / "loadgen", check=True)
+    return str(exe)
+
+
+def publish(c, user, password, topic, total, publishers, rate=None) -> dict:
+    """``publishers`` processes send ``total`` real flight lines as "<seq>,<sent_us>,<line>" at QoS 1."""
+    exe = loadgen()
+    share = total // publishers
+    procs = []
+    for k in range(publishers):
+        count = share if k < publishers - 1 else total - share * (publishers - 1)
+        argv = [exe, "-broker", f"tcp://{c.broker.host}:{c.broker.port}", "-user", user, "-topic", topic,
+                "-file", str(common.nycflights()), "-start", str(k * share), "-count", str(count)]
+        if rate:
+            argv += ["-rate", str(rate / publishers)]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env={"LOADGEN_PASSWORD": password}))
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=900)
+        results.append(json.loads(out))
+    agg = {k: sum(r[k] for r in results) for k in ("sent", "acked", "failed")}
+    agg["t0"] = min(r["t0"] for r in results)
+    agg["t1"] = max(r["t1"] for r in results)
+    return agg
+
+
+# --- (a) raw broker ------------------------------------------------------------------------------------------
+
+
+def _count(host, port, user, password, topic, total, out, ready):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got = [0, None, None]
+    done = threading.Event()
+
+    def on_message(cl, u, m):
+        got[0] += 1
+        now = time.time()
+        if got[1] is None:
+            got[1] = now
+        got[2] = now
+        if got[0] >= total:
+            done.set()
+
+    cl = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    cl.username_pw_set(user, password)
+    cl.on_message = on_message
+    cl.on_subscribe = lambda *a: ready.set()
+    cl.connect(host, port)
+    cl.subscribe(topic, qos=1)
+    cl.loop_start()
+    done.wait(600)
+    cl.loop_stop()
+    out.put({"received": got[0], "first": got[1], "last": got[2]})
+
+
+def raw_broker(c, user, password, total, publishers) -> float:
+    topic = f"tenants/{user}/in/raw"
+    out, ready = mp.Queue(), mp.Event()
+    sub = mp.Process(target=_count, args=(c.broker.host, c.broker.port, user, password, topic, total, out, ready))
+    sub.start()
+    ready.wait(10)
+    time.sleep(0.5)
+    pub = publish(c, user, password, topic, total, publishers)
+    got = out.get(timeout=900)
+    sub.join()
+    assert got["received"] == total, (got, pub)
+    return total / (got["last"] - pub["t0"])
+
+
+# --- (b) raw Cassandra -----------------------------------------------------------------------------------------
+
+
+def _write(ks, login, rows, out, barrier):
+    sys.path.insert(0, str(common.ROOT))
+    from mysimbdp import config, db
+
+    cfg = config.load()
+    s = db.connect(cfg, login)
+    stmt = s.prepare(f"INSERT INTO {ks}.flights ({', '.join(FIELDS)}) VALUES ({', '.join('?' for _ in FIELDS)})")
+    slots = threading.Semaphore(64)
+    done = threading.Event()
+    left = [len(rows)]
+    lock = threading.Lock()
+
+    def finished(_=None):
+        slots.release()
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+    barrier.wait()
+    t0 = time.time()
+    for values in rows:
+        slots.acquire()
+        f = s.execute_async(stmt, values)
+        f.add_callbacks(finished, finished)
+    done.wait()
+    out.put((t0, time.time()))
+    s.cluster.shutdown()
+
+
+def raw_cassandra(c, total, writers) -> float:
+    sys.path.insert(0, str(APP))
+    sys.path.insert(0, str(common.ROOT / "tenant_apps" / "sdk"))
+    from table import FIELDS as F, FLIGHTS
+    from mysimbdp import db
+
+    global FIELDS
+    FIELDS = F
+    ks = "benchpeer"
+    s = db.connect(c)
+    s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+    s.execute(f"DROP TABLE IF EXISTS {ks}.flights")
+    s.execute(FLIGHTS.create_cql(ks))
+    s.cluster.shutdown()
+    convert = FLIGHTS.converter(F)
+    import csv
+
+    rows = [convert(next(csv.reader([b"%d,%d,%s" % (i, 0, ln) for ln in [line]][0].decode().splitlines())))
+            for i, line in enumerate(lines(total))]
+    login = db.operator_login(c)
+    out, barrier = mp.Queue(), mp.Barrier(writers + 1)
+    share = total // writers
+    procs = [mp.Process(target=_write, args=(ks, login, rows[k * share:(k + 1) * share if k < writers - 1 else total],
+                                             out, barrier)) for k in range(writers)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    times = [out.get(timeout=900) for _ in procs]
+    for p in procs:
+        p.join()
+    n = common.count(c, ks, "flights")
+    assert n == total, n
+    return total / (max(t[1] for t in times) - min(t[0] for t in times))
+
+
+# --- (c) end to end ----------------------------------------------------------------------------------------------
+
+
+def stream_api(c, user, password, method, path, **kw):
+    r = requests.request(method, c.stream_url() + path, auth=(user, password), timeout=120, **kw)
+    if r.status_code >= 400:
+        raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
+    return r.json()
+
+
+class Reports:
+    """Every report of a tenant's instances, as the tenant may read them (reports/<tenant>/#)."""
+
+    def __init__(self, c, user, password) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages = 0
+        self.first_message_at: dict[str, float] = {}
+        self.cl = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+        self.cl.username_pw_set(user, password)
+        self.cl.on_message = self._on
+        self.cl.connect(c.broker.host, c.broker.port)
+        self.cl.subscribe(f"reports/{user}/#", qos=1)
+        self.cl.loop_start()
+
+    def _on(self, cl, u, m) -> None:
+        r = json.loads(m.payload)
+        self.messages += r["messages"]
+        if r.get("first_message_at"):
+            self.first_message_at.setdefault(f"{r['instance']}@{r['started_at']}", r["first_message_at"])
+
+    def close(self) -> None:
+        self.cl.loop_stop()
+
+
+def end_to_end(c, total, publishers, instances) -> tuple[float, dict]:
+    cons = json.loads(json.dumps(BASE_CONS))
+    cons["stream"]["autoscale"].update(min_instances=instances, max_instances=instances)
+    user, password = common.tenant(c, "bstr", cons, stream_app=APP)
+    reports = Reports(c, user, password)
+    try:
+        stream_api(c, user, password, "POST", "/v1/instances", json={"count": instances})
+        time.sleep(2)
+        pub = publish(c, user, password, f"tenants/{user}/in/e2e", total, publishers)
+        assert pub["acked"] == total, pub
+        deadline = time.time() + 600
+        while reports.messages < total and time.time() < deadline:
+            time.sleep(0.1)
+        done = time.time()
+        n = common.count(c, user, "flights")
+        assert n == total, (n, total)
+        return total / (done - pub["t0"]), {"publish_rate": round(total / (pub["t1"] - pub["t0"]))}
+    finally:
+        reports.close()
+        common.drop_tenant(c, user)
+
+
+# --- latency ------------------------------------------------------------------------------------------------------
+
+
+def latency(c, rate: int, seconds: int) -> tuple[float, float, float]:
+    cons = json.loads(json.dumps(BASE_CONS))
+    user, password = common.tenant(c, "blat", cons, stream_app=APP)
+    try:
+        stream_api(c, user, password, "POST", "/v1/instances", json={"count": 1})
+        time.sleep(2)
+        total = rate * seconds
+        pub = publish(c, user, password, f"tenants/{user}/in/lat", total, 1, rate=rate)
+        assert pub["acked"] == total
+        deadline = time.time() + 60
+        while common.count(c, user, "flights") < total and time.time() < deadline:
+            time.sleep(0.5)
+        from mysimbdp import db
+
+        s = db.connect(c)
+        lat = []
+        for row in s.execute(f"SELECT sent_us, WRITETIME(carrier) AS wt FROM {user}.flights"):
+            lat.append((row.wt - row.sent_us) / 1000)
+        s.cluster.shutdown()
+        lat.sort()
+        assert len(lat) == total
+        return lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1]
+    finally:
+        common.drop_tenant(c, user)
+
+
+# --- autoscaling ---------------------------------------------------------------------------------------------------
+
+
+def autoscaling(c, publishers: int) -> dict:
+    cons = json.loads(json.dumps(BASE_CONS))
+    cons["stream"]["report_interval_seconds"] = 1
+    cons["stream"]["autoscale"].update(min_instances=1, max_instances=3, scale_up_avg_ms=20, scale_up_backlog=200,
+                                       scale_down_rate=200, cooldown_seconds=5)
+    user, password = common.tenant(c, "bauto", cons, stream_app=APP)
+    watcher = Reports(c, user, password)
+    firsts = watcher.first_message_at
+    try:
+        stream_api(c, user, password, "POST", "/v1/instances", json={"count": 1})
+        time.sleep(2)
+        topic = f"tenants/{user}/in/step"
+        low = publish(c, user, password, topic, 2000, 1, rate=200)  # 10 s of light load
+        high = publish(c, user, password, topic, 150000, publishers)  # the step
+        time.sleep(45)  # idle: it should scale back down
+        total = low["acked"] + high["acked"]
+        deadline = time.time() + 120
+        while common.count(c, user, "flights") < total and time.time() < deadline:
+            time.sleep(1)
+        rows = common.count(c, user, "flights")
+        decisions = stream_api(c, user, password, "GET", "/v1/decisions?limit=100")["decisions"]
+        ups = [d for d in decisions if d["action"] == "scale_up"]
+        downs = [d for d in decisions if d["action"] == "scale_down"]
+        from datetime import datetime
+
+        delays = []
+        for d in ups:
+            at = datetime.fromisoformat(d["at"]).replace(tzinfo=timezone.utc).timestamp()
+            after = [f for f in firsts.values() if f >= at]
+            if after:
+                delays.append(min(after) - at)
+        return {"published": total, "rows": rows, "lost": total - rows, "scale_ups": len(ups),
+                "scale_downs": len(downs), "decision_to_consuming_s": delays,
+                "reasons": [d["reason"] for d in decisions if d["action"] in ("scale_up", "scale_down")]}
+    finally:
+        watcher.close()
+        common.drop_tenant(c, user)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=200000)
+    ap.add_argument("--publishers", type=int, default=3)
+    ap.add_argument("--instances", type=int, default=2)
+    ap.add_argument("--writers", type=int, default=2)
+    ap.add_argument("--only", choices=["rates", "latency", "autoscale"])
+    args = ap.parse_args()
+    c = common.cfg()
+    common.up(c)
+    lines(args.messages)  # download before timing
+    if args.only in (None, "rates"):
+        print(f"# {args.messages:,} real flight lines at QoS 1; {args.publishers} publisher processes")
+        user, password = common.tenant(c, "braw", BASE_CONS)
+        try:
+            a = raw_broker(c, user, password, args.messages, args.publishers)
+        finally:
+            common.drop_tenant(c, user)
+        common.figure("stream (a) raw broker: publishers -> 1 counting subscriber", a, "msg/s")
+        b = raw_cassandra(c, args.messages, args.writers)
+        common.figure(f"stream (b) raw Cassandra: plain prepared writer x{args.writers}", b, "rows/s")
+        e2e, extra = end_to_end(c, args.messages, args.publishers, args.instances)
+        common.figure(f"stream (c) end to end, {args.instances} instances, rows verified", e2e, "msg/s", **extra)
+        common.figure("stream (c) / min(a, b)", e2e / min(a, b), "(target >= 0.5)")
+    if args.only in (None, "latency"):
+        p50, p99, worst = latency(c, 1000, 30)
+        common.figure("stream latency publish -> row at 1000 msg/s, p50", p50, "ms")
+        common.figure("stream latency publish -> row at 1000 msg/s, p99", p99, "ms (target <= 100)")
+        common.figure("stream latency publish -> row at 1000 msg/s, max", worst, "ms")
+    if args.only in (None, "autoscale"):
+        r = autoscaling(c, args.publishers)
+        common.figure("autoscaling: scale-ups / scale-downs", f"{r['scale_ups']} / {r['scale_downs']}", "")
+        if r["decision_to_consuming_s"]:
+            common.figure("autoscaling: decision -> new instance consuming (max)", max(r["decision_to_consuming_s"]),
+                          "s (target <= 5)", all=[round(x, 2) for x in r["decision_to_consuming_s"]])
+        common.figure("autoscaling: messages lost across scale-up and scale-down", r["lost"], "(target 0)",
+                      published=r["published"], rows=r["rows"])
+        for reason in r["reasons"]:
+            print("   decision:", reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

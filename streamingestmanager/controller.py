@@ -1,0 +1,293 @@
+"""The stream controller: the one process that starts and stops stream app instances.
+
+Every half second, for each tenant's recorded stream state (:mod:`.state`):
+
+1. an instance that exited by itself (a crash, the memory limit) is started again in the same slot, so the
+   messages its session holds are delivered again (with a growing back-off if it keeps crashing);
+2. instances asked to stop are stopped gracefully (``leave``, or ``pause`` for the last one);
+3. the count is brought to the desired number: slots whose sessions kept a subscription first, then the
+   lowest free slots; extra instances leave, highest slot first;
+4. the autoscaler (:mod:`.autoscaler`) looks at the latest reports and may change the desired number.
+
+Reports arrive over MQTT on ``reports/<tenant>/<instance>`` (only that instance may publish there); each
+is checked, stored in the platform keyspace, and kept in memory for the autoscaler.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from mysimbdp import broker, config, db
+from mysimbdp.config import Config
+from mysimbdp.errors import MysimbdpError, TenantError, TenantNotFound
+from mysimbdp.sandbox import runtime as sandbox_runtime
+from mysimbdp.tenants import Registry, Tenant
+
+from . import autoscaler
+from .instances import Instances, slot_number
+from .state import StreamStore, parse_report
+
+log = logging.getLogger("streamingestmanager.controller")
+TICK = 0.5
+
+
+class Controller:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.sessions = db.SessionHolder(cfg)
+        self.runtime = sandbox_runtime(cfg)
+        self.instances = Instances(cfg, self.runtime)
+        self.latest: dict[tuple[str, str], tuple[float, dict]] = {}  # (tenant, slot) -> (received, report)
+        self.reports_in: queue.Queue = queue.Queue(maxsize=10000)
+        self.stopping: dict[tuple[str, str], Future] = {}
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stop")
+        self.crashes: dict[tuple[str, str], tuple[int, float]] = {}  # -> (crashes in a row, next start allowed)
+        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        self.started_at: dict[tuple[str, str], float] = {}
+        self.store: StreamStore | None = None
+        self.registry: Registry | None = None
+
+    # --- setup ---------------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                session = self.sessions.get()
+                self.registry = Registry(self.cfg, session)
+                self.store = StreamStore(self.cfg, session)
+                return
+            except MysimbdpError as exc:
+                log.warning("waiting for Cassandra: %s", exc.one_line())
+                self.stop.wait(delay)
+                delay = min(delay * 2, 15)
+
+    def _listen(self) -> mqtt.Client:
+        user, password = broker.service_login(self.cfg)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="mysimbdp-stream-controller", protocol=mqtt.MQTTv5)
+        c.username_pw_set(user, password)
+        c.reconnect_delay_set(0.5, 5)
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("reports/+/+", qos=1) if not rc.is_failure else None
+        c.on_message = self._on_report
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600  # reports wait while the controller restarts
+        c.connect_async(self.cfg.broker.host, self.cfg.broker.port, keepalive=20, clean_start=False, properties=props)
+        c.loop_start()
+        return c
+
+    def _on_report(self, client, userdata, msg) -> None:
+        try:
+            _, tenant, slot = msg.topic.split("/")
+            report = parse_report(tenant, slot, msg.payload)
+        except (ValueError, TenantError) as exc:
+            log.warning("ignored a report on %s: %s", msg.topic, exc)
+            return
+        self.latest[(tenant, slot)] = (time.monotonic(), report)
+        try:
+            self.reports_in.put_nowait(report)
+        except queue.Full:
+            log.warning("report queue full; a report of %s/%s is not stored", tenant, slot)
+
+    def _store_reports(self) -> None:
+        while True:
+            r = self.reports_in.get()
+            if r is None:
+                return
+            try:
+                self.store.add_report(r)
+            except Exception as exc:  # noqa: BLE001 - Cassandra away: the report is only lost from history
+                log.warning("could not store a report of %s/%s: %s", r["tenant"], r["instance"], exc)
+
+    def tenant(self, name: str) -> Tenant | None:
+        now = time.monotonic()
+        hit = self._tenants.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        try:
+            t = self.registry.get(name)
+        except TenantNotFound:
+            t = None
+        self._tenants[name] = (now + 5, t)
+        return t
+
+    # --- acting ----------------------------------------------------------------------------------------------
+    def _decide(self, tenant: str, action: str, before: int, after: int, reason: str) -> None:
+        log.info("%s %s: %d -> %d (%s)", tenant, action, before, after, reason)
+        try:
+            self.store.add_decision(tenant, action, before, after, reason)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not record a decision for %s: %s", tenant, exc)
+
+    def _stop_async(self, tenant: str, slot: str, mode: str, why: str) -> None:
+        key = (tenant, slot)
+        if key in self.stopping:
+            return
+
+        def run():
+            try:
+                self.instances.stop(tenant, slot, mode)
+                if mode == "pause":
+                    self.store.park(tenant, slot)
+            finally:
+                self.latest.pop(key, None)
+
+        log.info("stopping %s/%s (%s): %s", tenant, slot, mode, why)
+        self.stopping[key] = self.pool.submit(run)
+
+    def _start(self, t: Tenant, slot: str) -> bool:
+        key = (t.name, slot)
+        crashes, allowed = self.crashes.get(key, (0, 0.0))
+        if time.monotonic() < allowed:
+            return False
+        try:
+            self.instances.start(t, slot)
+        except MysimbdpError as exc:
+            log.warning("cannot start %s/%s: %s", t.name, slot, exc.one_line())
+            self.crashes[key] = (crashes, time.monotonic() + 5)
+            return False
+        self.crashes[key] = (crashes, time.monotonic())
+        self.started_at[key] = time.monotonic()
+        return True
+
+    def reconcile(self, st) -> None:
+        t = self.tenant(st.tenant)
+        name = st.tenant
+        for key in [k for k, f in self.stopping.items() if f.done()]:
+            del self.stopping[key]
+        busy = {slot for (tn, slot) in self.stopping if tn == name}
+        insts = {s: i for s, i in self.instances.of(name).items() if s not in busy}
+        if t is None:  # the tenant is gone: nothing of it may run
+            for slot in insts:
+                self._stop_async(name, slot, "leave", "the tenant no longer exists")
+            return
+        running = {s: i for s, i in insts.items() if i.state == "running"}
+        # 1. crashed instances come back in the same slot (their sessions hold their messages)
+        for slot, inst in insts.items():
+            if inst.state == "running" or inst.state == "created":
+                continue
+            key = (name, slot)
+            crashes, _ = self.crashes.get(key, (0, 0.0))
+            quick = time.monotonic() - self.started_at.get(key, 0) < 30
+            crashes = crashes + 1 if quick else 1
+            self.crashes[key] = (crashes, time.monotonic() + (min(2 ** (crashes - 1), 60) if crashes > 1 else 0))
+            why = "killed: over its memory limit" if inst.container.oom_killed else f"exited with status {inst.container.exit_code}"
+            self.runtime.remove(inst.container.name)
+            self.latest.pop(key, None)
+            if st.running:
+                self.store.park(name, slot)  # its session still holds a subscription: it must come back
+                st.parked.add(slot)
+                self._decide(name, "restart", len(running), len(running) + 1, f"instance {slot} {why}")
+        # 2. stop requests
+        for slot in sorted(st.stop_requests):
+            if slot in running:
+                mode = "leave" if len(running) > 1 else "pause"
+                self._stop_async(name, slot, mode, "asked to stop")
+                running.pop(slot)
+            self.store.stop_done(name, slot)
+        # 3. the count. While any instance is wanted, every slot whose session kept a subscription must run
+        # (the broker hands such a session its share of messages): they start first, and extras leave below.
+        want = st.desired if st.running else 0
+        if want > 0:
+            waiting = set()
+            for slot in sorted(st.parked, key=slot_number):
+                if slot in running or slot in busy:
+                    continue
+                if self._start(t, slot):
+                    running[slot] = None
+                    self.store.unpark(name, slot)
+                else:
+                    waiting.add(slot)  # backing off after crashes: no stand-in, the slot owns its messages
+            free = (f"s{n}" for n in range(64) if f"s{n}" not in running and f"s{n}" not in busy
+                    and f"s{n}" not in st.parked)
+            while len(running) + len(waiting) < want:
+                slot = next(free)
+                if not self._start(t, slot):
+                    break
+                running[slot] = None
+        for slot in sorted(running, key=slot_number, reverse=True):
+            if len(running) <= want:
+                break
+            mode = "leave" if len(running) > 1 else "pause"
+            self._stop_async(name, slot, mode, "scaling down" if st.running else "the stream is stopped")
+            running.pop(slot)
+        # 4. the autoscaler
+        if st.running and not busy:
+            self.autoscale(t, st, running)
+
+    def autoscale(self, t: Tenant, st, running: dict) -> None:
+        policy = t.constraints.autoscale
+        interval = float(t.constraints.stream["report_interval_seconds"])
+        now = time.monotonic()
+        fresh = []
+        for slot in running:
+            got = self.latest.get((t.name, slot))
+            if got and now - got[0] < 2.5 * interval + 1 and got[0] > self.started_at.get((t.name, slot), 0):
+                fresh.append(got[1])
+        changed = st.last_change or datetime.now(timezone.utc)
+        if changed.tzinfo is None:
+            changed = changed.replace(tzinfo=timezone.utc)
+        since = (datetime.now(timezone.utc) - changed).total_seconds()
+        d = autoscaler.decide(policy, st.desired, len(running), fresh, since)
+        if d is None:
+            return
+        if self.store.change(st, True, d.target):
+            self._decide(t.name, d.action, st.desired, d.target, d.reason)
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        self._connect()
+        if self.stop.is_set():
+            return
+        client = self._listen()
+        writer = threading.Thread(target=self._store_reports, daemon=True)
+        writer.start()
+        heartbeat = self.cfg.paths.run / "stream-controller.heartbeat"
+        log.info("stream controller ready")
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                states = self.store.all()
+                known = {st.tenant for st in states}
+                for st in states:
+                    self.reconcile(st)
+                for c in self.runtime.list(kind="stream"):  # instances of tenants with no stream state
+                    if c.tenant not in known:
+                        self._stop_async(c.tenant, c.labels.get("mysimbdp.instance", ""), "leave", "no stream state")
+            except Exception:  # noqa: BLE001 - keep going: Cassandra or Docker may be back next time
+                log.warning("control loop error", exc_info=True)
+            heartbeat.write_text(f"{time.time():.0f}\n")
+            self.stop.wait(max(0.05, TICK - (time.monotonic() - t0)))
+        log.info("stopping (instances keep running)")
+        client.disconnect()
+        client.loop_stop()
+        self.reports_in.put(None)
+        self.pool.shutdown(wait=True)
+        self.sessions.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config.load()
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    ctl = Controller(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
+    cfg.paths.run.mkdir(parents=True, exist_ok=True)
+    ctl.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

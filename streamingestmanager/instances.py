@@ -1,0 +1,100 @@
+"""Stream app instances of a tenant: sandboxed containers in numbered slots (s0, s1, ...).
+
+A slot is an identity that outlives its containers: its MQTT client id (so its persistent session, and any
+messages waiting in it, belong to the slot), its broker user ``app.<tenant>.<slot>`` (a new password at
+every start) and its reports topic ``reports/<tenant>/<slot>``.
+
+Stopping comes in two kinds, told apart by the signal the instance gets:
+
+* ``leave`` (SIGTERM): scale-down or stopping one of several: it unsubscribes, finishes what it holds and
+  ends its session; the other instances take the load;
+* ``pause`` (SIGINT): stopping the last one: it finishes what it holds but keeps its subscription, so
+  messages published while the app is stopped wait in the broker for this slot's next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mysimbdp import apps, broker, contract, credentials, names
+from mysimbdp.config import Config
+from mysimbdp.errors import NoApp
+from mysimbdp.sandbox import ContainerInfo, SandboxRuntime
+from mysimbdp.tenants import Tenant
+
+log = logging.getLogger(__name__)
+SLOT = re.compile(r"s([0-9]{1,2})")
+MAX_SLOTS = 32
+
+
+@dataclass(frozen=True)
+class Instance:
+    tenant: str
+    slot: str
+    container: ContainerInfo
+
+    @property
+    def state(self) -> str:
+        return self.container.state
+
+
+def slot_of(c: ContainerInfo) -> str:
+    return c.labels.get("mysimbdp.instance", "")
+
+
+def slot_number(slot: str) -> int:
+    m = SLOT.fullmatch(slot)
+    return int(m.group(1)) if m else 999
+
+
+def container_name(tenant: str, slot: str) -> str:
+    return f"mysimbdp-stream-{names.tenant(tenant)}-{slot}"
+
+
+class Instances:
+    def __init__(self, cfg: Config, runtime: SandboxRuntime) -> None:
+        self.cfg = cfg
+        self.runtime = runtime
+
+    def of(self, tenant: str) -> dict[str, Instance]:
+        """The tenant's instance containers by slot (running, or exited and not yet dealt with)."""
+        out = {}
+        for c in self.runtime.list(kind="stream", tenant=tenant):
+            slot = slot_of(c)
+            if SLOT.fullmatch(slot):
+                out[slot] = Instance(tenant, slot, c)
+        return out
+
+    def log_path(self, tenant: str, slot: str) -> Path:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return self.cfg.paths.sandbox_runs / tenant / f"stream-{slot}-{stamp}.log"
+
+    def start(self, tenant: Tenant, slot: str) -> str:
+        app = apps.installed(self.cfg, tenant.name, "stream")
+        if app is None:
+            raise NoApp(f"tenant {tenant.name} has no stream ingest app",
+                        hint="give it one with `mysimbdp tenant update --stream-app DIR`")
+        if not SLOT.fullmatch(slot) or slot_number(slot) >= MAX_SLOTS:
+            raise ValueError(f"bad slot {slot}")
+        password = credentials.generate_password()
+        broker.put_user(self.cfg, broker.app_instance_user(
+            tenant.name, slot, credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)))
+        self.runtime.remove(container_name(tenant.name, slot))  # a leftover of a crash, if any
+        log_path = self.log_path(tenant.name, slot)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec = contract.stream_run(self.cfg, tenant, app, instance=slot, mqtt_password=password, log_path=log_path)
+        name = self.runtime.start(spec)
+        log.info("started %s (%s)", name, app.ref)
+        return name
+
+    def stop(self, tenant: str, slot: str, mode: str) -> int | None:
+        """Stop one instance gracefully: ``leave`` or ``pause`` (see the module's docstring)."""
+        sig = "SIGTERM" if mode == "leave" else "SIGINT"
+        code = self.runtime.stop(container_name(tenant, slot), timeout=self.cfg.stream.drain_timeout, signal=sig)
+        broker.remove_users(self.cfg, broker.instance_user(tenant, slot))
+        log.info("stopped %s/%s (%s), exit %s", tenant, slot, mode, code)
+        return code

@@ -1,0 +1,199 @@
+"""mysimbdp-publish: stream a CSV file to mysimbdp, one record per MQTT message.
+
+    mysimbdp-publish -u USER -p PASS FILE.csv [--topic NAME] [--rate N] [--broker HOST:PORT]
+
+Each record (a line, or several lines when a quoted field holds newlines) goes as one UTF-8 message, QoS 1,
+to ``tenants/USER/in/NAME`` (NAME defaults to ``default``); the header line is skipped unless
+``--no-header`` says the file has none. It shows a progress bar on a terminal and prints how many
+messages the broker acknowledged. MQTT 5 lets the broker say more than "received": a message with no
+subscriber at all (the tenant's stream app was never started) is reported apart, because the broker does
+not keep it. Exit status 0 when every message was acknowledged and kept, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mysimbdp import names
+from mysimbdp.errors import AuthenticationFailed, BrokerUnavailable, InvalidName, MysimbdpError, TenantError
+
+NO_MATCHING_SUBSCRIBERS = 16
+
+
+def records(path: Path, skip_header: bool) -> Iterator[bytes]:
+    """Whole CSV records, without their line end (quote-aware: a quoted newline stays inside)."""
+    with open(path, "rb") as fh:
+        pending = b""
+        quotes = 0
+        first = True
+        for line in fh:
+            pending += line
+            quotes += line.count(b'"')
+            if quotes % 2:
+                continue
+            record = pending.rstrip(b"\r\n")
+            pending, quotes = b"", 0
+            if first:
+                first = False
+                if record.startswith(b"\xef\xbb\xbf"):
+                    record = record[3:]
+                if skip_header:
+                    continue
+            if record.strip():
+                yield record
+        if pending.strip():
+            yield pending.rstrip(b"\r\n")
+
+
+class Publisher:
+    def __init__(self, host: str, port: int, user: str, password: str, window: int = 50) -> None:
+        """``window``: messages in flight. Measured: paho's cost per acknowledgement grows with it, and 50
+        published fastest here (15k msg/s; 2,000 gave 6k)."""
+        self.sent = self.acked = self.unrouted = self.refused = 0
+        self.refusal: str | None = None
+        self.window = threading.Semaphore(window)
+        self.done = threading.Condition()
+        self.connack = None
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+        c.username_pw_set(user, password)
+        c.max_inflight_messages_set(window)
+        c.on_connect = self._on_connect
+        c.on_publish = self._on_publish
+        self.client = c
+        try:
+            c.connect(host, port, keepalive=30)
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
+                                    hint="is the platform running? check --broker") from None
+        c.loop_start()
+        deadline = time.monotonic() + 10
+        while self.connack is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.connack is None:
+            raise BrokerUnavailable(f"the broker at {host}:{port} did not answer")
+        if self.connack.is_failure:
+            c.loop_stop()
+            if self.connack.value in (134, 135, 4, 5):  # bad user name or password / not authorized
+                raise AuthenticationFailed("wrong user name or password", hint="check -u/-p")
+            raise BrokerUnavailable(f"the broker refused the connection: {self.connack}")
+
+    def _on_connect(self, client, userdata, flags, rc, props) -> None:
+        self.connack = rc
+
+    def _on_publish(self, client, userdata, mid, rc, props) -> None:
+        with self.done:
+            if rc.is_failure:
+                self.refused += 1
+                self.refusal = str(rc)
+            elif rc.value == NO_MATCHING_SUBSCRIBERS:
+                self.unrouted += 1
+            else:
+                self.acked += 1
+            self.done.notify_all()
+        self.window.release()
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.window.acquire()
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.window.release()
+            raise BrokerUnavailable(f"lost the connection to the broker ({mqtt.error_string(info.rc)})")
+        self.sent += 1
+
+    def finish(self, timeout: float = 120) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.done:
+            while self.acked + self.unrouted + self.refused < self.sent and time.monotonic() < deadline:
+                self.done.wait(0.2)
+        self.client.disconnect()
+        self.client.loop_stop()
+        return self.acked + self.unrouted + self.refused == self.sent
+
+
+def run(args) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise TenantError(f"{path} is not a file")
+    names.tenant(args.user)
+    stream = names.stream(args.topic)
+    password = args.password or os.environ.get("MYSIMBDP_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise TenantError("no password", hint="use -p, $MYSIMBDP_PASSWORD, or run in a terminal")
+        import getpass
+
+        password = getpass.getpass(f"password for {args.user}: ")
+    host, _, port = args.broker.rpartition(":")
+    topic = f"tenants/{args.user}/in/{stream}"
+    pub = Publisher(host or "127.0.0.1", int(port), args.user, password)
+    total = sum(1 for _ in records(path, not args.no_header)) if sys.stderr.isatty() and not args.quiet else 0
+    t0 = time.monotonic()
+    last_draw = 0.0
+    for n, rec in enumerate(records(path, not args.no_header), 1):
+        if args.rate:
+            ahead = n / args.rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        pub.publish(topic, rec)
+        if total and time.monotonic() - last_draw > 0.1:
+            last_draw = time.monotonic()
+            done = int(30 * n / total)
+            sys.stderr.write(f"\r{path.name[:24]:<24} [{'#' * done}{' ' * (30 - done)}] {n}/{total} "
+                             f"{n / max(last_draw - t0, 1e-6):8.0f} msg/s")
+            sys.stderr.flush()
+    complete = pub.finish()
+    took = time.monotonic() - t0
+    if total:
+        sys.stderr.write("\r" + " " * 90 + "\r")
+    print(f"published {pub.sent} messages to {topic} in {took:.1f}s ({pub.sent / max(took, 1e-6):.0f} msg/s): "
+          f"{pub.acked} acknowledged")
+    if pub.unrouted:
+        print(f"{pub.unrouted} had no subscriber and were not kept by the broker: start the tenant's stream app "
+              "first (POST /v1/instances)")
+    if pub.refused:
+        print(f"{pub.refused} were refused by the broker ({pub.refusal})")
+    if not complete:
+        print(f"{pub.sent - pub.acked - pub.unrouted - pub.refused} were never acknowledged (connection lost?)")
+    return 0 if pub.acked == pub.sent else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mysimbdp-publish", description="Stream a CSV file to mysimbdp over MQTT.")
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument("-u", "--user", required=True, help="your tenant name")
+    p.add_argument("-p", "--password", help="your password (else $MYSIMBDP_PASSWORD, else a prompt)")
+    p.add_argument("--topic", default="default", help="the stream name under your topic prefix (default: default)")
+    p.add_argument("--rate", type=float, help="at most this many messages a second")
+    p.add_argument("--broker", default=os.environ.get("MYSIMBDP_BROKER", "127.0.0.1:1883"),
+                   help="HOST:PORT of the broker (default: $MYSIMBDP_BROKER or 127.0.0.1:1883)")
+    p.add_argument("--no-header", action="store_true", help="the file has no header line: send every line")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except InvalidName as exc:
+        print(f"mysimbdp-publish: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except MysimbdpError as exc:
+        print(f"mysimbdp-publish: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nmysimbdp-publish: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
