@@ -231,12 +231,28 @@ def service_login(cfg: Config, name: str = STREAM_CONTROLLER_USER) -> tuple[str,
     return name, password
 
 
-def connect_probe(cfg: Config, timeout: float = 5.0) -> None:
-    """Connect and disconnect as the controller's service user; raise BrokerUnavailable on failure."""
+def wait_for_login(cfg: Config, user: str, password: str, timeout: float = 10.0) -> None:
+    """Wait until the broker accepts ``user`` (it reloads its users on a signal), signalling again if not."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect_probe(cfg, timeout=3, login=(user, password))
+            return
+        except BrokerUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            reload_broker(cfg)
+
+
+def connect_probe(cfg: Config, timeout: float = 5.0, login: tuple[str, str] | None = None) -> None:
+    """Connect and disconnect (as the controller's service user, or ``login``); raise BrokerUnavailable."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    user, password = service_login(cfg)
+    user, password = login or service_login(cfg)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
     client.username_pw_set(user, password)
     result: dict = {}

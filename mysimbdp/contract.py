@@ -92,6 +92,8 @@ def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_pas
         name=f"mysimbdp-stream-{tenant.name}-{instance}",
         tenant=tenant.name, kind="stream", command=app.command, uid=tenant.uid, env=env,
         mounts=(Mount(app.path, "/app"),), limits=stream_limits(cfg, tenant),
-        labels={"mysimbdp.instance": instance, "mysimbdp.app": app.ref, "mysimbdp.log": str(log_path)},
+        # on `mysimbdp down` an instance is paused (SIGINT): its session keeps its subscription
+        labels={"mysimbdp.instance": instance, "mysimbdp.app": app.ref, "mysimbdp.log": str(log_path),
+                "mysimbdp.down_signal": "SIGINT"},
         log_path=log_path,
     )

@@ -196,6 +196,8 @@ PLATFORM_TABLES = {
             p95_ms double,
             errors bigint,
             rejected bigint,
+            instance_started timestamp,  -- when the reporting process started (tells containers of one slot apart)
+            pending bigint,
             PRIMARY KEY ((tenant, day), received_at, instance)
         ) WITH CLUSTERING ORDER BY (received_at DESC, instance ASC)
           AND default_time_to_live = 2592000""",
@@ -226,6 +228,13 @@ PLATFORM_TABLES = {
 }
 
 
+#: columns added to a table after it first shipped: (table, column, type); added where missing
+ADDED_COLUMNS = [
+    ("stream_reports", "instance_started", "timestamp"),
+    ("stream_reports", "pending", "bigint"),
+]
+
+
 def ensure_platform_schema(session: Session, cfg: Config) -> None:
     ks = cfg.keyspace
     session.execute(
@@ -233,3 +242,8 @@ def ensure_platform_schema(session: Session, cfg: Config) -> None:
     )
     for ddl in PLATFORM_TABLES.values():
         session.execute(ddl.format(ks=ks))
+    for table, column, typ in ADDED_COLUMNS:
+        have = session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s"
+                               " AND table_name = %s AND column_name = %s", (ks, table, column)).one()
+        if have is None:
+            session.execute(f"ALTER TABLE {ks}.{table} ADD {column} {typ}")

@@ -139,6 +139,7 @@ class Registry:
         uid = self._allocate_uid(name)
         self._provision_cassandra(name)
         broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
+        self._wait_for_broker(name, password)
         self._make_folders(name, uid)
         refs = {}
         for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
@@ -146,6 +147,18 @@ class Registry:
         self.session.execute(self._set_apps, (refs["batch"], refs["stream"], now, name))
         self.session.execute(self._set_state, ("ready", datetime.now(timezone.utc), name))
         return self.get(name)
+
+    def _wait_for_broker(self, name: str, password: str) -> None:
+        """When the broker runs, return only once it accepts the tenant's (new) password."""
+        from .errors import BrokerUnavailable
+        from .services import mosquitto_broker
+
+        if not mosquitto_broker.daemon(self.cfg).running():
+            return  # it reads the users when it starts
+        try:
+            broker.wait_for_login(self.cfg, name, password, timeout=10)
+        except BrokerUnavailable as exc:
+            log.warning("the broker does not accept tenant %s yet: %s", name, exc.one_line())
 
     def _allocate_uid(self, name: str) -> int:
         row = self.session.execute(self._get, (name,)).one()
@@ -197,6 +210,7 @@ class Registry:
             broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
             self.session.execute(self._set_password, (credentials.hash_password(password), broker_hash, now, name))
             broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
+            self._wait_for_broker(name, password)
         refs = {"batch": t.batch_app, "stream": t.stream_app}
         for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
             if folder is not None:
@@ -228,6 +242,7 @@ class Registry:
                        p.tenant_apps(name)):
             shutil.rmtree(folder, ignore_errors=True)
         secret_path(self.cfg, name).unlink(missing_ok=True)
+        shutil.rmtree(self.cfg.paths.secrets / "stream" / name, ignore_errors=True)
         ks = self.cfg.keyspace
         self.session.execute(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = %s", (name,))
         from .jobs import months_since

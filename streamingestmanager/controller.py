@@ -57,6 +57,7 @@ class Controller:
         self.crashes: dict[tuple[str, str], tuple[int, float]] = {}  # -> (crashes in a row, next start allowed)
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self.started_at: dict[tuple[str, str], float] = {}
+        self.broker_users: set[str] = set()
         self.store: StreamStore | None = None
         self.registry: Registry | None = None
 
@@ -137,9 +138,9 @@ class Controller:
 
         def run():
             try:
-                self.instances.stop(tenant, slot, mode)
-                if mode == "pause":
+                if mode == "pause":  # recorded first: a paused session keeps its subscription whatever happens
                     self.store.park(tenant, slot)
+                self.instances.stop(tenant, slot, mode)
             finally:
                 self.latest.pop(key, None)
 
@@ -173,6 +174,13 @@ class Controller:
                 self._stop_async(name, slot, "leave", "the tenant no longer exists")
             return
         running = {s: i for s, i in insts.items() if i.state == "running"}
+        # a slot whose broker user outlived its container still has a session (paused by `mysimbdp down`, or
+        # crashed while the controller was away): it counts as parked
+        prefix = f"app.{name}."
+        for u in self.broker_users:
+            slot = u[len(prefix):] if u.startswith(prefix) else None
+            if slot and slot not in insts and slot not in busy and slot not in st.parked:
+                st.parked.add(slot)
         # 1. crashed instances come back in the same slot (their sessions hold their messages)
         for slot, inst in insts.items():
             if inst.state == "running" or inst.state == "created":
@@ -259,6 +267,7 @@ class Controller:
             t0 = time.monotonic()
             try:
                 states = self.store.all()
+                self.broker_users = {u.name for u in broker.list_users(self.cfg)}
                 known = {st.tenant for st in states}
                 for st in states:
                     self.reconcile(st)

@@ -1,8 +1,11 @@
 """Stream app instances of a tenant: sandboxed containers in numbered slots (s0, s1, ...).
 
 A slot is an identity that outlives its containers: its MQTT client id (so its persistent session, and any
-messages waiting in it, belong to the slot), its broker user ``app.<tenant>.<slot>`` (a new password at
-every start) and its reports topic ``reports/<tenant>/<slot>``.
+messages waiting in it, belong to the slot), its broker user ``app.<tenant>.<slot>`` and its reports topic
+``reports/<tenant>/<slot>``. The user's generated password (kept in the state folder, mode 0600) stays the
+same for as long as the session lives: Mosquitto, reloading a changed password, stops queueing messages for
+the offline session of that user (measured; see docs/services.md), which would lose what a crashed
+instance's session holds.
 
 Stopping comes in two kinds, told apart by the signal the instance gets:
 
@@ -80,9 +83,7 @@ class Instances:
                         hint="give it one with `mysimbdp tenant update --stream-app DIR`")
         if not SLOT.fullmatch(slot) or slot_number(slot) >= MAX_SLOTS:
             raise ValueError(f"bad slot {slot}")
-        password = credentials.generate_password()
-        broker.put_user(self.cfg, broker.app_instance_user(
-            tenant.name, slot, credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)))
+        password = self._password(tenant.name, slot)
         self.runtime.remove(container_name(tenant.name, slot))  # a leftover of a crash, if any
         log_path = self.log_path(tenant.name, slot)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,10 +92,30 @@ class Instances:
         log.info("started %s (%s)", name, app.ref)
         return name
 
+    def _secret(self, tenant: str, slot: str) -> Path:
+        return self.cfg.paths.secrets / "stream" / tenant / f"{slot}.json"
+
+    def _password(self, tenant: str, slot: str) -> str:
+        """The slot's broker password: the one it has while its session lives, a new one otherwise."""
+        path = self._secret(tenant, slot)
+        users = {u.name for u in broker.list_users(self.cfg)}
+        if path.exists() and broker.instance_user(tenant, slot) in users:
+            return credentials.read_secret_json(path)["password"]
+        password = credentials.generate_password()
+        credentials.write_secret(path, {"password": password})
+        broker.put_user(self.cfg, broker.app_instance_user(
+            tenant, slot, credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)))
+        broker.wait_for_login(self.cfg, broker.instance_user(tenant, slot), password)
+        return password
+
     def stop(self, tenant: str, slot: str, mode: str) -> int | None:
         """Stop one instance gracefully: ``leave`` or ``pause`` (see the module's docstring)."""
         sig = "SIGTERM" if mode == "leave" else "SIGINT"
         code = self.runtime.stop(container_name(tenant, slot), timeout=self.cfg.stream.drain_timeout, signal=sig)
-        broker.remove_users(self.cfg, broker.instance_user(tenant, slot))
+        if mode == "leave":
+            # A paused slot keeps its broker user: Mosquitto checks the subscriber's right to read when it
+            # queues a message for an offline session, and would drop what waits for a user it no longer knows.
+            broker.remove_users(self.cfg, broker.instance_user(tenant, slot))
+            self._secret(tenant, slot).unlink(missing_ok=True)
         log.info("stopped %s/%s (%s), exit %s", tenant, slot, mode, code)
         return code

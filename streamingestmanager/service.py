@@ -18,6 +18,7 @@ How manual start/stop and the autoscaler work together:
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 from mysimbdp import apps
 from mysimbdp.config import Config
@@ -79,8 +80,9 @@ def stop(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, in
     raise Conflict("the stream's state keeps changing; try again")
 
 
-def wait_converged(cfg: Config, store: StreamStore, runtime: SandboxRuntime, tenant: str, timeout: float = 20.0) -> bool:
-    """Wait until the running instances match the desired state (the controller acted)."""
+def wait_converged(cfg: Config, store: StreamStore, runtime: SandboxRuntime, tenant: str, timeout: float = 30.0) -> bool:
+    """Wait until the running instances match the desired state and each has reported since it started
+    (an instance reports as soon as its subscription is granted: from then on it consumes)."""
     deadline = time.monotonic() + timeout
     inst = Instances(cfg, runtime)
     while time.monotonic() < deadline:
@@ -88,9 +90,25 @@ def wait_converged(cfg: Config, store: StreamStore, runtime: SandboxRuntime, ten
         running = [i for i in inst.of(tenant).values() if i.state == "running"]
         want = st.desired if st.running else 0
         if len(running) == want and not st.stop_requests:
-            return True
+            latest: dict[str, datetime] = {}
+            for r in store.reports(tenant, limit=200, days=1):
+                if r["instance_started"] is not None:
+                    latest.setdefault(r["instance"], r["instance_started"])
+            if all(_reported_since(latest.get(i.slot), i.container.started_at) for i in running):
+                return True
         time.sleep(0.2)
     return False
+
+
+def _reported_since(process_start: datetime | None, started: str | None) -> bool:
+    """Whether the latest report came from a process started in this container (not an earlier one)."""
+    if process_start is None or not started:
+        return False
+    if process_start.tzinfo is None:
+        process_start = process_start.replace(tzinfo=timezone.utc)
+    started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00") if "." in started else \
+        datetime.fromisoformat(started.replace("Z", "+00:00"))
+    return process_start >= started_at
 
 
 def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, latest: dict | None = None) -> dict:

@@ -77,7 +77,8 @@ class StreamStore:
         self._done_stop = p(f"UPDATE {ks}.stream_state SET stop_requests = stop_requests - ? WHERE tenant = ?")
         self._delete = p(f"DELETE FROM {ks}.stream_state WHERE tenant = ?")
         self._report = p(f"INSERT INTO {ks}.stream_reports (tenant, day, received_at, instance, window_start, window_end,"
-                         " messages, bytes, avg_ms, p95_ms, errors, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                         " messages, bytes, avg_ms, p95_ms, errors, rejected, pending, instance_started)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._reports = p(f"SELECT * FROM {ks}.stream_reports WHERE tenant = ? AND day = ? LIMIT ?")
         self._decision = p(f"INSERT INTO {ks}.scaling_decisions (tenant, day, at, action, instances_before,"
                            " instances_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -126,7 +127,7 @@ class StreamStore:
         self.session.execute(self._report, (
             r["tenant"], _day(now), now, r["instance"], ts(r["window_start"]), ts(r["window_end"]),
             int(r["messages"]), int(r["bytes"]), float(r["avg_ms"]), float(r["p95_ms"]), int(r["errors"]),
-            int(r["rejected"])))
+            int(r["rejected"]), int(r["pending"]), ts(r["started_at"])))
 
     def reports(self, tenant: str, limit: int = 50, days: int = 2) -> list[dict]:
         out: list[dict] = []
@@ -137,7 +138,7 @@ class StreamStore:
                     "tenant": row.tenant, "instance": row.instance, "received_at": row.received_at,
                     "window_start": row.window_start, "window_end": row.window_end, "messages": row.messages,
                     "bytes": row.bytes, "avg_ms": row.avg_ms, "p95_ms": row.p95_ms, "errors": row.errors,
-                    "rejected": row.rejected})
+                    "rejected": row.rejected, "pending": row.pending, "instance_started": row.instance_started})
             if len(out) >= limit:
                 break
         return out

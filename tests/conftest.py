@@ -157,3 +157,96 @@ def count_rows(cfg, keyspace: str, table: str) -> int:
         return sum(1 for _ in s.execute(f"SELECT * FROM {keyspace}.{table}"))
     finally:
         s.cluster.shutdown()
+
+
+STREAM_CONSTRAINTS = {
+    **SAMPLE_CONSTRAINTS,
+    "stream": {"report_interval_seconds": 1, "memory_mb": 256, "cpus": 1.0,
+               "autoscale": {"enabled": True, "min_instances": 1, "max_instances": 1}},
+}
+
+
+class StreamApi:
+    """The stream API as a tenant (or the operator) sees it."""
+
+    def __init__(self, cfg, user: str, password: str) -> None:
+        import requests
+
+        self.cfg = cfg
+        self.base = cfg.stream_url()
+        self.http = requests.Session()
+        self.http.auth = (user, password)
+
+    def __getattr__(self, method):
+        def call(path, **kw):
+            kw.setdefault("timeout", 120)
+            return self.http.request(method.upper(), self.base + path, **kw)
+        return call
+
+
+@pytest.fixture
+def stream_tenant(make_tenant, platform):
+    """A tenant with a stream app (tests/apps/notes by default) and its stream API client."""
+
+    def make(app: str | Path = "notes", cons: dict | None = None):
+        folder = app if isinstance(app, Path) else APPS / app
+        t, password = make_tenant(cons=cons or STREAM_CONSTRAINTS, stream_app=folder, batch_app=folder)
+        return t, password, StreamApi(platform, t.name, password)
+
+    return make
+
+
+def notes_lines(ids, bad_every: int = 0) -> list[str]:
+    out = []
+    for i in ids:
+        if bad_every and i % bad_every == 0:
+            out.append(f"{i},broken,line,not-a-number,2024-01-01")
+        else:
+            out.append(f'{i},"note {i}, streamed","body {i}",{i}.25,2024-01-01T00:00:00Z')
+    return out
+
+
+def publish_lines(cfg, user: str, password: str, lines: list[str], topic: str = "default", rate: float | None = None,
+                  wait_for_subscriber: float | None = None):
+    """Publish lines with mysimbdp-publish (the tenant's own tool); return (exit status, stdout, stderr)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
+        fh.write("\n".join(lines) + "\n")
+    args = ["-u", user, f"--password={password}", fh.name, "--no-header", "--topic", topic, "-q",
+            "--broker", f"{cfg.broker.host}:{cfg.broker.port}"]
+    if rate:
+        args += ["--rate", str(rate)]
+    if wait_for_subscriber is not None:
+        args += ["--wait-for-subscriber", str(wait_for_subscriber)]
+    res = run_cli(*args, module="streamingestmanager.publish")
+    Path(fh.name).unlink()
+    return res
+
+
+def wait_rows(cfg, keyspace: str, table: str, n: int, timeout: float = 120) -> int:
+    import time
+
+    deadline = time.monotonic() + timeout
+    got = -1
+    while time.monotonic() < deadline:
+        got = count_rows(cfg, keyspace, table)
+        if got >= n:
+            return got
+        time.sleep(0.5)
+    return got
+
+
+def wait_session_back(session, timeout: float = 60) -> None:
+    """After Cassandra restarts, a long-lived session reconnects on its own within seconds: wait for it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            session.execute("SELECT now() FROM system.local", timeout=5)
+            return
+        except Exception:  # noqa: BLE001 - not yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

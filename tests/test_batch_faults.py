@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import SAMPLE_CONSTRAINTS, count_rows
+from conftest import SAMPLE_CONSTRAINTS, count_rows, wait_session_back
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 CONS = {**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 8 << 20, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 600}}
@@ -36,7 +36,7 @@ def wait_status(api, job_id, statuses, timeout=120):
     raise AssertionError(f"job {job_id} never reached {statuses}; went through {seen}")
 
 
-def test_cassandra_stopped_mid_job_the_job_is_retried_when_it_is_back(platform, batch_tenant, cfg):
+def test_cassandra_stopped_mid_job_the_job_is_retried_when_it_is_back(platform, batch_tenant, cfg, registry):
     from mysimbdp.services import cassandra_node, platform as platform_mod
 
     t, pw, api = batch_tenant("slownotes", cons=CONS)
@@ -50,6 +50,7 @@ def test_cassandra_stopped_mid_job_the_job_is_retried_when_it_is_back(platform, 
     finally:
         cassandra_node.start(cfg)
     platform_mod.up(cfg)  # and whatever else needs a nudge
+    wait_session_back(registry.session)
     job = api.wait_job(job_id, timeout=300)
     assert job["status"] == "succeeded", job
     assert job["attempts"] >= 2  # it was run again, not failed

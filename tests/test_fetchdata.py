@@ -24,7 +24,7 @@ def notes_csv(ids, extra="") -> str:
 
 
 def fetch(cfg, user, password, folder, *extra, env=None):
-    return run_cli("-u", user, "-p", password, "-d", str(folder), "--server", cfg.batch_url(), *extra,
+    return run_cli("-u", user, f"--password={password}", "-d", str(folder), "--server", cfg.batch_url(), *extra,
                    module="fetchdata", env=env)
 
 
@@ -79,7 +79,7 @@ def test_wrong_password_unreachable_server_and_missing_folder(platform, batch_te
     (tmp_path / "a.csv").write_text(notes_csv([1]))
     res = fetch(platform, t.name, "wrong-password", tmp_path)
     assert res.returncode != 0 and res.stderr.strip() == "fetchdata: error: wrong user name or password (check -u/-p)"
-    res = run_cli("-u", t.name, "-p", pw, "-d", str(tmp_path), "--server", "http://127.0.0.1:9", module="fetchdata")
+    res = run_cli("-u", t.name, f"--password={pw}", "-d", str(tmp_path), "--server", "http://127.0.0.1:9", module="fetchdata")
     assert res.returncode != 0 and "cannot reach the platform" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = fetch(platform, t.name, pw, tmp_path / "nope")
     assert res.returncode == 2 and "not a folder" in res.stderr
@@ -136,7 +136,7 @@ def test_an_interrupted_upload_resumes_where_it_stopped(platform, batch_tenant, 
     (tmp_path / "large.csv").write_text(notes_csv(range(n)))
     size = (tmp_path / "large.csv").stat().st_size
     # a slow upload, killed half-way through
-    proc = subprocess.Popen([sys.executable, "-m", "fetchdata", "-u", t.name, "-p", pw, "-d", str(tmp_path),
+    proc = subprocess.Popen([sys.executable, "-m", "fetchdata", "-u", t.name, f"--password={pw}", "-d", str(tmp_path),
                              "--server", platform.batch_url(), "--limit-rate", str(size // 4)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(2.5)
@@ -164,7 +164,7 @@ def test_progress_bar_on_a_terminal(platform, batch_tenant, tmp_path):
         pytest.fail("script(1) is needed for this test (bsdutils)")
     t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 64 << 20})
     (tmp_path / "p.csv").write_text(notes_csv(range(20000)))
-    cmd = f"{sys.executable} -m fetchdata -u {t.name} -p {pw} -d {tmp_path} --server {platform.batch_url()} --limit-rate 600000"
+    cmd = f"{sys.executable} -m fetchdata -u {t.name} --password={pw} -d {tmp_path} --server {platform.batch_url()} --limit-rate 600000"
     out = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "uploaded  p.csv" in out.stdout
     assert "%" in out.stdout and "MB/s" in out.stdout and "[" in out.stdout  # the bar was drawn

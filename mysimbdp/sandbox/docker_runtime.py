@@ -185,12 +185,16 @@ class DockerRuntime(SandboxRuntime):
     def list(self, **labels: str) -> list[ContainerInfo]:
         filters = [f"{_LABEL}=1"] + [f"mysimbdp.{k}={v}" for k, v in labels.items()]
         out = []
-        for c in self.client.containers.list(all=True, filters={"label": filters}):
-            state = c.attrs.get("State") or {}
-            lab = c.labels
+        for summary in self.client.api.containers(all=True, filters={"label": filters}):
+            try:  # a container may go away between the listing and this look at it
+                attrs = self.client.api.inspect_container(summary["Id"])
+            except docker.errors.NotFound:
+                continue
+            state = attrs.get("State") or {}
+            lab = (attrs.get("Config") or {}).get("Labels") or {}
             out.append(ContainerInfo(
-                name=c.name, tenant=lab.get("mysimbdp.tenant", ""), kind=lab.get("mysimbdp.kind", ""),
-                labels=lab, state=state.get("Status", c.status),
+                name=attrs["Name"].lstrip("/"), tenant=lab.get("mysimbdp.tenant", ""), kind=lab.get("mysimbdp.kind", ""),
+                labels=lab, state=state.get("Status", "unknown"),
                 exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
                 started_at=state.get("StartedAt"), oom_killed=bool(state.get("OOMKilled")),
             ))

@@ -118,7 +118,8 @@ def _stop_tenant_containers(cfg: Config) -> int:
     rt = runtime(cfg)
     containers = rt.list()
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda c: rt.stop(c.name, timeout=cfg.stream.drain_timeout), containers))
+        list(pool.map(lambda c: rt.stop(c.name, timeout=cfg.stream.drain_timeout,
+                                        signal=c.labels.get("mysimbdp.down_signal", "SIGTERM")), containers))
     return len(containers)
 
 

@@ -127,7 +127,7 @@ class StreamInstance:
     def _open_broker(self) -> None:
         c = self._client(clean=False)  # the session outlives a crash of this instance
         c.max_inflight_messages_set(100)
-        c.reconnect_delay_set(0.5, 5)
+        c.reconnect_delay_set(0.2, 1)  # back quickly after a broker restart: it must subscribe again
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = lambda *a: self.subscribed.set()
@@ -247,9 +247,14 @@ class StreamInstance:
         self._open_broker()
         print(f"instance {self.ctx.instance} of {self.ctx.tenant} consuming {self.ctx.subscription}", flush=True)
         next_report = time.monotonic() + self.ctx.report_interval
-        while not self.stopped.wait(0.1):
+        announced = False
+        while not self.stopped.wait(0.05):
+            if not announced and self.subscribed.is_set():
+                self._report()  # the first report says: subscribed, consuming
+                announced = True
             if time.monotonic() >= next_report:
-                self._report()
+                if announced:  # no report before the subscription is granted
+                    self._report()
                 next_report += self.ctx.report_interval
         self._drain()
         return EXIT_OK
