@@ -28,7 +28,8 @@ status: ## show each part of the platform
 bench: setup ## run the benchmarks (figures go to bench/RESULTS.md)
 	@$(PY) bench/run_all.py
 
-lint: setup ## ruff, if installed
-	@.venv/bin/ruff check . 2>/dev/null || $(PY) -m pip install -q ruff && .venv/bin/ruff check .
+lint: setup ## ruff (installed into .venv on first use)
+	@test -x .venv/bin/ruff || .venv/bin/pip install -q ruff
+	@.venv/bin/ruff check .
 
 .PHONY: help setup demo test up down status bench lint

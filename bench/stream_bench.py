@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from datetime import timezone
-from pathlib import Path
 
 import common
 import requests

@@ -67,7 +67,7 @@ class ContentChecker:
                 raise self._bad(f"does not parse as {self.fmt.upper()}: {exc}") from None
             rows = []
         if not rows or not any(f.strip() for f in rows[0]):
-            raise self._bad(f"has no header row (the first line must name the columns)")
+            raise self._bad("has no header row (the first line must name the columns)")
         header = [h.strip() for h in rows[0]]
         if any(not h for h in header):
             raise self._bad("has an empty column name in its header row")

@@ -13,7 +13,6 @@ The tenants' passwords are generated and kept in state/secrets/demo-tenants.json
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time

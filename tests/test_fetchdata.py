@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 

@@ -81,7 +81,9 @@ def test_config_layers(tmp_path):
 
 def test_config_is_frozen(tmp_path):
     cfg = config.load({"home": str(tmp_path)}, env={})
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.cassandra.port = 1  # type: ignore[misc]
 
 

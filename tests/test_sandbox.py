@@ -198,11 +198,13 @@ def test_network_reaches_cassandra_and_broker_only(platform, two_tenants, tmp_pa
 def test_an_app_cannot_reach_another_tenants_staging_folder(platform, two_tenants, tmp_path):
     cfg = platform
     a, b = two_tenants
-    secret_file = cfg.paths.staging(b.name) / "b-private.csv"
+    # b's data at rest (its archive; a file in its staging folder would be ingested at once)
+    secret_file = cfg.paths.archive(b.name) / "job" / "b-private.csv"
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
     secret_file.write_text("id,secret\n1,b-only\n")
     try:
-        paths = [str(cfg.paths.staging(b.name)), str(secret_file), str(cfg.paths.staging(a.name)),
-                 str(cfg.paths.secrets), "/var/lib/docker", str(cfg.home)]
+        paths = [str(cfg.paths.staging(b.name)), str(cfg.paths.archive(b.name)), str(secret_file),
+                 str(cfg.paths.staging(a.name)), str(cfg.paths.secrets), "/var/lib/docker", str(cfg.home)]
         res, out = run_scenario(cfg, a, tmp_path, {"scenario": "peek", "paths": paths})
         assert res.ok, res.describe()
         for p in paths:

@@ -78,7 +78,8 @@ def start(cfg: Config, timeout: float = 20.0) -> str:
             return "started"
         except BrokerUnavailable as exc:
             if time.monotonic() > deadline:
-                raise ServiceStartError(f"Mosquitto runs but refuses the platform: {exc.message}\n" + d.log_tail())
+                raise ServiceStartError(f"Mosquitto runs but refuses the platform: {exc.message}\n"
+                                        + d.log_tail()) from None
             time.sleep(0.2)
 
 
