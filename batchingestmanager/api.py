@@ -164,7 +164,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         constraints_mod.check_size(g.tenant.constraints, safe, length)
         sha = (request.headers.get("Content-SHA256") or "").lower()
         uploads = backend.uploads
-        if not sha:  # without a declared checksum: take the body to a session keyed by a placeholder
+        if not sha:  # the checksum is what proves the file arrived whole
             return error(428, "send the file's SHA-256 in a Content-SHA256 header",
                          "e.g. curl -H \"Content-SHA256: $(sha256sum FILE | cut -d' ' -f1)\"")
         try:

@@ -13,19 +13,18 @@ from __future__ import annotations
 import collections
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mysimbdp import config, db
+from mysimbdp import daemon, db
 from mysimbdp.config import Config
 from mysimbdp.errors import MysimbdpError
 from mysimbdp.jobs import JobStore
 from mysimbdp.sandbox import runtime as sandbox_runtime
-from mysimbdp.tenants import Registry
+from mysimbdp.tenants import Registry, TenantCache
 
 from . import watcher
 from .runner import Claimed, JobRunner
@@ -44,7 +43,7 @@ class Manager:
         self.queued: set[str] = set()
         self.running: collections.Counter[str] = collections.Counter()
         self.lock = threading.Condition()
-        self._limits: dict[str, tuple[float, int]] = {}
+        self._tenants = TenantCache(lambda: self.registry, ttl=10.0)
         self.pool = ThreadPoolExecutor(max_workers=cfg.batch.workers, thread_name_prefix="job")
         self.runner: JobRunner | None = None
         self.registry: Registry | None = None
@@ -73,16 +72,11 @@ class Manager:
             return False
 
     def limit_for(self, tenant: str) -> int:
-        now = time.monotonic()
-        hit = self._limits.get(tenant)
-        if hit and hit[0] > now:
-            return hit[1]
         try:
-            n = int(self.registry.get(tenant).constraints.batch["max_concurrent_jobs"])
-        except Exception:  # noqa: BLE001 - unknown tenant or Cassandra away: one at a time
-            n = 1
-        self._limits[tenant] = (now + 10, n)
-        return n
+            t = self._tenants.get(tenant)
+        except Exception:  # noqa: BLE001 - Cassandra away: one at a time
+            t = None
+        return int(t.constraints.batch["max_concurrent_jobs"]) if t else 1
 
     # --- queueing ---------------------------------------------------------------------------------------
     def _enqueue_staged(self, tenant: str, path: Path) -> None:
@@ -207,15 +201,7 @@ class Manager:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config.load()
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
-    manager = Manager(cfg)
-    signal.signal(signal.SIGTERM, lambda *_: manager.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: manager.stop.set())
-    cfg.paths.run.mkdir(parents=True, exist_ok=True)
-    manager.run()
-    return 0
+    return daemon.run_until_stopped(Manager)
 
 
 if __name__ == "__main__":

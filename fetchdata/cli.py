@@ -11,7 +11,6 @@ is 1 when any file failed, 0 otherwise. The password may also come from $MYSIMBD
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mysimbdp import constraints as constraints_mod
-from mysimbdp import names
+from mysimbdp import credentials, names
 from mysimbdp.errors import (
     AuthenticationFailed,
     ConstraintViolation,
@@ -28,6 +27,7 @@ from mysimbdp.errors import (
     MysimbdpError,
     ServiceError,
     TooManyFiles,
+    UsageError,
 )
 from mysimbdp.filecheck import ContentChecker
 
@@ -80,14 +80,8 @@ def plan(path: Path, cons: constraints_mod.Constraints) -> Planned:
 def run(args) -> int:
     folder = Path(args.dir)
     if not folder.is_dir():
-        print(f"fetchdata: error: {folder} is not a folder (use -d DIR)", file=sys.stderr)
-        return 2
-    password = args.password or os.environ.get("MYSIMBDP_PASSWORD")
-    if password is None:
-        if not sys.stdin.isatty():
-            print("fetchdata: error: no password (use -p, $MYSIMBDP_PASSWORD, or run in a terminal)", file=sys.stderr)
-            return 2
-        password = getpass.getpass(f"password for {args.user}: ")
+        raise UsageError(f"{folder} is not a folder", hint="use -d DIR")
+    password = credentials.client_password(args.password, args.user)
     client = Client(args.server, args.user, password, rate=args.limit_rate)
     raw = client.constraints()
     try:

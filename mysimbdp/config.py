@@ -63,9 +63,7 @@ class SandboxSettings:
     bridge: str = "mysb0"
     subnet: str = "172.29.0.0/24"
     image: str = "mysimbdp/tenant-runtime"
-    memory: str = "512m"
-    cpus: float = 1.0
-    pids: int = 128
+    pids: int = 128  # processes a run may have (memory and CPUs come from each tenant's constraints)
     scratch: str = "64m"  # size of the writable /tmp
     max_output_mb: int = 256  # what one run may write to its output folder (rejects, result)
     timeout: int = 900  # platform ceiling on a one-shot run's wall clock, seconds
@@ -83,7 +81,6 @@ class BatchSettings:
     retry_initial: float = 2.0  # first back-off after an infrastructure failure, seconds
     retry_max: float = 60.0
     max_attempts: int = 20
-    upload_chunk: int = 1 << 20
     auth_max_failures: int = 5  # failures (per client address or per user) before a lock-out
     auth_lockout: int = 60  # seconds
 
@@ -93,9 +90,7 @@ class StreamSettings:
     host: str = "127.0.0.1"
     port: int = 8802
     threads: int = 8
-    control_interval: float = 2.0  # how often the controller reconciles instances and scales
-    instance_memory: str = "256m"
-    instance_cpus: float = 1.0
+    control_interval: float = 0.5  # how often the controller reconciles instances and scales
     drain_timeout: int = 30  # seconds an instance gets to drain on stop
 
 
@@ -336,8 +331,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("cassandra.contact_points is empty")
     if not c.managed and not c.password_file:
         raise ConfigError("an existing cluster (cassandra.managed=false) needs cassandra.password_file")
-    for size, where in ((s.memory, "sandbox.memory"), (s.scratch, "sandbox.scratch"),
-                        (cfg.stream.instance_memory, "stream.instance_memory"), (c.heap.lower(), "cassandra.heap")):
+    for size, where in ((s.scratch, "sandbox.scratch"), (c.heap.lower(), "cassandra.heap")):
         if not _SIZE.fullmatch(size.lower()):
             raise ConfigError(f"{where} must look like 512m or 1g, not {size!r}")
     if not _IFNAME.fullmatch(s.bridge):

@@ -44,6 +44,21 @@ def read_secret_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def client_password(given: str | None, user: str) -> str:
+    """A tenant client's password: the option, else $MYSIMBDP_PASSWORD, else a prompt on a terminal."""
+    import getpass
+    import sys
+
+    from .errors import UsageError
+
+    password = given or os.environ.get("MYSIMBDP_PASSWORD")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise UsageError("no password", hint="use -p, $MYSIMBDP_PASSWORD, or run in a terminal")
+    return getpass.getpass(f"password for {user}: ")
+
+
 def hash_password(password: str) -> str:
     """bcrypt hash (cost 12) of a tenant's password."""
     return bcrypt.hashpw(_pw_bytes(password), bcrypt.gensalt(BCRYPT_ROUNDS)).decode("ascii")

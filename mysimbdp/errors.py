@@ -73,6 +73,12 @@ class TenantError(MysimbdpError):
     http_status = 400
 
 
+class UsageError(TenantError):
+    """A command was called wrongly (a missing argument, a folder that is not there)."""
+
+    exit_code = 2
+
+
 class InvalidName(TenantError):
     """An identifier (tenant, table, file name) does not match its strict pattern."""
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from cassandra.cluster import Session
 
@@ -24,6 +26,7 @@ from . import apps, broker, credentials, db, names
 from .config import Config
 from .constraints import Constraints, loads as load_constraints
 from .errors import TenantError, TenantExists, TenantNotFound
+from .jobs import days_since, months_since
 
 log = logging.getLogger(__name__)
 MIN_PASSWORD = 8
@@ -245,18 +248,39 @@ class Registry:
         shutil.rmtree(self.cfg.paths.secrets / "stream" / name, ignore_errors=True)
         ks = self.cfg.keyspace
         self.session.execute(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = %s", (name,))
-        from .jobs import months_since
-
         for bucket in months_since(t.created_at):
             self.session.execute(f"DELETE FROM {ks}.jobs WHERE tenant = %s AND bucket = %s", (name, bucket))
         for table in ("stream_reports", "scaling_decisions"):
-            from .jobs import days_since
-
             for day in days_since(t.created_at, limit=31):
                 self.session.execute(f"DELETE FROM {ks}.{table} WHERE tenant = %s AND day = %s", (name, day))
         if t.uid:
             self.session.execute(self._free_uid, (t.uid, name))
         self.session.execute(self._delete, (name,))
+
+
+class TenantCache:
+    """Ready tenants by name, each looked up at most once every ``ttl`` seconds (for paths that run per
+    request or per loop). ``registry`` is called when a lookup is needed, so that a Cassandra session can
+    be made late."""
+
+    def __init__(self, registry: Callable[[], Registry], ttl: float = 5.0) -> None:
+        self.registry = registry
+        self.ttl = ttl
+        self._seen: dict[str, tuple[float, Tenant | None]] = {}
+
+    def get(self, name: str) -> Tenant | None:
+        now = time.monotonic()
+        hit = self._seen.get(name)
+        if hit and hit[0] > now:
+            return hit[1]
+        try:
+            names.tenant(name)
+        except TenantError:
+            return None
+        t = self.registry().find(name)
+        t = t if t is not None and t.state == "ready" else None
+        self._seen[name] = (now + self.ttl, t)
+        return t
 
 
 def open_registry(cfg: Config) -> Registry:

@@ -4,17 +4,16 @@ tenant logins, cached tenant lookups, and serving with gunicorn."""
 from __future__ import annotations
 
 import logging
-import sys
 import threading
-import time
 from typing import Callable
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import auth, config, db, names
-from .errors import MysimbdpError, NotFound, ServiceError, TenantError, TooManyAttempts
-from .tenants import Registry, Tenant
+from . import auth, config, db
+from .daemon import setup_logging  # noqa: F401 - the APIs' entry points log like the daemons
+from .errors import MysimbdpError, NotFound, ServiceError, TooManyAttempts
+from .tenants import Registry, Tenant, TenantCache
 
 
 def json_error(status: int, message: str, hint: str | None = None, **extra) -> Response:
@@ -60,7 +59,7 @@ class Directory:
         self.sessions = db.SessionHolder(cfg)
         self._lock = threading.Lock()
         self._registry: Registry | None = None
-        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        self._tenants = TenantCache(lambda: self.registry)
         self.auth = auth.Authenticator(
             self._password_hash, max_failures=cfg.batch.auth_max_failures, lockout=cfg.batch.auth_lockout,
             operator_password=auth.operator_api_password(cfg.paths.secrets) if operator else None)
@@ -77,18 +76,7 @@ class Directory:
             return self._registry
 
     def tenant(self, name: str) -> Tenant | None:
-        now = time.monotonic()
-        hit = self._tenants.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
-        try:
-            names.tenant(name)
-        except TenantError:
-            return None
-        t = self.registry.find(name)
-        t = t if t is not None and t.state == "ready" else None
-        self._tenants[name] = (now + 5.0, t)
-        return t
+        return self._tenants.get(name)
 
     def _password_hash(self, name: str) -> str | None:
         t = self.tenant(name)
@@ -138,6 +126,3 @@ def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, t
     Server().run()
 
 
-def setup_logging(cfg: config.Config) -> None:
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)

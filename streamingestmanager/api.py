@@ -111,13 +111,13 @@ def create_app(cfg: config.Config | None = None) -> Flask:
     @app.get("/v1/tenants/<tenant>/reports")
     def reports(tenant: str | None = None):
         t = target(tenant)
-        return jsonify({"reports": [service._jsonable(r) for r in store().reports(t.name, limit=limit())]})
+        return jsonify({"reports": [service.jsonable(r) for r in store().reports(t.name, limit=limit())]})
 
     @app.get("/v1/decisions")
     @app.get("/v1/tenants/<tenant>/decisions")
     def decisions(tenant: str | None = None):
         t = target(tenant)
-        return jsonify({"decisions": [service._jsonable(d) for d in store().decisions(t.name, limit=limit())]})
+        return jsonify({"decisions": [service.jsonable(d) for d in store().decisions(t.name, limit=limit())]})
 
     return app
 

@@ -31,7 +31,7 @@ def cmd_reports(cfg, args) -> int:
     finally:
         session.cluster.shutdown()
     if args.json:
-        print(json.dumps([service._jsonable(r) for r in rows], indent=2))
+        print(json.dumps([service.jsonable(r) for r in rows], indent=2))
         return 0
     if not rows:
         print("no reports")

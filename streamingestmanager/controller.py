@@ -1,6 +1,6 @@
 """The stream controller: the one process that starts and stops stream app instances.
 
-Every half second, for each tenant's recorded stream state (:mod:`.state`):
+Every ``stream.control_interval`` seconds (0.5), for each tenant's recorded stream state (:mod:`.state`):
 
 1. an instance that exited by itself (a crash, the memory limit) is started again in the same slot, so the
    messages its session holds are delivered again (with a growing back-off if it keeps crashing);
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
@@ -29,18 +28,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mysimbdp import broker, config, db
+from mysimbdp import broker, daemon, db
 from mysimbdp.config import Config
-from mysimbdp.errors import MysimbdpError, TenantError, TenantNotFound
+from mysimbdp.errors import MysimbdpError, TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
-from mysimbdp.tenants import Registry, Tenant
+from mysimbdp.tenants import Registry, Tenant, TenantCache
 
 from . import autoscaler
 from .instances import Instances, slot_number
 from .state import StreamStore, parse_report
 
 log = logging.getLogger("streamingestmanager.controller")
-TICK = 0.5
 
 
 class Controller:
@@ -55,7 +53,7 @@ class Controller:
         self.stopping: dict[tuple[str, str], Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stop")
         self.crashes: dict[tuple[str, str], tuple[int, float]] = {}  # -> (crashes in a row, next start allowed)
-        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        self._tenants = TenantCache(lambda: self.registry)
         self.started_at: dict[tuple[str, str], float] = {}
         self.broker_users: set[str] = set()
         self.store: StreamStore | None = None
@@ -112,16 +110,7 @@ class Controller:
                 log.warning("could not store a report of %s/%s: %s", r["tenant"], r["instance"], exc)
 
     def tenant(self, name: str) -> Tenant | None:
-        now = time.monotonic()
-        hit = self._tenants.get(name)
-        if hit and hit[0] > now:
-            return hit[1]
-        try:
-            t = self.registry.get(name)
-        except TenantNotFound:
-            t = None
-        self._tenants[name] = (now + 5, t)
-        return t
+        return self._tenants.get(name)
 
     # --- acting ----------------------------------------------------------------------------------------------
     def _decide(self, tenant: str, action: str, before: int, after: int, reason: str) -> None:
@@ -277,7 +266,7 @@ class Controller:
             except Exception:  # noqa: BLE001 - keep going: Cassandra or Docker may be back next time
                 log.warning("control loop error", exc_info=True)
             heartbeat.write_text(f"{time.time():.0f}\n")
-            self.stop.wait(max(0.05, TICK - (time.monotonic() - t0)))
+            self.stop.wait(max(0.05, self.cfg.stream.control_interval - (time.monotonic() - t0)))
         log.info("stopping (instances keep running)")
         client.disconnect()
         client.loop_stop()
@@ -287,15 +276,7 @@ class Controller:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config.load()
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
-    ctl = Controller(cfg)
-    signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
-    cfg.paths.run.mkdir(parents=True, exist_ok=True)
-    ctl.run()
-    return 0
+    return daemon.run_until_stopped(Controller)
 
 
 if __name__ == "__main__":

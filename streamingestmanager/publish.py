@@ -24,7 +24,7 @@ from typing import Iterator
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mysimbdp import names
+from mysimbdp import credentials, names
 from mysimbdp.errors import AuthenticationFailed, BrokerUnavailable, InvalidName, MysimbdpError, TenantError
 
 NO_MATCHING_SUBSCRIBERS = 16
@@ -166,13 +166,7 @@ def run(args) -> int:
         raise TenantError(f"{path} is not a file")
     names.tenant(args.user)
     stream = names.stream(args.topic)
-    password = args.password or os.environ.get("MYSIMBDP_PASSWORD")
-    if password is None:
-        if not sys.stdin.isatty():
-            raise TenantError("no password", hint="use -p, $MYSIMBDP_PASSWORD, or run in a terminal")
-        import getpass
-
-        password = getpass.getpass(f"password for {args.user}: ")
+    password = credentials.client_password(args.password, args.user)
     host, _, port = args.broker.rpartition(":")
     topic = f"tenants/{args.user}/in/{stream}"
     pub = Publisher(host or "127.0.0.1", int(port), args.user, password, wait_for_subscriber=args.wait_for_subscriber)

@@ -133,17 +133,17 @@ def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, 
         else:
             health = "healthy"
         instances.append({"instance": slot, "state": i.state, "health": health,
-                          "started_at": i.container.started_at, "last_report": _jsonable(last)})
+                          "started_at": i.container.started_at, "last_report": jsonable(last)})
     return {
         "tenant": t.name, "running": st.running, "desired": st.desired if st.running else 0,
         "parked": sorted(st.parked), "stream_app": t.stream_app,
         "autoscale": t.constraints.stream["autoscale"], "report_interval_seconds": interval,
         "instances": instances,
-        "decisions": [_jsonable(d) for d in store.decisions(t.name, limit=10)],
+        "decisions": [jsonable(d) for d in store.decisions(t.name, limit=10)],
     }
 
 
-def _jsonable(d: dict | None) -> dict | None:
+def jsonable(d: dict | None) -> dict | None:
     if d is None:
         return None
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in d.items()}

@@ -65,11 +65,11 @@ def test_constraints_not_json():
 def test_config_layers(tmp_path):
     (tmp_path / "mysimbdp.toml").write_text('[cassandra]\nport = 9999\nheap = "2G"\n[batch]\nworkers = 4\n')
     cfg = config.load({"home": str(tmp_path), "batch.workers": 3},
-                      env={"MYSIMBDP_CASSANDRA_PORT": "9100", "MYSIMBDP_SANDBOX_CPUS": "0.5"})
+                      env={"MYSIMBDP_CASSANDRA_PORT": "9100", "MYSIMBDP_SANDBOX_PIDS": "64"})
     assert cfg.cassandra.port == 9100  # env beats file
     assert cfg.cassandra.heap == "2G"  # file beats default
     assert cfg.batch.workers == 3  # flags beat everything
-    assert cfg.sandbox.cpus == 0.5
+    assert cfg.sandbox.pids == 64
     assert cfg.sandbox_gateway == "172.29.0.1"
     with pytest.raises(ConfigError):
         config.load({"home": str(tmp_path)}, env={"MYSIMBDP_CASSANDRA_PORT": "many"})

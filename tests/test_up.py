@@ -64,11 +64,15 @@ def second_home(tmp_path, platform):
     }
     yield env
     run_cli("down", env=env)
-    from mysimbdp import config
+    from mysimbdp import broker, config
     from mysimbdp.sandbox import network
     from mysimbdp.sandbox.docker_runtime import client
 
-    network.remove(config.load(env=dict(os.environ, **env)), client())
+    cfg2 = config.load(env=dict(os.environ, **env))
+    network.remove(cfg2, client())
+    rt = broker.runtime_dir(cfg2)
+    if str(rt).startswith("/var/lib/mysimbdp/"):
+        shutil.rmtree(rt.parent, ignore_errors=True)
 
 
 def test_up_says_which_port_is_taken(second_home):

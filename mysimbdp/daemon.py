@@ -1,0 +1,34 @@
+"""What the platform's long-running processes share: their logging, and running a loop until a signal."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Callable, Protocol
+
+from . import config as config_mod
+
+
+class Loop(Protocol):
+    stop: object  # a threading.Event
+
+    def run(self) -> None: ...
+
+
+def setup_logging(cfg: config_mod.Config) -> None:
+    """Log lines to stdout (the service's log file under $MYSIMBDP_HOME/logs), lazily formatted."""
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+
+
+def run_until_stopped(make: Callable[[config_mod.Config], Loop]) -> int:
+    """Entry point of a daemon: build it from the configuration, run it, stop it on SIGTERM or SIGINT."""
+    cfg = config_mod.load()
+    setup_logging(cfg)
+    loop = make(cfg)
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: loop.stop.set())
+    cfg.paths.run.mkdir(parents=True, exist_ok=True)
+    loop.run()
+    return 0
