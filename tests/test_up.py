@@ -109,3 +109,47 @@ def test_up_says_java_is_missing(second_home, tmp_path):
     assert res.returncode != 0
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and "Java is missing" in err[0], res.stderr
+
+
+def test_cqlsh_as_the_operator_and_as_a_tenant(platform, make_tenant):
+    a, _ = make_tenant()
+    b, _ = make_tenant()
+    ok = run_cli("cqlsh", "-e", "SELECT role FROM system_auth.roles")
+    assert ok.returncode == 0 and "mysimbdp_operator" in ok.stdout and "cassandra |" not in ok.stdout
+    mine = run_cli("cqlsh", "--tenant", a.name, "-e", "CREATE TABLE t (id int PRIMARY KEY); SELECT * FROM t")
+    assert mine.returncode == 0, mine.stderr
+    assert run_cli("cqlsh", "--tenant", b.name, "-e", "CREATE TABLE t (id int PRIMARY KEY)").returncode == 0
+    theirs = run_cli("cqlsh", "--tenant", a.name, "-e", f"SELECT * FROM {b.name}.t")
+    assert theirs.returncode != 0 and "Unauthorized" in theirs.stderr + theirs.stdout
+
+
+def test_an_existing_cluster_instead_of_the_managed_node(platform, tmp_path):
+    """cassandra.managed = false: the platform uses the cluster it is given and starts none itself."""
+    from mysimbdp import db
+
+    login = db.operator_login(platform)
+    pw = tmp_path / "cassandra-password"
+    pw.write_text(login.password + "\n")
+    env = {"MYSIMBDP_CASSANDRA_MANAGED": "false", "MYSIMBDP_CASSANDRA_USERNAME": login.username,
+           "MYSIMBDP_CASSANDRA_PASSWORD_FILE": str(pw), "MYSIMBDP_CASSANDRA_CONTACT_POINTS": "127.0.0.1"}
+    st = json.loads(run_cli("status", "--json", env=env).stdout)
+    assert st["parts"]["cassandra"] == {"managed": False, "running": True, "ready": True,
+                                        "contact_points": ["127.0.0.1"]}
+    listed = run_cli("tenant", "list", env=env)
+    assert listed.returncode == 0
+    pw.write_text("wrong\n")
+    bad = run_cli("tenant", "list", env=env)
+    assert bad.returncode == 69 and "refused the login" in bad.stderr
+
+
+def test_the_runtime_image_is_rebuilt_only_when_its_recipe_changes(platform, tmp_path, monkeypatch):
+    from mysimbdp.sandbox import image
+    from mysimbdp.sandbox.docker_runtime import client
+
+    tag = image.image_tag(platform)
+    assert image.image_present(platform, client())  # built once, then reused
+    assert image.image_tag(platform) == tag
+    changed = tmp_path / "recipe.json"
+    changed.write_text(image.RECIPE.read_text().replace('"paho-mqtt==2.2.0"', '"paho-mqtt==2.1.0"'))
+    monkeypatch.setattr(image, "RECIPE", changed)
+    assert image.image_tag(platform) != tag and not image.image_present(platform, client())
