@@ -58,7 +58,7 @@ def ours(c, csv_path: Path) -> tuple[float, dict]:
     os.symlink(csv_path, folder / "flights.csv")
     try:
         t0 = time.monotonic()
-        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, "-p", password, "-d", str(folder), "-q",
+        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, f"--password={password}", "-d", str(folder), "-q",
                               "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(res.stdout + res.stderr)
@@ -148,7 +148,7 @@ def concurrent_clients(c, clients: int = 10, files: int = 10, rows_per_file: int
         def run(k):
             user, password = tenants[k % 2]
             t0 = time.monotonic()
-            res = subprocess.run([PY, "-m", "fetchdata", "-u", user, "-p", password, "-d", str(folders[k]), "-q",
+            res = subprocess.run([PY, "-m", "fetchdata", "-u", user, f"--password={password}", "-d", str(folders[k]), "-q",
                                   "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
             results[k] = (res.returncode, time.monotonic() - t0, res.stdout)
 
@@ -239,7 +239,7 @@ def upload_throughput(c, size: int = 1 << 30) -> None:
         user, password = common.tenant(c, "bupf", cons)
         watch = RssWatch(pids)
         t0 = time.monotonic()
-        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, "-p", password, "-d", str(work), "-q",
+        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, f"--password={password}", "-d", str(work), "-q",
                               "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
         wall = time.monotonic() - t0
         peak_f = watch.done()
