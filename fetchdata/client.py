@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from mysimbdp.errors import (
     AuthenticationFailed,
@@ -21,6 +22,7 @@ from mysimbdp.errors import (
 from .sources import Source
 
 Progress = Callable[[int], None]  # called with the number of bytes of the file sent so far
+BLOCK = 1 << 20  # bytes read from the file and written to the socket at a time
 
 
 class ServerUnreachable(ServiceError):
@@ -61,29 +63,33 @@ class _Body:
     request carries a Content-Length), reporting progress and keeping to a byte rate."""
 
     def __init__(self, src: Source, start: int, progress: Progress | None, rate: int | None) -> None:
-        self.chunks = src.chunks(start, block=max(4096, rate // 20) if rate else 1 << 20)
+        self.chunks = src.chunks(start, block=max(4096, rate // 20) if rate else BLOCK)
         self.length = src.size - start
         self.start = start
         self.progress = progress
         self.rate = rate
         self.t0 = time.monotonic()
         self.sent = 0
-        self.buf = b""
+        self.buf = memoryview(b"")
+        self.pos = 0
 
     def __len__(self) -> int:
         return self.length
 
     def read(self, n: int = -1) -> bytes:
-        while not self.buf:
+        # http.client asks for 8 KiB at a time: hand out views of the current block rather than
+        # re-slicing (copying) the rest of it on every call.
+        while self.pos >= len(self.buf):
             try:
-                self.buf = next(self.chunks)
+                self.buf, self.pos = memoryview(next(self.chunks)), 0
             except StopIteration:
                 return b""
         if n is None or n < 0:
-            n = len(self.buf)
-        out, self.buf = self.buf[:n], self.buf[n:]
+            n = len(self.buf) - self.pos
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += len(out)
         self._pace(len(out))
-        return out
+        return bytes(out)
 
     def _pace(self, n: int) -> None:
         self.sent += n
@@ -95,10 +101,21 @@ class _Body:
             self.progress(self.start + self.sent)
 
 
+class _BigBlocks(HTTPAdapter):
+    """Bodies sent 1 MiB per write rather than urllib3's 16 KiB: a Python loop of small writes,
+    not the network, otherwise limits an upload on a fast link (see bench/RESULTS.md)."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["blocksize"] = BLOCK
+        super().init_poolmanager(*args, **kwargs)
+
+
 class Client:
     def __init__(self, server: str, user: str, password: str, *, timeout: float = 30.0, rate: int | None = None) -> None:
         self.base = server.rstrip("/")
         self.http = requests.Session()
+        self.http.mount("http://", _BigBlocks())
+        self.http.mount("https://", _BigBlocks())
         self.http.auth = (user, password)
         self.timeout = timeout
         self.rate = rate
