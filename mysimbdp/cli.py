@@ -153,7 +153,8 @@ def cmd_cqlsh(cfg, args) -> int:
     from . import db, names, tenants
 
     if args.tenant:
-        login = tenants.cassandra_login(cfg, names.tenant(args.tenant))
+        tenants.open_registry(cfg).get(names.tenant(args.tenant), ready=False)  # "no tenant X" if it is not one
+        login = tenants.cassandra_login(cfg, args.tenant)
         keyspace = args.tenant
     else:
         login = db.operator_login(cfg)
