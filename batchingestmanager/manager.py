@@ -131,9 +131,15 @@ class Manager:
             verdict = self.runner.run(claimed)
             if verdict.status == "retrying" and not self.stop.is_set():
                 self._enqueue_claimed(claimed)
-        except Exception:  # noqa: BLE001 - e.g. Cassandra away at an odd moment; one job must not stop the manager
+        except Exception as exc:  # noqa: BLE001 - e.g. Cassandra away at an odd moment; one job must not stop the manager
             if claimed is None:
                 log.exception("could not claim a file of %s; the next scan of staging will offer it again", tenant)
+            elif claimed.errors + 1 >= self.cfg.batch.max_attempts and self.cassandra_ok():
+                log.exception("job %s failed with unexpected errors %d times; giving up", claimed.key, claimed.errors + 1)
+                try:
+                    self.runner.give_up(claimed, f"{type(exc).__name__}: {exc}"[:300])
+                except Exception:  # noqa: BLE001
+                    log.exception("could not even record job %s as failed; it stays in the work area", claimed.key)
             else:
                 claimed.errors += 1
                 delay = min(2.0 ** claimed.errors, 60.0)

@@ -21,12 +21,16 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
+
+from cassandra import DriverException, OperationTimedOut, Unavailable, WriteTimeout
+from cassandra.cluster import NoHostAvailable
 
 from mysimbdp import apps, contract, names
 from mysimbdp.config import Config
@@ -38,6 +42,8 @@ from mysimbdp.tenants import Registry, Tenant
 log = logging.getLogger(__name__)
 EXIT_TEMPORARY = 75
 MAX_RESULT_BYTES = 64 * 1024
+MAX_COUNT = 10**15  # rows in one file: anything above is not a count but a tenant app's mistake
+UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, WriteTimeout, DriverException, ConnectionError, OSError)
 
 
 @dataclass
@@ -144,7 +150,7 @@ class JobRunner:
             try:
                 self.jobs.save(job)
                 return
-            except Exception as exc:  # noqa: BLE001 - any driver error: Cassandra is not answering
+            except UNAVAILABLE as exc:  # Cassandra is not answering (anything else is a bug: raised)
                 if self.stopping():
                     log.warning("stopping before the record of job %s could be written: %s", job.job_id, exc)
                     return
@@ -161,9 +167,7 @@ class JobRunner:
         try:
             tenant = self.registry.get(c.tenant)
         except TenantNotFound:
-            verdict = Verdict("failed", "the tenant no longer exists")
-            self._finish(c, job, verdict, None)
-            return verdict
+            return self._discard(c, "the tenant no longer exists")
         app = apps.installed(self.cfg, c.tenant, "batch")
         if app is None:
             verdict = Verdict("failed", "the tenant has no batch ingest app", 0, 0)
@@ -191,6 +195,8 @@ class JobRunner:
         except ServiceError as exc:
             verdict = Verdict("retrying", f"the sandbox is unavailable: {exc.one_line()}")
             return self._retry(c, job, verdict)
+        if self.registry.find(c.tenant) is None:  # deleted while its app ran: nothing of it may come back
+            return self._discard(c, "the tenant was deleted while the job ran")
         verdict = self._judge(tenant, result, out)
         job.seconds = round(result.seconds, 3)
         if verdict.status == "retrying":
@@ -206,16 +212,21 @@ class JobRunner:
         if not r.ok:
             tail = r.last_error or _last_line(r.log_path)
             return Verdict("failed", f"the app {r.describe()}" + (f": {tail}" if tail else ""))
-        result = out / "result.json"
         try:
-            if result.stat().st_size > MAX_RESULT_BYTES:
-                raise ValueError("too large")
-            data = json.loads(result.read_text())
+            data = json.loads(read_output(out / "result.json", MAX_RESULT_BYTES))
+            if not isinstance(data, dict):
+                raise ValueError("it is not a JSON object")
+            missing = [k for k in ("rows_ingested", "rows_rejected") if k not in data]
+            if missing:
+                raise ValueError(f"it lacks {' and '.join(missing)}")
             rows, rejected = data["rows_ingested"], data["rows_rejected"]
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (rows, rejected)):
-                raise ValueError("counts must be non-negative integers")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return Verdict("failed", f"the app exited normally but wrote no valid /output/result.json ({exc})")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in (rows, rejected)):
+                raise ValueError("rows_ingested and rows_rejected must be whole numbers from 0 to 10^15")
+        except FileNotFoundError:
+            return Verdict("failed", "the app exited normally but wrote no /output/result.json")
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)  # no host paths
+            return Verdict("failed", f"the app exited normally but its /output/result.json is not valid: {why}")
         return Verdict("succeeded", "", rows, rejected)
 
     def _retry(self, c: Claimed, job: Job, verdict: Verdict) -> Verdict:
@@ -243,7 +254,7 @@ class JobRunner:
         dest = (self.cfg.paths.archive if ok else self.cfg.paths.quarantine)(c.tenant) / str(c.job_id)
         dest.mkdir(parents=True, exist_ok=True)
         rejects = c.dir / "out" / "rejects.csv"
-        if rejects.exists() and _has_rows(rejects):
+        if _has_rows(rejects):
             shutil.move(str(rejects), dest / "rejects.csv")
             job.rejects_path = str(dest / "rejects.csv")
         if (c.dir / "run.log").exists():
@@ -268,9 +279,48 @@ class JobRunner:
         log.info("job %s %s: %s rows, %s rejected%s", c.key, job.status, job.rows_ingested, job.rows_rejected,
                  f" ({job.reason})" if job.reason else "")
 
+    def give_up(self, c: Claimed, why: str) -> None:
+        """End a job that keeps hitting errors of the platform's own (not the app's) as failed."""
+        job = self._job(c)
+        self._finish(c, job, Verdict("failed", f"the platform could not run this job: {why}"), None)
+
+    def _discard(self, c: Claimed, why: str) -> Verdict:
+        """Drop a job of a tenant that no longer exists: no receipt, no archive, no quarantine."""
+        log.info("job %s dropped: %s", c.key, why)
+        shutil.rmtree(c.dir, ignore_errors=True)
+        try:
+            self.jobs.delete(c.tenant, c.job_id)
+        except Exception:  # noqa: BLE001 - the tenant's records are deleted with it anyway
+            log.debug("no record of job %s to delete", c.key)
+        return Verdict("failed", why)
+
+
+def _open_output(path: Path) -> int:
+    """A descriptor on a file the tenant's app wrote, if it is a regular file (not a FIFO that would block
+    us, a device, a directory or a symbolic link to somewhere else); OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path.name} is not a regular file")
+    return fd
+
+
+def read_output(path: Path, limit: int) -> str:
+    fd = _open_output(path)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it is larger than {limit // 1024} KiB")
+    return data.decode("utf-8", "replace")
+
 
 def _has_rows(path: Path) -> bool:
-    with open(path, "rb") as fh:
+    """Whether the app left a rejects file with at least one row under its header."""
+    try:
+        fd = _open_output(path)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
         fh.readline()
         return bool(fh.readline())
 

@@ -33,7 +33,8 @@ from mysimbdp.jobs import Job, JobStore, new_job_id
 from mysimbdp.tenants import Tenant
 
 CHUNK = 1 << 20
-SESSION_TTL = 24 * 3600
+SESSION_TTL = 24 * 3600  # an unfinished upload can be resumed this long
+SESSION_IDLE = 600  # after this long without a byte, it no longer holds one of the tenant's max_files places
 _ID = re.compile(r"[0-9a-f]{32}")
 _SHA = re.compile(r"[0-9a-f]{64}")
 
@@ -103,6 +104,14 @@ class Uploads:
             out.append(s)
         return out
 
+    def _active(self, s: Session) -> bool:
+        """Whether bytes arrived for this session lately (abandoned ones must not block new files)."""
+        try:
+            last = self._part(s).stat().st_mtime
+        except OSError:
+            last = s.created
+        return time.time() - max(last, s.created) < SESSION_IDLE
+
     def _drop(self, s: Session) -> None:
         self._part(s).unlink(missing_ok=True)
         self._meta(s.tenant, s.id).unlink(missing_ok=True)
@@ -142,10 +151,12 @@ class Uploads:
     # --- the protocol -------------------------------------------------------------------------------
     def open(self, t: Tenant, name: str, size: object, sha256: object, client: str) -> tuple[Session, int]:
         """Open (or resume) an upload session. Raises Duplicate when this content was received before."""
+        if not isinstance(name, str):
+            raise TenantError("'name' must be the file's name, as a string")
         name = names.safe_file_name(name)
         fmt = constraints_mod.check_file_name(t.constraints, name)
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise TenantError("'size' must be an integer number of bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise TenantError("'size' must be the file's size, a whole number of bytes")
         constraints_mod.check_size(t.constraints, name, size)
         if not isinstance(sha256, str) or not _SHA.fullmatch(sha256.lower()):
             raise TenantError("'sha256' must be the file's SHA-256 as 64 hex digits")
@@ -159,7 +170,7 @@ class Uploads:
                 if s.name == name and s.size == size and s.sha256 == sha256:
                     part = self._part(s)
                     return s, part.stat().st_size if part.exists() else 0
-            self._check_count(t, len(sessions))
+            self._check_count(t, sum(1 for s in sessions if self._active(s)))
             s = Session(secrets.token_hex(16), t.name, name, fmt, size, sha256, client, time.time())
             meta = self._meta(t.name, s.id)
             meta.write_text(json.dumps(asdict(s)))

@@ -97,6 +97,8 @@ def run(args) -> int:
     for path in entries:
         label = path.name
         if path.name.startswith("."):
+            print(f"skipped   {label}: a hidden file (names starting with '.' are not sent)")
+            skipped += 1
             continue
         if path.is_dir():
             print(f"skipped   {label}/: a folder (only files directly in {folder} are sent)")
@@ -154,7 +156,7 @@ def run(args) -> int:
                 print(f"skipped   {plabel}: already uploaded (job {sent.job_id})")
                 skipped += 1
             else:
-                rate = part.size / sent.seconds / (1 << 20) if sent.seconds else 0
+                rate = (part.size - sent.resumed_from) / sent.seconds / (1 << 20) if sent.seconds else 0
                 resumed = f", resumed at {_human(sent.resumed_from)}" if sent.resumed_from else ""
                 print(f"uploaded  {plabel} ({_human(part.size)} in {sent.seconds:.2f}s, {rate:.1f} MB/s{resumed}): job {sent.job_id}")
                 uploaded += 1

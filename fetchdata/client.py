@@ -29,6 +29,10 @@ class ServerUnreachable(ServiceError):
     """The upload API does not answer."""
 
 
+class SourceChanged(TenantError):
+    """The local file changed after it was checked: what was checked is not what would be sent."""
+
+
 @dataclass
 class Sent:
     status: str  # staged | duplicate
@@ -120,14 +124,15 @@ class Client:
         self.timeout = timeout
         self.rate = rate
 
-    def _call(self, method: str, path: str, what: str, **kw) -> requests.Response:
+    def _call(self, method: str, path: str, what: str, *, allow: tuple[int, ...] = (), **kw) -> requests.Response:
         try:
             resp = self.http.request(method, self.base + path, timeout=kw.pop("timeout", self.timeout), **kw)
         except requests.ConnectionError as exc:
             raise ServerUnreachable(f"cannot reach the platform at {self.base}", hint="is it running? check --server") from exc
         except requests.Timeout as exc:
             raise ServerUnreachable(f"the platform at {self.base} did not answer in time") from exc
-        _raise_for(resp, what)
+        if resp.status_code not in allow:
+            _raise_for(resp, what)
         return resp
 
     def constraints(self) -> dict:
@@ -136,7 +141,7 @@ class Client:
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/v1/jobs/{job_id}", "reading a receipt").json()
 
-    def upload(self, src: Source, progress: Progress | None = None, attempts: int = 5) -> Sent:
+    def upload(self, src: Source, progress: Progress | None = None, attempts: int = 5, reopen: bool = True) -> Sent:
         """Send ``src`` (resuming an earlier interrupted upload of the same content)."""
         t0 = time.monotonic()
         resp = self._call("POST", "/v1/uploads", f"opening the upload of {src.name}",
@@ -157,27 +162,37 @@ class Client:
                     headers={"Upload-Offset": str(offset), "Content-Type": "application/octet-stream"},
                     timeout=(self.timeout, 3600))
             except (requests.ConnectionError, requests.Timeout):
+                if src.changed():
+                    raise SourceChanged(f"{src.path.name} changed while being sent",
+                                        hint="send it again once it is complete") from None
                 if attempt == attempts - 1:
                     raise ServerUnreachable(f"the upload of {src.name} kept breaking off",
                                             hint="run fetchdata again: it resumes where it stopped") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 15)
-                offset = self._offset(upload_id)
-                if progress:
-                    progress(offset)
+                resp = None
+            if resp is not None and resp.status_code not in (404, 409):
+                _raise_for(resp, f"uploading {src.name}")
+                data = resp.json()
+                if data.get("status") == "duplicate":
+                    return Sent("duplicate", data["job_id"], resumed_from, time.monotonic() - t0)
+                if data.get("status") == "staged":
+                    return Sent("staged", data["job"]["job_id"], resumed_from, time.monotonic() - t0)
+                offset = int(data["offset"])
                 continue
-            if resp.status_code == 409:  # our idea of the offset was wrong: ask and go on
-                offset = self._offset(upload_id)
-                continue
-            _raise_for(resp, f"uploading {src.name}")
-            data = resp.json()
-            if data.get("status") == "duplicate":
-                return Sent("duplicate", data["job_id"], resumed_from, time.monotonic() - t0)
-            if data.get("status") == "staged":
-                return Sent("staged", data["job"]["job_id"], resumed_from, time.monotonic() - t0)
-            offset = int(data["offset"])
+            # the connection broke, or our idea of the offset was wrong (409), or the session is gone (404)
+            known = None if resp is not None and resp.status_code == 404 else self._offset(upload_id)
+            if known is None:  # completed by another run of fetchdata, or expired: open it again
+                if reopen:
+                    return self.upload(src, progress, attempts, reopen=False)
+                raise MysimbdpError(f"the upload of {src.name} was ended on the server", hint="run fetchdata again")
+            offset = known
+            if progress:
+                progress(offset)
         raise MysimbdpError(f"the upload of {src.name} did not complete", hint="run fetchdata again to resume")
 
-    def _offset(self, upload_id: str) -> int:
-        resp = self._call("HEAD", f"/v1/uploads/{upload_id}", "asking how much arrived")
-        return int(resp.headers["Upload-Offset"])
+    def _offset(self, upload_id: str) -> int | None:
+        """How much of the upload the server has; None if the session no longer exists."""
+        resp = self._call("HEAD", f"/v1/uploads/{upload_id}", "asking how much arrived", allow=(404,))
+        return None if resp.status_code == 404 else int(resp.headers["Upload-Offset"])
+

@@ -27,10 +27,18 @@ class Source:
     end: int
     prefix: bytes = b""
     sha256: str = ""
+    stamp: tuple[int, int] = (0, 0)  # the file's size and modification time when it was planned
 
     @property
     def size(self) -> int:
         return len(self.prefix) + self.end - self.start
+
+    def changed(self) -> bool:
+        """Whether the file is no longer what was planned (and checksummed)."""
+        try:
+            return _stamp(self.path) != self.stamp
+        except OSError:
+            return True
 
     def chunks(self, offset: int = 0, block: int = BLOCK) -> Iterator[bytes]:
         """The bytes from ``offset`` on."""
@@ -51,27 +59,60 @@ class Source:
         h = hashlib.sha256()
         for chunk in self.chunks():
             h.update(chunk)
-        return Source(self.name, self.path, self.start, self.end, self.prefix, h.hexdigest())
+        return Source(self.name, self.path, self.start, self.end, self.prefix, h.hexdigest(), self.stamp)
 
 
 def whole(path: Path) -> Source:
-    return Source(path.name, path, 0, path.stat().st_size)
+    stamp = _stamp(path)
+    return Source(path.name, path, 0, stamp[0], stamp=stamp)
 
 
-def record_ends(path: Path, start: int = 0) -> Iterator[int]:
-    """Offsets just after each record's final newline, from ``start`` on (and the file's end)."""
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def record_ends(path: Path, start: int = 0, delimiter: bytes = b",") -> Iterator[int]:
+    """Offsets just after each record's final newline, from ``start`` on (and the file's end).
+
+    Quotes count the way Python's csv module (and so the tenant apps) reads them: a quote opens a quoted
+    field only at the start of a field; elsewhere it is a literal character (``N5"X``). Lines without a
+    quote, nearly all of them, cost one ``in`` test.
+    """
     size = path.stat().st_size
     with open(path, "rb") as fh:
         fh.seek(start)
-        pos, quotes = start, 0
+        pos, quoted = start, False
         for line in fh:
             pos += len(line)
-            quotes += line.count(b'"')
-            if quotes % 2 == 0:
-                quotes = 0
+            if b'"' in line or quoted:
+                quoted = _still_quoted(line, quoted, delimiter[0])
+            if not quoted:
                 yield pos
-        if quotes:  # an unterminated quote runs to the end: one last record
+        if quoted:  # an unterminated quote runs to the end: one last record
             yield size
+
+
+_START, _FIELD, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+_QUOTE, _CR, _LF = ord('"'), ord("\r"), ord("\n")
+
+
+def _still_quoted(line: bytes, quoted: bool, delimiter: int) -> bool:
+    """Whether a quoted field is still open at the end of ``line``."""
+    if quoted and b'"' not in line:
+        return True
+    state = _QUOTED if quoted else _START
+    for b in line:
+        if state == _QUOTED:
+            if b == _QUOTE:
+                state = _QUOTE_IN_QUOTED
+        elif b == delimiter or b == _CR or b == _LF:
+            state = _START
+        elif state == _START:
+            state = _QUOTED if b == _QUOTE else _FIELD
+        elif state == _QUOTE_IN_QUOTED:
+            state = _QUOTED if b == _QUOTE else _FIELD  # "" is a quote; anything else closes the field
+    return state == _QUOTED
 
 
 class CannotSplit(Exception):
@@ -80,7 +121,8 @@ class CannotSplit(Exception):
 
 def split(path: Path, limit: int) -> list[Source]:
     """Parts of ``path`` of at most ``limit`` bytes each, each starting with the header record."""
-    ends = record_ends(path)
+    stamp = _stamp(path)
+    ends = record_ends(path, delimiter=b"\t" if path.suffix.lower() == ".tsv" else b",")
     try:
         header_end = next(ends)
     except StopIteration:
@@ -110,7 +152,7 @@ def split(path: Path, limit: int) -> list[Source]:
         cuts.append((part_start, prev))
     n = len(cuts)
     width = max(3, len(str(n)))
-    return [Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header)
+    return [Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header, stamp=stamp)
             for i, (a, b) in enumerate(cuts)]
 
 

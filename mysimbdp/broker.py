@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import hashlib
 import re
 import signal
 from contextlib import contextmanager
@@ -43,9 +44,18 @@ def data_filter(tenant: str) -> str:
     return f"tenants/{names.tenant(tenant)}/in/#"
 
 
-def shared_data_filter(tenant: str) -> str:
-    """The shared subscription all instances of one tenant join: the broker splits messages among them."""
-    return f"$share/{names.tenant(tenant)}/{data_filter(tenant)}"
+def shared_data_filter(tenant: str, group: str) -> str:
+    """The shared subscription all instances of one tenant join: the broker splits messages among them.
+    ``group`` is the tenant's secret group name (tenants.stream_group)."""
+    if not re.fullmatch(r"g[0-9a-f]{24}", group):
+        raise InvalidName("bad stream group name")
+    return f"$share/{group}/{data_filter(tenant)}"
+
+
+def session_client_id(prefix: str, password: str) -> str:
+    """A client id for a persistent session that another broker user cannot guess: Mosquitto lets any
+    authenticated user connect with any client id, and so take over (or wipe) that session."""
+    return f"{prefix}-{hashlib.sha256(('client-id:' + password).encode()).hexdigest()[:20]}"
 
 
 def report_topic(tenant: str, instance: str) -> str:

@@ -84,7 +84,8 @@ def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_pas
         "MYSIMBDP_MQTT_PORT": str(cfg.broker.sandbox_port),
         "MYSIMBDP_MQTT_USERNAME": broker.instance_user(tenant.name, instance),
         "MYSIMBDP_MQTT_PASSWORD": mqtt_password,
-        "MYSIMBDP_SUBSCRIPTION": broker.shared_data_filter(tenant.name),
+        "MYSIMBDP_MQTT_CLIENT_ID": broker.session_client_id(f"mysimbdp-{tenant.name}-{instance}", mqtt_password),
+        "MYSIMBDP_SUBSCRIPTION": broker.shared_data_filter(tenant.name, tenants.stream_group(cfg, tenant.name)),
         "MYSIMBDP_REPORT_TOPIC": broker.report_topic(tenant.name, instance),
         "MYSIMBDP_REPORT_INTERVAL": str(tenant.constraints.stream["report_interval_seconds"]),
     }

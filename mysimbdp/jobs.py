@@ -102,6 +102,7 @@ class JobStore:
         self._remember = session.prepare(
             f"INSERT INTO {ks}.files_by_checksum (tenant, sha256, job_id, file_name) VALUES (?, ?, ?, ?)")
         self._forget = session.prepare(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = ? AND sha256 = ?")
+        self._delete = session.prepare(f"DELETE FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id = ?")
 
     def save(self, job: Job) -> None:
         values = [getattr(job, c) for c in _COLUMNS]
@@ -141,6 +142,9 @@ class JobStore:
 
     def remember(self, job: Job) -> None:
         self.session.execute(self._remember, (job.tenant, job.sha256, job.job_id, job.file_name))
+
+    def delete(self, tenant: str, job_id: uuid.UUID) -> None:
+        self.session.execute(self._delete, (tenant, bucket_of(job_id), job_id))
 
     def forget(self, tenant: str, sha256: str) -> None:
         """A failed file may be sent again once fixed: forget its content."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from cassandra.cluster import Session
 from . import apps, broker, credentials, db, names
 from .config import Config
 from .constraints import Constraints, loads as load_constraints
-from .errors import TenantError, TenantExists, TenantNotFound
+from .errors import MysimbdpError, TenantError, TenantExists, TenantNotFound
 from .jobs import days_since, months_since
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,29 @@ def cassandra_login(cfg: Config, tenant: str) -> db.Login:
     except FileNotFoundError:
         raise TenantNotFound(f"no credentials for tenant {tenant!r}", hint="run `mysimbdp tenant create` again") from None
     return db.Login(tenant, data["cassandra_password"])
+
+
+def stream_group(cfg: Config, tenant: str) -> str:
+    """The tenant's shared-subscription group name: a secret. Mosquitto lets any user join any group and
+    then silently drops the messages it may not deliver to that member, so a guessable group name would
+    let one tenant make another's messages vanish (see docs/streaming.md). Made once, race-free (the
+    stream API and the controller may both ask first); deleted with the tenant."""
+    path = cfg.paths.secrets / "stream" / names.tenant(tenant) / "group"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the other maker may be between creating and writing
+            group = path.read_text().strip()
+            if group:
+                return group
+            time.sleep(0.01)
+        raise MysimbdpError(f"the stream group file of {tenant} is empty", hint=f"delete {path}") from None
+    group = "g" + secrets.token_hex(12)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(group)
+    return group
 
 
 class Registry:

@@ -75,7 +75,8 @@ class Controller:
 
     def _listen(self) -> mqtt.Client:
         user, password = broker.service_login(self.cfg)
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="mysimbdp-stream-controller", protocol=mqtt.MQTTv5)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=broker.session_client_id("mysimbdp-stream-controller", password),
+                        protocol=mqtt.MQTTv5)
         c.username_pw_set(user, password)
         c.reconnect_delay_set(0.5, 5)
         c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("reports/+/+", qos=1) if not rc.is_failure else None

@@ -201,6 +201,23 @@ def test_too_many_files_per_staged_and_per_day(platform, batch_tenant):
     assert r.status_code == 429 and "today" in r.json()["error"]
 
 
+def test_abandoned_uploads_stop_holding_places_under_max_files(platform, batch_tenant, cfg):
+    import json
+
+    t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "max_files": {"count": 2, "per": "staged"}})
+    bodies = [GOOD.replace(b"1,a", b"%d,a" % i) for i in range(3)]
+    for i in range(2):  # two uploads opened and never sent
+        assert api.post("/v1/uploads", json={"name": f"{i}.csv", "size": len(bodies[i]),
+                                             "sha256": sha(bodies[i])}).status_code in (200, 201)
+    r = api.post("/v1/uploads", json={"name": "2.csv", "size": len(bodies[2]), "sha256": sha(bodies[2])})
+    assert r.status_code == 429 and "limit of 2" in r.json()["error"]  # while they may still come
+    for meta in cfg.paths.uploads(t.name).glob("*.json"):  # ... and 11 minutes later, nothing came
+        data = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**data, "created": data["created"] - 660}))
+    r = api.put_file("2.csv", bodies[2])
+    assert r.status_code == 201, r.text
+
+
 def test_bad_requests_get_json_4xx_never_500(platform, batch_tenant):
     t, pw, api = batch_tenant()
     cases = [
@@ -208,6 +225,8 @@ def test_bad_requests_get_json_4xx_never_500(platform, batch_tenant):
         api.post("/v1/uploads", json=["a list"]),
         api.post("/v1/uploads", json={"name": "x.csv", "size": "ten", "sha256": sha(GOOD)}),
         api.post("/v1/uploads", json={"name": "x.csv", "size": 10, "sha256": "xyz"}),
+        api.post("/v1/uploads", json={"name": 123, "size": 10, "sha256": sha(GOOD)}),
+        api.post("/v1/uploads", json={"name": "x.csv", "size": -1, "sha256": sha(GOOD)}),
         api.patch("/v1/uploads/nope", data=b"x", headers={"Upload-Offset": "0"}),
         api.patch("/v1/uploads/" + "a" * 32, data=b"x", headers={"Upload-Offset": "zero"}),
         api.get("/v1/jobs/not-a-uuid"),
@@ -221,4 +240,5 @@ def test_bad_requests_get_json_4xx_never_500(platform, batch_tenant):
     for r in cases:
         assert 400 <= r.status_code < 500, (r.request.method, r.request.url, r.status_code, r.text)
         assert r.headers["Content-Type"].startswith("application/json") and r.json()["error"]
+    assert "'name' must be" in cases[4].json()["error"] and "'size' must be" in cases[5].json()["error"]
     time.sleep(0)

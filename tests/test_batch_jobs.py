@@ -115,6 +115,57 @@ def test_a_failing_app_fails_its_job_and_quarantines_the_file(platform, batch_te
     assert api.wait_job(again.json()["job"]["job_id"])["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("trick, status, fragment", [
+    ("fifo", "failed", "result.json is not valid: result.json is not a regular file"),
+    ("symlink", "failed", "result.json is not valid"),
+    ("rejectsdir", "succeeded", ""),
+    ("fallocate", "failed", "wrote more than its output limit"),
+    ("hugecount", "failed", "whole numbers from 0 to 10^15"),
+])
+def test_what_an_app_leaves_in_its_output_cannot_stall_or_fool_the_manager(platform, batch_tenant, cfg, trick,
+                                                                            status, fragment):
+    t, pw, api = batch_tenant("trickster", cons={**SAMPLE_CONSTRAINTS,
+                                                 "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60}})
+    data = b"id,title,body,amount,at\n1,a,b,1,2024-01-01T00:00:00Z\n"
+    job = api.wait_job(api.put_file(f"{trick}.csv", data).json()["job"]["job_id"], timeout=60)
+    assert job["status"] == status and fragment in (job["reason"] or ""), job
+    assert job["attempts"] == 1
+    assert "/work/" not in (job["reason"] or "") and "state" not in (job["reason"] or "")  # no host paths
+    assert not job.get("has_rejects")  # nothing but a regular rejects.csv counts
+    if status == "failed":
+        assert (cfg.paths.quarantine(t.name) / job["job_id"] / "reason.txt").exists()
+    # the manager is not stuck: the next file of this tenant goes through
+    from mysimbdp import tenants as tenants_mod
+    from conftest import APPS
+
+    tenants_mod.open_registry(cfg).update(t.name, batch_app=APPS / "notes")
+    nxt = api.wait_job(api.put_file("next.csv", data.replace(b"\n1,", b"\n2,")).json()["job"]["job_id"], timeout=60)
+    assert nxt["status"] == "succeeded", nxt
+
+
+def test_a_tenant_deleted_while_its_job_runs_leaves_nothing_behind(platform, batch_tenant, cfg, registry):
+    from mysimbdp.jobs import JobStore
+
+    t, pw, api = batch_tenant("slownotes", cons={**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 1 << 20,
+                                                 "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 120}})
+    rows = "".join(f"{i},t,b,1,2024-01-01T00:00:00Z\n" for i in range(3000))
+    job_id = api.put_file("slow.csv", ("id,title,body,amount,at\n" + rows).encode()).json()["job"]["job_id"]
+    deadline = time.monotonic() + 60
+    while api.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    res = run_cli("tenant", "delete", t.name, "--yes")
+    assert res.returncode == 0, res.stderr
+    deadline = time.monotonic() + 60
+    while (cfg.paths.work(t.name) / job_id).exists():  # the manager is done with it
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    for folder in (cfg.paths.quarantine(t.name), cfg.paths.archive(t.name), cfg.paths.work(t.name)):
+        assert not any(folder.glob("*")) if folder.exists() else True, folder
+    assert JobStore(cfg, registry.session).list(t.name) == []  # a new tenant of this name starts clean
+
+
 def test_a_tenant_without_a_batch_app(platform, make_tenant, cfg):
     from conftest import Api
 

@@ -56,7 +56,7 @@ def test_one_line_per_file_and_exit_status(platform, batch_tenant, tmp_path):
     assert got["empty.csv"].startswith("skipped") and "empty" in got["empty.csv"]
     assert got["huge.csv"].startswith("skipped") and "maximum file size" in got["huge.csv"] and "splitting is not allowed" in got["huge.csv"]
     assert got["sub/"].startswith("skipped")
-    assert ".hidden.csv" not in res.stdout
+    assert got[".hidden.csv"].startswith("skipped") and "hidden" in got[".hidden.csv"]
     assert "Traceback" not in res.stderr
 
     # the same folder again: nothing is sent twice

@@ -210,6 +210,38 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         broker.remove_users(cfg, user)
 
 
+def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform, stream_tenant, cfg):
+    """Mosquitto grants any subscription (it checks the right to read only when delivering, and then drops
+    silently) and lets any user connect with any client id. So the group name and the instances' client
+    ids are secrets; guessing them the obvious way must cost the victim nothing."""
+    a, apw, _ = stream_tenant()
+    b, bpw, bapi = stream_tenant()
+    assert bapi.post("/v1/instances", json={"count": 1}).status_code == 201
+    got = []
+    thief = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    thief.username_pw_set(a.name, apw)
+    thief.on_message = lambda cl, u, m: got.append(m.topic)
+    thief.connect(cfg.broker.host, cfg.broker.port)
+    thief.subscribe([(f"$share/{b.name}/tenants/{b.name}/in/#", 1), ("$share/x/#", 1), ("#", 1)])
+    thief.loop_start()
+    try:
+        for slot in ("s0", "s1"):  # the client ids instances would have if they were guessable
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"mysimbdp-{b.name}-{slot}",
+                            protocol=mqtt.MQTTv311, clean_session=True)
+            c.username_pw_set(a.name, apw)
+            c.connect(cfg.broker.host, cfg.broker.port)
+            c.loop(0.5)
+            c.disconnect()
+        time.sleep(1)
+        res = publish_lines(cfg, b.name, bpw, notes_lines(range(1, 401)))
+        assert res.returncode == 0 and "400 acknowledged" in res.stdout, res.stdout
+        assert wait_rows(cfg, b.name, "notes", 400, timeout=60) == 400  # none went to the thief's "share"
+        assert got == []
+    finally:
+        thief.loop_stop()
+        thief.disconnect()
+
+
 def test_autoscaler_adds_an_instance_under_load_and_removes_it_when_idle(platform, stream_tenant, cfg):
     cons = {**STREAM_CONSTRAINTS, "stream": {
         "report_interval_seconds": 1, "memory_mb": 256, "cpus": 0.25,  # slow instances: easy to overload

@@ -120,6 +120,9 @@ class DockerRuntime(SandboxRuntime):
                     self._kill(container)
                     break
             seconds = time.monotonic() - t0
+            if (not output_exceeded and spec.output_dir is not None
+                    and _dir_size(spec.output_dir) > spec.limits.max_output_bytes):
+                output_exceeded = True  # written (or fallocated) between two looks, just before exiting
             container.reload()
             state = container.attrs["State"]
             exit_code = state.get("ExitCode")

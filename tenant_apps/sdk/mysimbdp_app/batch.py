@@ -83,7 +83,7 @@ def ranges(path: str, parts: int) -> list[Range]:
     start = header_end(path)
     with open(path, "rb") as fh:
         head = fh.read(start)
-        lines_before = head.count(b"\n") + 1
+        lines_before = head.count(b"\n")  # the header's lines
         fh.seek(start)
         targets = [start + (size - start) * k // parts for k in range(1, parts)]
         cuts, pos, quotes, newlines = [], start, 0, 0
@@ -180,9 +180,11 @@ def _ingest(ctx: Context, table: Table, header: list[str], records: Iterator[tup
         writer = store.Writer(session, insert, concurrency=opts.concurrency, partition_of=table.partition_of,
                               batch_rows=opts.batch_rows, retry_for=opts.retry_for)
         transform = opts.transform
+        previous = 0  # the line the previous record ended on
         for line, record in records:
             if record and record[0] == "\0csv-error":
                 rejects.add(line, record[1], [])
+                previous = line
                 continue
             try:
                 values = convert(record)
@@ -190,7 +192,11 @@ def _ingest(ctx: Context, table: Table, header: list[str], records: Iterator[tup
                     values = transform(values)
                 writer.add(values)
             except (Rejected, ValueError) as exc:
-                rejects.add(line, str(exc), record)
+                reason = str(exc)
+                if previous and line - previous > 1:  # one record over many lines: a quote left open?
+                    reason += f" (this record runs over lines {previous + 1} to {line}: is a quote left open?)"
+                rejects.add(line, reason, record)
+            previous = line
         rows = writer.close()
         rejects.close()
         return rows, rejects.count
@@ -256,6 +262,11 @@ def run_batch(table: Table, *, transform: Callable[[tuple], tuple] | None = None
     except Rejected as exc:
         ctx.write_result(0, 0, error=str(exc))
         print(f"the file cannot be ingested: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - e.g. Cassandra refusing a write: one line for the receipt
+        message = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+        ctx.write_result(0, 0, error=message)
+        print(f"the ingestion stopped: {message}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -41,6 +41,7 @@ class Context:
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_client_id: str | None = field(default=None, repr=False)
     subscription: str | None = None
     report_topic: str | None = None
     report_interval: float = 5.0
@@ -64,6 +65,7 @@ class Context:
             mqtt_port=int(e("MYSIMBDP_MQTT_PORT", "1883")),
             mqtt_username=e("MYSIMBDP_MQTT_USERNAME"),
             mqtt_password=e("MYSIMBDP_MQTT_PASSWORD"),
+            mqtt_client_id=e("MYSIMBDP_MQTT_CLIENT_ID"),
             subscription=e("MYSIMBDP_SUBSCRIPTION"),
             report_topic=e("MYSIMBDP_REPORT_TOPIC"),
             report_interval=float(e("MYSIMBDP_REPORT_INTERVAL", "5")),

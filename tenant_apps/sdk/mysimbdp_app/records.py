@@ -23,6 +23,8 @@ class Rejected(ValueError):
 
 
 def _float(text: str) -> float:
+    if "_" in text:  # Python reads 1_000.5; a CSV number does not look like that
+        raise ValueError(text)
     value = float(text)
     if value != value:  # NaN
         raise ValueError("NaN")
@@ -60,6 +62,10 @@ CONVERTERS: dict[str, Callable[[str], object]] = {
     "double": _float, "float": _float,
     "boolean": _bool, "timestamp": _timestamp, "date": _date,
 }
+
+
+MAX_KEY_BYTES = 65535  # Cassandra refuses a key value (and a whole batch with it) above this
+MAX_KEY_CHARS = MAX_KEY_BYTES // 4  # below this many characters a string cannot be that long in UTF-8
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,10 @@ class Table:
         width = len(header)
         nulls = frozenset(self.null_values)
         key_idx = [i for i, c in enumerate(names) if c in self.key_columns]
+        # int() reads "5_17" as 517: the integer fields of a row are checked for "_" in one go
+        int_idx = [i for i, (_, t) in enumerate(self.columns) if CONVERTERS[t] is int]
+        int_fields = (operator.itemgetter(*int_idx) if len(int_idx) > 1
+                      else (lambda f: (f[int_idx[0]],)) if int_idx else (lambda f: ()))
 
         def pick(record: Sequence[str]) -> list[str]:
             return [record[p] if p is not None else "" for p in order]
@@ -141,6 +151,8 @@ class Table:
                 if "\ufffd" in raw:
                     return Rejected(f"column {name} is not valid UTF-8")
                 try:
+                    if conv is int and "_" in raw:
+                        raise ValueError(raw)
                     conv(raw)
                 except (ValueError, OverflowError):
                     return Rejected(f"column {name}: {raw[:40]!r} is not a valid {types[name]}")
@@ -155,9 +167,12 @@ class Table:
             except (ValueError, OverflowError):
                 raise explain(list(fields)) from None
             for i in key_idx:
-                if values[i] is None:
+                v = values[i]
+                if v is None:
                     raise Rejected(f"key column {names[i]} is empty")
-            if "\ufffd" in "".join(fields):  # undecodable bytes, in any field
+                if type(v) is str and len(v) > MAX_KEY_CHARS and len(v.encode()) > MAX_KEY_BYTES:
+                    raise Rejected(f"key column {names[i]} is longer than Cassandra's {MAX_KEY_BYTES} bytes")
+            if "\ufffd" in "".join(fields) or "_" in "".join(int_fields(fields)):  # undecodable bytes; 5_17
                 raise explain(list(fields))
             return values
 

@@ -96,7 +96,7 @@ class StreamInstance:
         self.subscribed = threading.Event()
         self.unsubscribed = threading.Event()
         self.last_message = time.monotonic()
-        self.client_id = f"mysimbdp-{ctx.tenant}-{ctx.instance}"
+        self.client_id = ctx.mqtt_client_id or f"mysimbdp-{ctx.tenant}-{ctx.instance}"
 
     # --- Cassandra ------------------------------------------------------------------------------------
     def _open_store(self) -> None:
