@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from mysimbdp import csvtext
+
 BLOCK = 1 << 20
 
 
@@ -73,46 +75,20 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def record_ends(path: Path, start: int = 0, delimiter: bytes = b",") -> Iterator[int]:
-    """Offsets just after each record's final newline, from ``start`` on (and the file's end).
-
-    Quotes count the way Python's csv module (and so the tenant apps) reads them: a quote opens a quoted
-    field only at the start of a field; elsewhere it is a literal character (``N5"X``). Lines without a
-    quote, nearly all of them, cost one ``in`` test.
-    """
+    """Offsets just after each record's final newline, from ``start`` on (and the file's end), with
+    quotes read as Python's csv module reads them (see mysimbdp/csvtext.py)."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
         fh.seek(start)
         pos, quoted = start, False
         for line in fh:
             pos += len(line)
-            if b'"' in line or quoted:
-                quoted = _still_quoted(line, quoted, delimiter[0])
+            if quoted or b'"' in line:
+                quoted = csvtext.still_quoted(line, quoted, delimiter)
             if not quoted:
                 yield pos
         if quoted:  # an unterminated quote runs to the end: one last record
             yield size
-
-
-_START, _FIELD, _QUOTED, _QUOTE_IN_QUOTED = range(4)
-_QUOTE, _CR, _LF = ord('"'), ord("\r"), ord("\n")
-
-
-def _still_quoted(line: bytes, quoted: bool, delimiter: int) -> bool:
-    """Whether a quoted field is still open at the end of ``line``."""
-    if quoted and b'"' not in line:
-        return True
-    state = _QUOTED if quoted else _START
-    for b in line:
-        if state == _QUOTED:
-            if b == _QUOTE:
-                state = _QUOTE_IN_QUOTED
-        elif b == delimiter or b == _CR or b == _LF:
-            state = _START
-        elif state == _START:
-            state = _QUOTED if b == _QUOTE else _FIELD
-        elif state == _QUOTE_IN_QUOTED:
-            state = _QUOTED if b == _QUOTE else _FIELD  # "" is a quote; anything else closes the field
-    return state == _QUOTED
 
 
 class CannotSplit(Exception):
@@ -122,7 +98,7 @@ class CannotSplit(Exception):
 def split(path: Path, limit: int) -> list[Source]:
     """Parts of ``path`` of at most ``limit`` bytes each, each starting with the header record."""
     stamp = _stamp(path)
-    ends = record_ends(path, delimiter=b"\t" if path.suffix.lower() == ".tsv" else b",")
+    ends = record_ends(path, delimiter=csvtext.delimiter_for(path.name))
     try:
         header_end = next(ends)
     except StopIteration:

@@ -60,7 +60,7 @@ class Authenticator:
                 q = self._recent(key, now)
                 if len(q) >= limit:
                     retry = int(q[0] + self.lockout - now) + 1
-                    raise TooManyAttempts(f"too many failed logins from {'this client' if key[0] == 'addr' else 'for this user'}",
+                    raise TooManyAttempts(f"too many failed logins {'from this client' if key[0] == 'addr' else 'for this user'}",
                                           retry_after=retry, hint=f"try again in {retry}s")
 
     def _failed(self, username: str, client: str, now: float) -> None:

@@ -218,7 +218,7 @@ class Registry:
     def _make_folders(self, name: str, uid: int) -> None:
         p = self.cfg.paths
         for folder in (p.staging(name), p.uploads(name), p.work(name), p.archive(name), p.quarantine(name),
-                       p.tenant_apps(name)):
+                       p.tenant_apps(name), p.sandbox_runs / name):
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o750)
             if os.geteuid() == 0:
@@ -266,7 +266,7 @@ class Registry:
         self.session.execute(f"DROP ROLE IF EXISTS {name}")
         p = self.cfg.paths
         for folder in (p.staging(name), p.uploads(name), p.work(name), p.archive(name), p.quarantine(name),
-                       p.tenant_apps(name)):
+                       p.tenant_apps(name), p.sandbox_runs / name):
             shutil.rmtree(folder, ignore_errors=True)
         secret_path(self.cfg, name).unlink(missing_ok=True)
         shutil.rmtree(self.cfg.paths.secrets / "stream" / name, ignore_errors=True)

@@ -24,25 +24,48 @@ from typing import Iterator
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mysimbdp import credentials, names
-from mysimbdp.errors import AuthenticationFailed, BrokerUnavailable, InvalidName, MysimbdpError, TenantError
+from mysimbdp import credentials, csvtext, names
+from mysimbdp.errors import (
+    AuthenticationFailed,
+    BrokerUnavailable,
+    InvalidName,
+    MysimbdpError,
+    TenantError,
+    UsageError,
+)
 
 NO_MATCHING_SUBSCRIBERS = 16
+MAX_PACKET = 1 << 20  # the broker's max_packet_size (mosquitto/mosquitto.conf.in)
+MAX_PAYLOAD = MAX_PACKET - 1024  # room for the topic and the packet's header
 
 
-def records(path: Path, skip_header: bool) -> Iterator[bytes]:
-    """Whole CSV records, without their line end (quote-aware: a quoted newline stays inside)."""
+def records(path: Path, skip_header: bool) -> Iterator[tuple[int, bytes | None]]:
+    """(first line number, whole CSV record without its line end): a quoted newline stays inside, quotes
+    read as Python's csv module reads them (mysimbdp/csvtext.py). A record larger than one message may
+    hold comes as None (and is not kept in memory: a quote left open can make the rest of a file one record)."""
+    delimiter = csvtext.delimiter_for(path.name)
     with open(path, "rb") as fh:
         pending = b""
-        quotes = 0
+        quoted = oversize = False
         first = True
-        for line in fh:
-            pending += line
-            quotes += line.count(b'"')
-            if quotes % 2:
+        start = 1
+        for n, line in enumerate(fh, 1):
+            if not pending and not oversize:
+                start = n
+            if not oversize:
+                pending += line
+                if len(pending) > MAX_PAYLOAD + 2:
+                    oversize, pending = True, b""
+            if quoted or b'"' in line:
+                quoted = csvtext.still_quoted(line, quoted, delimiter)
+            if quoted:
+                continue
+            if oversize:
+                oversize = False
+                yield start, None
                 continue
             record = pending.rstrip(b"\r\n")
-            pending, quotes = b"", 0
+            pending = b""
             if first:
                 first = False
                 if record.startswith(b"\xef\xbb\xbf"):
@@ -50,9 +73,11 @@ def records(path: Path, skip_header: bool) -> Iterator[bytes]:
                 if skip_header:
                     continue
             if record.strip():
-                yield record
-        if pending.strip():
-            yield pending.rstrip(b"\r\n")
+                yield start, record
+        if oversize:
+            yield start, None
+        elif pending.strip():
+            yield start, pending.rstrip(b"\r\n")
 
 
 class Publisher:
@@ -161,21 +186,27 @@ class Publisher:
 
 
 def run(args) -> int:
+    host, port = broker_address(args.broker)
+    if args.rate is not None and not (0 < args.rate < float("inf")):
+        raise UsageError(f"--rate must be a positive number of messages a second, not {args.rate}")
     path = Path(args.file)
     if not path.is_file():
         raise TenantError(f"{path} is not a file")
     names.tenant(args.user)
     stream = names.stream(args.topic)
     password = credentials.client_password(args.password, args.user)
-    host, _, port = args.broker.rpartition(":")
     topic = f"tenants/{args.user}/in/{stream}"
-    pub = Publisher(host or "127.0.0.1", int(port), args.user, password, wait_for_subscriber=args.wait_for_subscriber)
+    pub = Publisher(host, port, args.user, password, wait_for_subscriber=args.wait_for_subscriber)
     total = sum(1 for _ in records(path, not args.no_header)) if sys.stderr.isatty() and not args.quiet else 0
     t0 = time.monotonic()
     last_draw = 0.0
-    for n, rec in enumerate(records(path, not args.no_header), 1):
+    too_large: list[int] = []
+    for n, (line, rec) in enumerate(records(path, not args.no_header), 1):
+        if rec is None or len(rec) > MAX_PAYLOAD:
+            too_large.append(line)
+            continue
         if args.rate:
-            ahead = n / args.rate - (time.monotonic() - t0)
+            ahead = (n - 1) / args.rate - (time.monotonic() - t0)
             if ahead > 0:
                 time.sleep(ahead)
         pub.publish(topic, rec)
@@ -192,7 +223,11 @@ def run(args) -> int:
     print(f"published {pub.sent} messages to {topic} in {took:.1f}s ({pub.sent / max(took, 1e-6):.0f} msg/s): "
           f"{pub.acked} acknowledged")
     if pub.resent:
-        print(f"{pub.resent} were sent again because no subscriber was there yet")
+        print(f"messages were sent again {pub.resent} times in all because no subscriber was there yet")
+    if too_large:
+        where = ", ".join(map(str, too_large[:5])) + (" ..." if len(too_large) > 5 else "")
+        print(f"{len(too_large)} records were not sent: larger than {MAX_PAYLOAD // 1024} KiB, the most one message "
+              f"may hold (a quote left open?), at line(s) {where}")
     if pub.unrouted:
         print(f"{pub.unrouted} had no subscriber and were not kept by the broker: start the tenant's stream app "
               "first (POST /v1/instances)")
@@ -200,7 +235,16 @@ def run(args) -> int:
         print(f"{pub.refused} were refused by the broker ({pub.refusal})")
     if not complete:
         print(f"{pub.sent - pub.acked - pub.unrouted - pub.refused} were never acknowledged (connection lost?)")
-    return 0 if pub.acked == pub.sent else 1
+    return 0 if pub.acked == pub.sent and not too_large else 1
+
+
+def broker_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 address in brackets) -> (host, port); UsageError when it is not that."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--broker must be HOST:PORT, for example 127.0.0.1:1883, not {text!r}")
+    return host, int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except InvalidName as exc:
+    except (InvalidName, UsageError) as exc:
         print(f"mysimbdp-publish: error: {exc.one_line()}", file=sys.stderr)
         return 2
     except MysimbdpError as exc:

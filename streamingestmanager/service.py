@@ -126,10 +126,14 @@ def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, 
         if last is not None:
             end = last["received_at"].timestamp() if hasattr(last.get("received_at"), "timestamp") else now
             age = now - end
+        grace = 3 * interval + 5
         if i.state != "running":
             health = f"exited ({i.container.exit_code})"
-        elif age is None or age > 3 * interval + 5:
-            health = "starting" if age is None else "silent"
+        elif age is None:  # no report yet: starting, or an app that never reports
+            up = _seconds_since(i.container.started_at, now)
+            health = "silent (no report since it started)" if up is not None and up > grace + 25 else "starting"
+        elif age > grace:
+            health = "silent"
         else:
             health = "healthy"
         instances.append({"instance": slot, "state": i.state, "health": health,
@@ -141,6 +145,18 @@ def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, 
         "instances": instances,
         "decisions": [jsonable(d) for d in store.decisions(t.name, limit=10)],
     }
+
+
+def _seconds_since(docker_time: str | None, now: float) -> float | None:
+    """Seconds since a time as Docker writes it (RFC 3339 with nanoseconds), None if unreadable."""
+    if not docker_time or docker_time.startswith("0001-"):
+        return None
+    try:
+        head, _, frac = docker_time.rstrip("Z").partition(".")
+        t = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp() + float(f"0.{frac or 0}")
+    except ValueError:
+        return None
+    return now - t
 
 
 def jsonable(d: dict | None) -> dict | None:

@@ -19,6 +19,12 @@ from mysimbdp.errors import TenantError
 
 REPORT_FIELDS = ("window_start", "window_end", "messages", "bytes", "avg_ms", "p95_ms", "errors", "rejected",
                  "pending", "started_at", "first_message_at")
+# what each field may be: tenant code writes the reports, and the autoscaler and the keyspace read them
+_TIMES = (1e9, 1e10)  # Unix seconds, 2001 to 2286
+_LIMITS = {"window_start": _TIMES, "window_end": _TIMES, "started_at": _TIMES, "first_message_at": _TIMES,
+           "messages": (0, 1e12), "bytes": (0, 1e15), "errors": (0, 1e12), "rejected": (0, 1e12),
+           "pending": (0, 1e12), "avg_ms": (0, 1e7), "p95_ms": (0, 1e7)}
+_COUNTS = ("messages", "bytes", "errors", "rejected", "pending")
 
 
 @dataclass
@@ -52,9 +58,11 @@ def parse_report(tenant: str, instance: str, payload: bytes) -> dict:
         if value is None and key == "first_message_at":
             out[key] = None
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise TenantError(f"report field {key} is not a non-negative number")
-        out[key] = value
+        low, high = _LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not low <= value <= high:
+            raise TenantError(f"report field {key} is not a number from {low:g} to {high:g}")
+        out[key] = int(value) if key in _COUNTS else value
     if out["window_end"] < out["window_start"]:
         raise TenantError("report window ends before it starts")
     return out

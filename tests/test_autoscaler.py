@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mysimbdp.constraints import Autoscale
 from streamingestmanager.autoscaler import decide, summarize
 
@@ -59,3 +61,23 @@ def test_disabled():
 def test_summary_weights_the_average_by_messages():
     s = summarize([report(messages=100, avg_ms=10), report(messages=300, avg_ms=30)])
     assert s["avg_ms"] == 25 and s["messages"] == 400 and s["rate"] == 200
+
+
+@pytest.mark.parametrize("field, value", [("messages", 10**30), ("avg_ms", 1e308), ("pending", 2**64),
+                                          ("started_at", 1e15), ("bytes", -1), ("p95_ms", float("nan")),
+                                          ("errors", True), ("window_end", "soon")])
+def test_reports_with_numbers_no_sane_instance_sends_are_refused(field, value):
+    """Reports come from tenant code: the autoscaler and the keyspace must never see such values."""
+    import json
+    import time
+
+    from mysimbdp.errors import TenantError
+    from streamingestmanager.state import parse_report
+
+    now = time.time()
+    report = {"tenant": "acme", "instance": "s0", "window_start": now - 2, "window_end": now, "messages": 10,
+              "bytes": 500, "avg_ms": 3.5, "p95_ms": 9.0, "errors": 0, "rejected": 0, "pending": 0,
+              "started_at": now - 60, "first_message_at": None}
+    assert parse_report("acme", "s0", json.dumps(report).encode())["messages"] == 10
+    with pytest.raises(TenantError, match=field):
+        parse_report("acme", "s0", json.dumps({**report, field: value}).encode())

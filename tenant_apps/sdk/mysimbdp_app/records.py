@@ -118,7 +118,7 @@ class Table:
         return operator.itemgetter(*self.partition_index)
 
     # --- conversion -----------------------------------------------------------------------------------
-    def converter(self, header: Sequence[str]) -> Callable[[Sequence[str]], tuple]:
+    def converter(self, header: Sequence[str], columns_of: str = "the header") -> Callable[[Sequence[str]], tuple]:
         """A function turning one CSV record (in ``header``'s column order) into a typed tuple.
 
         This runs once per row, so it is written for speed: one list comprehension over the fields, and
@@ -160,7 +160,7 @@ class Table:
 
         def convert(record: Sequence[str]) -> tuple:
             if len(record) != width:
-                raise Rejected(f"{len(record)} fields where the header has {width}")
+                raise Rejected(f"{len(record)} fields where {columns_of} has {width}")
             fields = record if same_order else pick(record)
             try:
                 values = tuple([None if raw in nulls else conv(raw) for conv, raw in zip(convs, fields)])

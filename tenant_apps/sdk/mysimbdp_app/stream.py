@@ -83,7 +83,7 @@ class StreamInstance:
         self.batch_wait = batch_wait
         self.batch_max = batch_max
         self.inbox: list = []
-        self.convert = table.converter(self.fields)
+        self.convert = table.converter(self.fields, columns_of="the stream")
         self.started_at = time.time()
         self.first_message_at: float | None = None
         self.lock = threading.Lock()
@@ -159,6 +159,9 @@ class StreamInstance:
     def _on_message(self, client, userdata, msg) -> None:
         """On the MQTT thread: only hand the message over."""
         if self.mode == "pause":  # not taken: it stays in the session, for the next start
+            return
+        if msg.retain:  # a retained message replayed to a new subscription: it was ingested when it came
+            client.ack(msg.mid, msg.qos)
             return
         now = time.monotonic()
         self.last_message = now
