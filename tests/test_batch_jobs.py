@@ -86,7 +86,7 @@ def test_reingesting_the_same_rows_does_not_duplicate_them(platform, batch_tenan
 @pytest.mark.parametrize("app, cons_batch, fragment", [
     ("crasher", {}, "exited with status 1: RuntimeError: this app has a bug"),
     ("hanger", {"timeout_seconds": 5}, "stopped at the time limit"),
-    ("garbage", {}, "no valid /output/result.json"),
+    ("garbage", {}, "its /output/result.json is not valid"),
 ])
 def test_a_failing_app_fails_its_job_and_quarantines_the_file(platform, batch_tenant, cfg, app, cons_batch, fragment):
     t, pw, api = batch_tenant(app, cons={**SAMPLE_CONSTRAINTS, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60,
