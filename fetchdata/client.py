@@ -23,6 +23,7 @@ from .sources import Source
 
 Progress = Callable[[int], None]  # called with the number of bytes of the file sent so far
 BLOCK = 1 << 20  # bytes read from the file and written to the socket at a time
+BUSY_PATIENCE = 120  # seconds to wait for another client's upload of the same file that makes no progress
 
 
 class ServerUnreachable(ServiceError):
@@ -154,7 +155,9 @@ class Client:
         if progress and offset:
             progress(offset)
         delay = 1.0
-        for attempt in range(attempts):
+        breaks = 0  # connections that broke off: at most ``attempts``
+        busy_since: float | None = None  # another client has been writing this upload since then
+        while True:
             body = _Body(src, offset, progress, self.rate)
             try:
                 resp = self.http.patch(
@@ -165,7 +168,8 @@ class Client:
                 if src.changed():
                     raise SourceChanged(f"{src.path.name} changed while being sent",
                                         hint="send it again once it is complete") from None
-                if attempt == attempts - 1:
+                breaks += 1
+                if breaks >= attempts:
                     raise ServerUnreachable(f"the upload of {src.name} kept breaking off",
                                             hint="run fetchdata again: it resumes where it stopped") from None
                 time.sleep(delay)
@@ -186,10 +190,19 @@ class Client:
                 if reopen:
                     return self.upload(src, progress, attempts, reopen=False)
                 raise MysimbdpError(f"the upload of {src.name} was ended on the server", hint="run fetchdata again")
+            if resp is not None and resp.status_code == 409 and "another request" in resp.text:
+                # another fetchdata is sending this very file: wait while it gets on, then take what it left
+                if known != offset or busy_since is None:
+                    busy_since = time.monotonic()
+                elif time.monotonic() - busy_since > BUSY_PATIENCE:
+                    raise MysimbdpError(f"another client has been holding the upload of {src.name} without progress",
+                                        hint="run fetchdata again later")
+                time.sleep(0.5)
             offset = known
             if progress:
                 progress(offset)
-        raise MysimbdpError(f"the upload of {src.name} did not complete", hint="run fetchdata again to resume")
+
+
 
     def _offset(self, upload_id: str) -> int | None:
         """How much of the upload the server has; None if the session no longer exists."""

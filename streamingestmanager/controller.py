@@ -158,7 +158,7 @@ class Controller:
         for key in [k for k, f in self.stopping.items() if f.done()]:
             del self.stopping[key]
         busy = {slot for (tn, slot) in self.stopping if tn == name}
-        insts = {s: i for s, i in self.instances.of(name).items() if s not in busy}
+        insts = {s: i for s, i in self.instances.of(name, brief=True).items() if s not in busy}
         if t is None:  # the tenant is gone: nothing of it may run
             for slot in insts:
                 self._stop_async(name, slot, "leave", "the tenant no longer exists")
@@ -261,7 +261,7 @@ class Controller:
                 known = {st.tenant for st in states}
                 for st in states:
                     self.reconcile(st)
-                for c in self.runtime.list(kind="stream"):  # instances of tenants with no stream state
+                for c in self.runtime.list(brief=True, kind="stream"):  # instances of tenants with no stream state
                     if c.tenant not in known:
                         self._stop_async(c.tenant, c.labels.get("mysimbdp.instance", ""), "leave", "no stream state")
             except Exception:  # noqa: BLE001 - keep going: Cassandra or Docker may be back next time

@@ -63,10 +63,11 @@ class Instances:
         self.cfg = cfg
         self.runtime = runtime
 
-    def of(self, tenant: str) -> dict[str, Instance]:
-        """The tenant's instance containers by slot (running, or exited and not yet dealt with)."""
+    def of(self, tenant: str, *, brief: bool = False) -> dict[str, Instance]:
+        """The tenant's instance containers by slot (running, or exited and not yet dealt with);
+        ``brief`` as in SandboxRuntime.list."""
         out = {}
-        for c in self.runtime.list(kind="stream", tenant=tenant):
+        for c in self.runtime.list(brief=brief, kind="stream", tenant=tenant):
             slot = slot_of(c)
             if SLOT.fullmatch(slot):
                 out[slot] = Instance(tenant, slot, c)

@@ -152,6 +152,45 @@ def test_an_interrupted_upload_resumes_where_it_stopped(platform, batch_tenant, 
     assert done["status"] == "succeeded" and done["rows_ingested"] == n
 
 
+def test_two_runs_on_one_folder_at_once_send_each_file_once(platform, batch_tenant, tmp_path):
+    t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 64 << 20})
+    n = 30000
+    (tmp_path / "shared.csv").write_text(notes_csv(range(n)))
+    size = (tmp_path / "shared.csv").stat().st_size
+    argv = [sys.executable, "-m", "fetchdata", "-u", t.name, f"--password={pw}", "-d", str(tmp_path), "-q",
+            "--server", platform.batch_url(), "--limit-rate", str(size // 3)]
+    first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    second = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    for p, (out, err) in zip((first, second), outs):
+        assert p.returncode == 0, out + err
+        assert "Traceback" not in err
+    said = [lines(out)["shared.csv"] for out, _ in outs]
+    assert any(s.startswith("uploaded") for s in said), said
+    assert all(s.startswith("uploaded") or "already uploaded" in s for s in said), said
+    jobs = api.get("/v1/jobs").json()["jobs"]
+    assert len(jobs) == 1 and api.wait_job(jobs[0]["job_id"])["rows_ingested"] == n
+
+
+def test_a_file_that_changes_while_it_is_sent_fails_alone(platform, batch_tenant, tmp_path):
+    t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 64 << 20})
+    (tmp_path / "a_growing.csv").write_text(notes_csv(range(30000)))
+    (tmp_path / "b_after.csv").write_text(notes_csv(range(5)))
+    size = (tmp_path / "a_growing.csv").stat().st_size
+    proc = subprocess.Popen([sys.executable, "-m", "fetchdata", "-u", t.name, f"--password={pw}", "-d", str(tmp_path),
+                             "-q", "--server", platform.batch_url(), "--limit-rate", str(size // 4)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    with open(tmp_path / "a_growing.csv", "r+") as fh:  # cut short while it is being sent
+        fh.truncate(size // 3)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err  # one file failed
+    got = lines(out)
+    assert got["a_growing.csv"].startswith("failed") and "changed while being sent" in got["a_growing.csv"], out + err
+    assert got["b_after.csv"].startswith("uploaded"), out  # and the rest of the folder still went
+
+
 def test_progress_bar_on_a_terminal(platform, batch_tenant, tmp_path):
     """Drawn on a terminal only (script(1) gives fetchdata one)."""
     import shutil

@@ -121,8 +121,9 @@ class SandboxRuntime(abc.ABC):
         """Send ``signal``, wait up to ``timeout``, then kill; keep its log; remove it. Return its exit code."""
 
     @abc.abstractmethod
-    def list(self, **labels: str) -> list[ContainerInfo]:
-        """The platform's containers whose labels match."""
+    def list(self, *, brief: bool = False, **labels: str) -> list[ContainerInfo]:
+        """The platform's containers whose labels match. ``brief``: running containers without the details
+        that cost a look each (``started_at``), for loops that only need names, states and exit codes."""
 
     @abc.abstractmethod
     def logs(self, name: str, tail: int | None = None) -> str:

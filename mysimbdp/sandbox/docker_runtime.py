@@ -185,10 +185,17 @@ class DockerRuntime(SandboxRuntime):
         self.remove(name)
         return code
 
-    def list(self, **labels: str) -> list[ContainerInfo]:
+    def list(self, *, brief: bool = False, **labels: str) -> list[ContainerInfo]:
         filters = [f"{_LABEL}=1"] + [f"mysimbdp.{k}={v}" for k, v in labels.items()]
         out = []
         for summary in self.client.api.containers(all=True, filters={"label": filters}):
+            if brief and summary.get("State") == "running":  # the listing says enough: no inspect per container
+                lab = summary.get("Labels") or {}
+                out.append(ContainerInfo(
+                    name=(summary.get("Names") or ["?"])[0].lstrip("/"), tenant=lab.get("mysimbdp.tenant", ""),
+                    kind=lab.get("mysimbdp.kind", ""), labels=lab, state="running", exit_code=None,
+                    started_at=None, oom_killed=False))
+                continue
             try:  # a container may go away between the listing and this look at it
                 attrs = self.client.api.inspect_container(summary["Id"])
             except docker.errors.NotFound:
