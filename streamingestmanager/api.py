@@ -107,6 +107,13 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         out["settled"] = settled
         return jsonify(out), 200 if settled else 202
 
+    @app.get("/v1/instances/<instance>/log")
+    @app.get("/v1/tenants/<tenant>/instances/<instance>/log")
+    def instance_log(instance: str, tenant: str | None = None):
+        t = target(tenant)
+        text = service.instance_log(cfg, runtime, t.name, instance, lines=limit() if "limit" in request.args else 200)
+        return text, 200, {"Content-Type": "text/plain; charset=utf-8"}
+
     @app.get("/v1/reports")
     @app.get("/v1/tenants/<tenant>/reports")
     def reports(tenant: str | None = None):

@@ -26,7 +26,7 @@ from mysimbdp.errors import Conflict, NoApp, NotFound, TenantError
 from mysimbdp.sandbox import SandboxRuntime
 from mysimbdp.tenants import Tenant
 
-from .instances import Instances
+from .instances import SLOT, Instances, container_name
 from .state import StreamState, StreamStore
 
 
@@ -145,6 +145,22 @@ def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, 
         "instances": instances,
         "decisions": [jsonable(d) for d in store.decisions(t.name, limit=10)],
     }
+
+
+def instance_log(cfg: Config, runtime: SandboxRuntime, tenant: str, slot: str, lines: int = 200) -> str:
+    """The last ``lines`` lines an instance wrote: from its container while it runs, else from the log
+    kept when its last container ended (how a tenant finds out why its app keeps crashing)."""
+    if not SLOT.fullmatch(slot or ""):
+        raise NotFound(f"no instance {slot!r} (instances are s0, s1, ...)")
+    text = runtime.logs(container_name(tenant, slot), tail=lines)
+    if not text:
+        kept = sorted((cfg.paths.sandbox_runs / tenant).glob(f"stream-{slot}-*.log"))
+        if not kept:
+            raise NotFound(f"no log for instance {slot} of {tenant}")
+        with open(kept[-1], "rb") as fh:
+            fh.seek(max(0, kept[-1].stat().st_size - 256 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:]) + "\n"
 
 
 def _seconds_since(docker_time: str | None, now: float) -> float | None:

@@ -141,6 +141,27 @@ def test_api_refuses_wrong_passwords_and_bad_requests_with_json(platform, stream
     assert r.status_code == 409 and "maximum is 1" in r.json()["error"]
 
 
+def test_a_crashing_stream_app_can_be_diagnosed_from_its_log(platform, stream_tenant, cfg):
+    t, pw, api = stream_tenant("crasher")
+    api.post("/v1/instances", json={"count": 1})  # it never consumes: answered 202 after a while
+    deadline = time.monotonic() + 60
+    log = None
+    while time.monotonic() < deadline:
+        r = api.get("/v1/instances/s0/log")
+        if r.status_code == 200 and "this stream app has a bug" in r.text:
+            log = r
+            break
+        time.sleep(1)
+    assert log is not None, (r.status_code, r.text)
+    assert log.headers["Content-Type"].startswith("text/plain") and "Traceback" in log.text
+    decisions = api.get("/v1/decisions").json()["decisions"]
+    assert any(d["action"] == "restart" and "exited with status 1" in d["reason"] for d in decisions), decisions
+    for bad in ("s7", "nope", "s0x"):
+        r = api.get(f"/v1/instances/{bad}/log")
+        assert r.status_code == 404 and r.json()["error"], (bad, r.text)
+    assert api.delete("/v1/instances").status_code in (200, 202)
+
+
 def test_operator_acts_for_every_tenant(platform, stream_tenant, cfg):
     from mysimbdp import auth
 
