@@ -130,9 +130,10 @@ class Uploads:
     def _files_in_flight(self, tenant: str) -> int:
         """Files staged or being ingested (for max_files per 'staged')."""
         p = self.cfg.paths
-        staged = sum(1 for f in p.staging(tenant).glob("*") if f.is_file() and not f.name.startswith("."))
-        working = sum(1 for d in p.work(tenant).glob("*") if d.is_dir())
-        return staged + working
+        # by job id: while the manager claims a file, it is in staging and its work folder exists already
+        staged = {f.name.split(".")[0] for f in p.staging(tenant).glob("*") if f.is_file() and not f.name.startswith(".")}
+        working = {d.name for d in p.work(tenant).glob("*") if d.is_dir()}
+        return len(staged | working)
 
     def _check_count(self, t: Tenant, open_sessions: int) -> None:
         c = t.constraints
