@@ -21,7 +21,6 @@ from pathlib import Path
 
 from mysimbdp import daemon, db
 from mysimbdp.config import Config
-from mysimbdp.errors import MysimbdpError
 from mysimbdp.jobs import JobStore
 from mysimbdp.sandbox import runtime as sandbox_runtime
 from mysimbdp.tenants import Registry, TenantCache
@@ -50,19 +49,13 @@ class Manager:
 
     # --- setup ------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                session = self.sessions.get()
-                self.registry = Registry(self.cfg, session)
-                jobs = JobStore(self.cfg, session)
-                self.runner = JobRunner(self.cfg, self.registry, jobs, sandbox_runtime(self.cfg), self.cassandra_ok,
-                                        self.stop.is_set)
-                return
-            except MysimbdpError as exc:
-                log.warning("waiting for Cassandra: %s", exc.one_line())
-                self.stop.wait(delay)
-                delay = min(delay * 2, 15)
+        daemon.keep_trying(self.stop, self._open)
+
+    def _open(self) -> None:
+        session = self.sessions.get()
+        self.registry = Registry(self.cfg, session)
+        self.runner = JobRunner(self.cfg, self.registry, JobStore(self.cfg, session), sandbox_runtime(self.cfg),
+                                self.cassandra_ok, self.stop.is_set)
 
     def cassandra_ok(self) -> bool:
         try:

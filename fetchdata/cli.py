@@ -28,6 +28,7 @@ from mysimbdp.errors import (
     ServiceError,
     TooManyFiles,
     UsageError,
+    exit_status,
 )
 from mysimbdp.filecheck import ContentChecker
 
@@ -179,13 +180,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except MysimbdpError as exc:
-        print(f"fetchdata: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("\nfetchdata: interrupted; run it again to resume", file=sys.stderr)
-        return 130
+    args = build_parser().parse_args(argv)
+    return exit_status("fetchdata", lambda: run(args), interrupted="interrupted; run it again to resume")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Callable, Protocol
+import threading
+from typing import Callable, Protocol, TypeVar
 
 from . import config as config_mod
+from .errors import MysimbdpError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Loop(Protocol):
@@ -32,3 +37,17 @@ def run_until_stopped(make: Callable[[config_mod.Config], Loop]) -> int:
     cfg.paths.run.mkdir(parents=True, exist_ok=True)
     loop.run()
     return 0
+
+
+def keep_trying(stop: threading.Event, attempt: Callable[[], T], waiting_for: str = "Cassandra") -> T | None:
+    """``attempt()`` until it succeeds (a MysimbdpError means "not yet": wait, doubling up to 15 s), or
+    None once ``stop`` is set. For daemons that start before the services they need are ready."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return attempt()
+        except MysimbdpError as exc:
+            log.warning("waiting for %s: %s", waiting_for, exc.one_line())
+            stop.wait(delay)
+            delay = min(delay * 2, 15)
+    return None

@@ -11,6 +11,9 @@ an HTTP response. Two families are kept apart on purpose, because the platform r
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class MysimbdpError(Exception):
     """Root of every error raised on purpose by mysimbdp.
@@ -163,3 +166,15 @@ class NoApp(TenantError):
 
 class AppFailed(TenantError):
     """A tenant app exited with an error, timed out, or returned no valid result."""
+
+
+def exit_status(prog: str, call: Callable[[], int], *, interrupted: str = "interrupted") -> int:
+    """Run a console script's work: a MysimbdpError becomes one line on stderr and its exit code, ^C 130."""
+    try:
+        return call()
+    except MysimbdpError as exc:
+        print(f"{prog}: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {interrupted}", file=sys.stderr)
+        return 130

@@ -249,12 +249,15 @@ class Registry:
     def delete(self, name: str) -> None:
         """Remove the tenant: its keyspace and role, broker users, folders, secrets and receipts (a later
         tenant of the same name must not see them; the ingestion log file keeps the history)."""
-        t = self.find(names.tenant(name))
+        name = names.tenant(name)  # it reaches CQL as a keyspace and a role, and paths
+        t = self.find(name)
         if t is None:
             raise TenantNotFound(f"no tenant {name!r}")
+        ks = self.cfg.keyspace
+        prepare = self.session.prepare  # here, not at start-up: deleting is rare
         self.session.execute(self._set_state, ("deleting", datetime.now(timezone.utc), name))
         # the stream controller must not restart what is about to be stopped
-        self.session.execute(f"DELETE FROM {self.cfg.keyspace}.stream_state WHERE tenant = %s", (name,))
+        self.session.execute(prepare(f"DELETE FROM {ks}.stream_state WHERE tenant = ?"), (name,))
         from .sandbox import runtime
 
         rt = runtime(self.cfg)
@@ -270,13 +273,14 @@ class Registry:
             shutil.rmtree(folder, ignore_errors=True)
         secret_path(self.cfg, name).unlink(missing_ok=True)
         shutil.rmtree(self.cfg.paths.secrets / "stream" / name, ignore_errors=True)
-        ks = self.cfg.keyspace
-        self.session.execute(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = %s", (name,))
+        self.session.execute(prepare(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = ?"), (name,))
+        jobs = prepare(f"DELETE FROM {ks}.jobs WHERE tenant = ? AND bucket = ?")
         for bucket in months_since(t.created_at):
-            self.session.execute(f"DELETE FROM {ks}.jobs WHERE tenant = %s AND bucket = %s", (name, bucket))
+            self.session.execute(jobs, (name, bucket))
         for table in ("stream_reports", "scaling_decisions"):
+            by_day = prepare(f"DELETE FROM {ks}.{table} WHERE tenant = ? AND day = ?")
             for day in days_since(t.created_at, limit=31):
-                self.session.execute(f"DELETE FROM {ks}.{table} WHERE tenant = %s AND day = %s", (name, day))
+                self.session.execute(by_day, (name, day))
         if t.uid:
             self.session.execute(self._free_uid, (t.uid, name))
         self.session.execute(self._delete, (name,))

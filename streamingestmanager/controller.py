@@ -61,17 +61,12 @@ class Controller:
 
     # --- setup ---------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        delay = 1.0
-        while not self.stop.is_set():
-            try:
-                session = self.sessions.get()
-                self.registry = Registry(self.cfg, session)
-                self.store = StreamStore(self.cfg, session)
-                return
-            except MysimbdpError as exc:
-                log.warning("waiting for Cassandra: %s", exc.one_line())
-                self.stop.wait(delay)
-                delay = min(delay * 2, 15)
+        daemon.keep_trying(self.stop, self._open)
+
+    def _open(self) -> None:
+        session = self.sessions.get()
+        self.registry = Registry(self.cfg, session)
+        self.store = StreamStore(self.cfg, session)
 
     def _listen(self) -> mqtt.Client:
         user, password = broker.service_login(self.cfg)

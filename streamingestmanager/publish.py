@@ -29,9 +29,9 @@ from mysimbdp.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
     InvalidName,
-    MysimbdpError,
     TenantError,
     UsageError,
+    exit_status,
 )
 
 NO_MATCHING_SUBSCRIBERS = 16
@@ -192,8 +192,11 @@ def run(args) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise TenantError(f"{path} is not a file")
-    names.tenant(args.user)
-    stream = names.stream(args.topic)
+    try:
+        names.tenant(args.user)
+        stream = names.stream(args.topic)
+    except InvalidName as exc:  # a bad -u or --topic is a usage error (exit 2)
+        raise UsageError(exc.message, hint=exc.hint) from None
     password = credentials.client_password(args.password, args.user)
     topic = f"tenants/{args.user}/in/{stream}"
     pub = Publisher(host, port, args.user, password, wait_for_subscriber=args.wait_for_subscriber)
@@ -265,17 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (InvalidName, UsageError) as exc:
-        print(f"mysimbdp-publish: error: {exc.one_line()}", file=sys.stderr)
-        return 2
-    except MysimbdpError as exc:
-        print(f"mysimbdp-publish: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("\nmysimbdp-publish: interrupted", file=sys.stderr)
-        return 130
+    return exit_status("mysimbdp-publish", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -102,12 +102,11 @@ def wait_converged(cfg: Config, store: StreamStore, runtime: SandboxRuntime, ten
 
 def _reported_since(process_start: datetime | None, started: str | None) -> bool:
     """Whether the latest report came from a process started in this container (not an earlier one)."""
-    if process_start is None or not started:
+    started_at = _docker_time(started)
+    if process_start is None or started_at is None:
         return False
     if process_start.tzinfo is None:
         process_start = process_start.replace(tzinfo=timezone.utc)
-    started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00") if "." in started else \
-        datetime.fromisoformat(started.replace("Z", "+00:00"))
     return process_start >= started_at
 
 
@@ -130,7 +129,8 @@ def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, 
         if i.state != "running":
             health = f"exited ({i.container.exit_code})"
         elif age is None:  # no report yet: starting, or an app that never reports
-            up = _seconds_since(i.container.started_at, now)
+            started = _docker_time(i.container.started_at)
+            up = None if started is None else now - started.timestamp()
             health = "silent (no report since it started)" if up is not None and up > grace + 25 else "starting"
         elif age > grace:
             health = "silent"
@@ -163,16 +163,15 @@ def instance_log(cfg: Config, runtime: SandboxRuntime, tenant: str, slot: str, l
     return "\n".join(text.splitlines()[-lines:]) + "\n"
 
 
-def _seconds_since(docker_time: str | None, now: float) -> float | None:
-    """Seconds since a time as Docker writes it (RFC 3339 with nanoseconds), None if unreadable."""
-    if not docker_time or docker_time.startswith("0001-"):
+def _docker_time(text: str | None) -> datetime | None:
+    """A time as Docker writes it (RFC 3339 in UTC, with nanoseconds); None if unset or unreadable."""
+    if not text or text.startswith("0001-"):
         return None
     try:
-        head, _, frac = docker_time.rstrip("Z").partition(".")
-        t = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp() + float(f"0.{frac or 0}")
+        head, _, frac = text.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}+00:00")
     except ValueError:
         return None
-    return now - t
 
 
 def jsonable(d: dict | None) -> dict | None:
