@@ -43,7 +43,6 @@ DEFAULT_SERVER = "http://127.0.0.1:8801"
 class Planned:
     path: Path
     parts: list[sources.Source]
-    note: str = ""
 
 
 def _human(n: float) -> str:
@@ -75,7 +74,7 @@ def plan(path: Path, cons: constraints_mod.Constraints) -> Planned:
         parts = sources.split(path, cons.max_file_size)
     except sources.CannotSplit as exc:
         raise ConstraintViolation(f"too large, and cannot be split: {exc}") from None
-    return Planned(path, [p.with_checksum() for p in parts], f"split into {len(parts)} parts")
+    return Planned(path, [p.with_checksum() for p in parts])
 
 
 def run(args) -> int:

@@ -9,7 +9,6 @@ newlines in it is never cut.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -131,6 +130,3 @@ def split(path: Path, limit: int) -> list[Source]:
     return [Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header, stamp=stamp)
             for i, (a, b) in enumerate(cuts)]
 
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

@@ -22,7 +22,6 @@ from pathlib import Path
 from .config import Config
 from .errors import TenantError
 
-KINDS = ("batch", "stream")
 MAX_APP_BYTES = 20 << 20
 MAX_APP_FILES = 500
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

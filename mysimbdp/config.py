@@ -211,10 +211,6 @@ _SECTIONS = {
 _TOP = {"keyspace", "log_level"}
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("MYSIMBDP_HOME") or SOURCE_ROOT / "state").resolve()
-
-
 def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration: defaults < file < environment < ``overrides``.
 

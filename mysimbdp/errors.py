@@ -127,13 +127,6 @@ class TooManyAttempts(AuthenticationFailed):
         self.retry_after = retry_after
 
 
-class Forbidden(TenantError):
-    """Authenticated, but not allowed to do this."""
-
-    exit_code = 77
-    http_status = 403
-
-
 class ConstraintViolation(TenantError):
     """A file breaks one of the tenant's constraints (format, size, number of files)."""
 
@@ -162,10 +155,6 @@ class NoApp(TenantError):
     """The tenant has no app of the kind asked for (batch or stream)."""
 
     http_status = 409
-
-
-class AppFailed(TenantError):
-    """A tenant app exited with an error, timed out, or returned no valid result."""
 
 
 def exit_status(prog: str, call: Callable[[], int], *, interrupted: str = "interrupted") -> int:

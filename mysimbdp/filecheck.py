@@ -93,11 +93,3 @@ class ContentChecker:
         if not good:
             raise self._bad("has no JSON object lines")
 
-
-def check_path(path, fmt: str, name: str | None = None) -> None:
-    """Check a whole local file the way the server will."""
-    checker = ContentChecker(fmt, name or str(path))
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            checker.feed(chunk)
-    checker.finish()

@@ -24,7 +24,6 @@ from .errors import NotFound
 
 log = logging.getLogger(__name__)
 STATUSES = ("staged", "running", "retrying", "succeeded", "failed")
-FINAL = ("succeeded", "failed")
 
 
 def new_job_id() -> uuid.UUID:

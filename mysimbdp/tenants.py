@@ -110,7 +110,6 @@ class Registry:
             " WHERE name = ? IF state = 'creating'")
         self._set_uid = session.prepare(f"UPDATE {ks}.tenants SET uid = ? WHERE name = ?")
         self._claim_uid = session.prepare(f"INSERT INTO {ks}.tenant_uids (uid, tenant) VALUES (?, ?) IF NOT EXISTS")
-        self._uid_owner = session.prepare(f"SELECT tenant FROM {ks}.tenant_uids WHERE uid = ?")
         self._free_uid = session.prepare(f"DELETE FROM {ks}.tenant_uids WHERE uid = ? IF tenant = ?")
         self._set_apps = session.prepare(
             f"UPDATE {ks}.tenants SET batch_app = ?, stream_app = ?, updated_at = ? WHERE name = ?")
