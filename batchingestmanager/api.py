@@ -107,11 +107,13 @@ def create_app(cfg: config.Config | None = None) -> Flask:
             raise TenantError("send a JSON object with name, size and sha256")
         uploads = backend.uploads
         try:
-            s, offset = uploads.open(g.tenant, data.get("name"), data.get("size"), data.get("sha256"),
-                                     request.remote_addr or "")
+            s, offset = uploads.open(
+                g.tenant, data.get("name"), data.get("size"), data.get("sha256"), request.remote_addr or ""
+            )
         except Duplicate as dup:
-            return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "file_name": dup.file_name,
-                            "message": str(dup)}), 200
+            return jsonify(
+                {"status": "duplicate", "job_id": str(dup.job_id), "file_name": dup.file_name, "message": str(dup)}
+            ), 200
         resp = jsonify({**s.public(offset), "status": "resumed" if offset else "open"})
         resp.status_code = 200 if offset else 201
         resp.headers["Upload-Offset"] = str(offset)
@@ -139,8 +141,12 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         except Duplicate as dup:
             return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "message": str(dup)}), 200
         except Interrupted as exc:
-            return error(400, f"the body ended early; {exc.offset} bytes are kept", "resume from Upload-Offset",
-                         offset=exc.offset)
+            return error(
+                400,
+                f"the body ended early; {exc.offset} bytes are kept",
+                "resume from Upload-Offset",
+                offset=exc.offset,
+            )
         if job is None:
             resp = jsonify({"upload_id": upload_id, "offset": new_offset, "status": "partial"})
         else:
@@ -165,8 +171,11 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         sha = (request.headers.get("Content-SHA256") or "").lower()
         uploads = backend.uploads
         if not sha:  # the checksum is what proves the file arrived whole
-            return error(428, "send the file's SHA-256 in a Content-SHA256 header",
-                         "e.g. curl -H \"Content-SHA256: $(sha256sum FILE | cut -d' ' -f1)\"")
+            return error(
+                428,
+                "send the file's SHA-256 in a Content-SHA256 header",
+                "e.g. curl -H \"Content-SHA256: $(sha256sum FILE | cut -d' ' -f1)\"",
+            )
         try:
             s, offset = uploads.open(g.tenant, safe, length, sha, request.remote_addr or "")
             if offset:
@@ -213,8 +222,11 @@ def _tenant_file(cfg: config.Config, tenant: str, path: str | None, mimetype: st
     if not path:
         raise NotFound("there is no such file for this job")
     p = Path(path).resolve()
-    allowed = [cfg.paths.archive(tenant).resolve(), cfg.paths.quarantine(tenant).resolve(),
-               cfg.paths.work(tenant).resolve()]
+    allowed = [
+        cfg.paths.archive(tenant).resolve(),
+        cfg.paths.quarantine(tenant).resolve(),
+        cfg.paths.work(tenant).resolve(),
+    ]
     if not any(p.is_relative_to(a) for a in allowed) or not p.is_file():
         raise NotFound("there is no such file for this job (any more)")
     return send_file(p, mimetype=mimetype, as_attachment=True, download_name=download)
@@ -227,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     """Serve the upload API with gunicorn (a slow client may take long over one large upload)."""
     cfg = config.load()
     web.setup_logging(cfg)
-    web.serve(lambda: create_app(cfg), bind=f"{cfg.batch.host}:{cfg.batch.port}", threads=cfg.batch.threads,
-              name="mysimbdp-batch-api", timeout=3600)
+    web.serve(
+        lambda: create_app(cfg),
+        bind=f"{cfg.batch.host}:{cfg.batch.port}",
+        threads=cfg.batch.threads,
+        name="mysimbdp-batch-api",
+        timeout=3600,
+    )
     return 0
 
 

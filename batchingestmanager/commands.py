@@ -36,7 +36,9 @@ def cmd_jobs(cfg, args) -> int:
     if not jobs:
         print("no jobs")
         return 0
-    print(f"{'CREATED':<20} {'TENANT':<14} {'STATUS':<10} {'ROWS':>9} {'REJ':>6} {'SECS':>7} {'SIZE':>10}  FILE / REASON")
+    print(
+        f"{'CREATED':<20} {'TENANT':<14} {'STATUS':<10} {'ROWS':>9} {'REJ':>6} {'SECS':>7} {'SIZE':>10}  FILE / REASON"
+    )
     for j in jobs:
         created = j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else "-"
         rows = "-" if j.rows_ingested is None else str(j.rows_ingested)

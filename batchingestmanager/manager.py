@@ -54,8 +54,14 @@ class Manager:
     def _open(self) -> None:
         session = self.sessions.get()
         self.registry = Registry(self.cfg, session)
-        self.runner = JobRunner(self.cfg, self.registry, JobStore(self.cfg, session), sandbox_runtime(self.cfg),
-                                self.cassandra_ok, self.stop.is_set)
+        self.runner = JobRunner(
+            self.cfg,
+            self.registry,
+            JobStore(self.cfg, session),
+            sandbox_runtime(self.cfg),
+            self.cassandra_ok,
+            self.stop.is_set,
+        )
 
     def cassandra_ok(self) -> bool:
         try:
@@ -128,17 +134,24 @@ class Manager:
             if claimed is None:
                 log.exception("could not claim a file of %s; the next scan of staging will offer it again", tenant)
             elif claimed.errors + 1 >= self.cfg.batch.max_attempts and self.cassandra_ok():
-                log.exception("job %s failed with unexpected errors %d times; giving up", claimed.key, claimed.errors + 1)
+                log.exception(
+                    "job %s failed with unexpected errors %d times; giving up", claimed.key, claimed.errors + 1
+                )
                 try:
                     self.runner.give_up(claimed, f"{type(exc).__name__}: {exc}"[:300])
                 except Exception:  # noqa: BLE001
                     log.exception("could not even record job %s as failed; it stays in the work area", claimed.key)
             else:
                 claimed.errors += 1
-                delay = min(2.0 ** claimed.errors, 60.0)
+                delay = min(2.0**claimed.errors, 60.0)
                 claimed.not_before = time.monotonic() + delay
-                log.warning("job %s hit an unexpected error (%d so far); trying again in %.0fs", claimed.key,
-                            claimed.errors, delay, exc_info=True)
+                log.warning(
+                    "job %s hit an unexpected error (%d so far); trying again in %.0fs",
+                    claimed.key,
+                    claimed.errors,
+                    delay,
+                    exc_info=True,
+                )
                 if not self.stop.is_set():
                     self._enqueue_claimed(claimed)
         finally:

@@ -70,8 +70,15 @@ class Verdict:
 
 
 class JobRunner:
-    def __init__(self, cfg: Config, registry: Registry, jobs: JobStore, runtime: SandboxRuntime,
-                 cassandra_ok: Callable[[], bool], stopping: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        registry: Registry,
+        jobs: JobStore,
+        runtime: SandboxRuntime,
+        cassandra_ok: Callable[[], bool],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.cfg = cfg
         self.registry = registry
         self.jobs = jobs
@@ -93,8 +100,14 @@ class JobRunner:
             job_id = uuid.UUID(meta["job_id"])
         except (KeyError, ValueError):
             job_id = new_job_id()  # a file put in staging by hand: it gets a job of its own
-            meta = {"job_id": str(job_id), "file_name": staged.name, "size": staged.stat().st_size if staged.exists() else 0,
-                    "sha256": "", "client": "local", "manual": True}
+            meta = {
+                "job_id": str(job_id),
+                "file_name": staged.name,
+                "size": staged.stat().st_size if staged.exists() else 0,
+                "sha256": "",
+                "client": "local",
+                "manual": True,
+            }
         work = self.cfg.paths.work(tenant) / str(job_id)
         (work / "input").mkdir(parents=True, exist_ok=True)
         stored = f"{job_id}{staged.suffix.lower()}" if meta.get("manual") else staged.name
@@ -138,10 +151,16 @@ class JobRunner:
             return self.jobs.get(c.tenant, c.job_id)
         except NotFound:
             m = c.meta
-            return Job(tenant=c.tenant, job_id=c.job_id, file_name=m.get("file_name", c.input.name),
-                       stored_name=c.input.name, size=int(m.get("size") or c.input.stat().st_size),
-                       sha256=m.get("sha256", ""), client_address=m.get("client", ""),
-                       created_at=datetime.now(timezone.utc))
+            return Job(
+                tenant=c.tenant,
+                job_id=c.job_id,
+                file_name=m.get("file_name", c.input.name),
+                stored_name=c.input.name,
+                size=int(m.get("size") or c.input.stat().st_size),
+                sha256=m.get("sha256", ""),
+                client_address=m.get("client", ""),
+                created_at=datetime.now(timezone.utc),
+            )
 
     def _save(self, job: Job) -> None:
         """Write the job record; while Cassandra is down, wait for it (the record must not be lost)."""
@@ -187,8 +206,16 @@ class JobRunner:
         c.input.chmod(0o640)
         if os.geteuid() == 0:
             os.chown(c.input, 0, tenant.uid)
-        spec = contract.batch_run(self.cfg, tenant, app, input_file=c.input, file_name=job.file_name,
-                                  output_dir=out, job_id=f"{c.job_id}", log_path=c.dir / "run.log")
+        spec = contract.batch_run(
+            self.cfg,
+            tenant,
+            app,
+            input_file=c.input,
+            file_name=job.file_name,
+            output_dir=out,
+            job_id=f"{c.job_id}",
+            log_path=c.dir / "run.log",
+        )
         spec = dataclasses.replace(spec, name=f"{spec.name}-{job.attempts}")  # a fresh container per attempt
         try:
             result = self.runtime.run(spec)
@@ -220,7 +247,9 @@ class JobRunner:
             if missing:
                 raise ValueError(f"it lacks {' and '.join(missing)}")
             rows, rejected = data["rows_ingested"], data["rows_rejected"]
-            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in (rows, rejected)):
+            if not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in (rows, rejected)
+            ):
                 raise ValueError("rows_ingested and rows_rejected must be whole numbers from 0 to 10^15")
         except FileNotFoundError:
             return Verdict("failed", "the app exited normally but wrote no /output/result.json")
@@ -276,8 +305,14 @@ class JobRunner:
                     log.warning("could not forget the checksum of failed job %s", c.key)
             append_log(self.cfg, job)
         shutil.rmtree(c.dir, ignore_errors=True)
-        log.info("job %s %s: %s rows, %s rejected%s", c.key, job.status, job.rows_ingested, job.rows_rejected,
-                 f" ({job.reason})" if job.reason else "")
+        log.info(
+            "job %s %s: %s rows, %s rejected%s",
+            c.key,
+            job.status,
+            job.rows_ingested,
+            job.rows_rejected,
+            f" ({job.reason})" if job.reason else "",
+        )
 
     def give_up(self, c: Claimed, why: str) -> None:
         """End a job that keeps hitting errors of the platform's own (not the app's) as failed."""
@@ -333,4 +368,3 @@ def _last_line(path: Path | None) -> str:
         lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     line = lines[-1] if lines else ""
     return "".join(ch for ch in line if ch.isprintable())[:300]
-

@@ -60,8 +60,7 @@ class Session:
     created: float
 
     def public(self, offset: int) -> dict:
-        return {"upload_id": self.id, "name": self.name, "size": self.size, "offset": offset,
-                "sha256": self.sha256}
+        return {"upload_id": self.id, "name": self.name, "size": self.size, "offset": offset, "sha256": self.sha256}
 
 
 class Uploads:
@@ -131,7 +130,9 @@ class Uploads:
         """Files staged or being ingested (for max_files per 'staged')."""
         p = self.cfg.paths
         # by job id: while the manager claims a file, it is in staging and its work folder exists already
-        staged = {f.name.split(".")[0] for f in p.staging(tenant).glob("*") if f.is_file() and not f.name.startswith(".")}
+        staged = {
+            f.name.split(".")[0] for f in p.staging(tenant).glob("*") if f.is_file() and not f.name.startswith(".")
+        }
         working = {d.name for d in p.work(tenant).glob("*") if d.is_dir()}
         return len(staged | working)
 
@@ -145,9 +146,10 @@ class Uploads:
             n = self.jobs.count_since(t.name, midnight) + open_sessions
             what = "files today (UTC)"
         if n >= c.max_files:
-            raise TooManyFiles(f"the limit of {c.max_files} {what} is reached",
-                               hint="wait for the files being ingested" if c.max_files_per == "staged"
-                               else "try again tomorrow")
+            raise TooManyFiles(
+                f"the limit of {c.max_files} {what} is reached",
+                hint="wait for the files being ingested" if c.max_files_per == "staged" else "try again tomorrow",
+            )
 
     # --- the protocol -------------------------------------------------------------------------------
     def open(self, t: Tenant, name: str, size: object, sha256: object, client: str) -> tuple[Session, int]:
@@ -178,7 +180,9 @@ class Uploads:
             os.chmod(meta, 0o600)
             return s, 0
 
-    def append(self, t: Tenant, upload_id: str, offset: int, body: BinaryIO, length: int | None) -> tuple[int, Job | None]:
+    def append(
+        self, t: Tenant, upload_id: str, offset: int, body: BinaryIO, length: int | None
+    ) -> tuple[int, Job | None]:
         """Append a request body at ``offset``. Returns the new offset, and the job once complete."""
         s, _ = self.get(t.name, upload_id)
         with open(self._meta(t.name, s.id), "r") as guard:
@@ -188,8 +192,9 @@ class Uploads:
                 raise Conflict(f"upload {upload_id} is being written by another request") from None
             return self._append_locked(t, s, offset, body, length)
 
-    def _append_locked(self, t: Tenant, s: Session, offset: int, body: BinaryIO,
-                       length: int | None) -> tuple[int, Job | None]:
+    def _append_locked(
+        self, t: Tenant, s: Session, offset: int, body: BinaryIO, length: int | None
+    ) -> tuple[int, Job | None]:
         part = self._part(s)
         have = part.stat().st_size if part.exists() else 0
         upload_id = s.id
@@ -250,8 +255,9 @@ class Uploads:
             raise Conflict(f"{s.name}: received {size} bytes, declared {s.size}")
         if digest.hexdigest() != s.sha256:
             self._drop(s)
-            raise ConstraintViolation(f"{s.name}: the checksum does not match (corrupted in transit?)",
-                                      hint="send the file again")
+            raise ConstraintViolation(
+                f"{s.name}: the checksum does not match (corrupted in transit?)", hint="send the file again"
+            )
         try:
             checker.finish()
         except ConstraintViolation:
@@ -268,15 +274,27 @@ class Uploads:
     def _stage(self, t: Tenant, s: Session, part: Path) -> Job:
         job_id = new_job_id()
         stored = f"{job_id}.{s.fmt}"
-        job = Job(tenant=t.name, job_id=job_id, file_name=s.name, stored_name=stored, size=s.size,
-                  sha256=s.sha256, client_address=s.client, created_at=datetime.now(timezone.utc), status="staged")
+        job = Job(
+            tenant=t.name,
+            job_id=job_id,
+            file_name=s.name,
+            stored_name=stored,
+            size=s.size,
+            sha256=s.sha256,
+            client_address=s.client,
+            created_at=datetime.now(timezone.utc),
+            status="staged",
+        )
         self.jobs.save(job)
         self.jobs.remember(job)
         staging = self.cfg.paths.staging(t.name)
         staging.mkdir(parents=True, exist_ok=True)
         sidecar = staging / f".{job_id}.json"
-        sidecar.write_text(json.dumps({"job_id": str(job_id), "file_name": s.name, "size": s.size,
-                                       "sha256": s.sha256, "client": s.client}))
+        sidecar.write_text(
+            json.dumps(
+                {"job_id": str(job_id), "file_name": s.name, "size": s.size, "sha256": s.sha256, "client": s.client}
+            )
+        )
         if os.geteuid() == 0:
             os.chown(part, 0, t.uid)
         os.chmod(part, 0o640)

@@ -33,13 +33,16 @@ import requests
 
 AIRLINE = common.ROOT / "tenant_apps" / "airline" / "app"
 CONS = json.loads((common.ROOT / "constraints" / "airline.json").read_text())
-COLUMNS = ("year,month,day,dep_time,sched_dep_time,dep_delay,arr_time,sched_arr_time,arr_delay,carrier,flight,"
-           "tailnum,origin,dest,air_time,distance,hour,minute,time_hour")
+COLUMNS = (
+    "year,month,day,dep_time,sched_dep_time,dep_delay,arr_time,sched_arr_time,arr_delay,carrier,flight,"
+    "tailnum,origin,dest,air_time,distance,hour,minute,time_hour"
+)
 PEER_TABLE = (
     "CREATE TABLE {ks}.flights (year int, month int, day int, dep_time int, sched_dep_time int, dep_delay int,"
     " arr_time int, sched_arr_time int, arr_delay int, carrier text, flight int, tailnum text, origin text,"
     " dest text, air_time int, distance int, hour int, minute int, time_hour timestamp,"
-    " PRIMARY KEY ((origin, year, month, day), carrier, flight, sched_dep_time))")
+    " PRIMARY KEY ((origin, year, month, day), carrier, flight, sched_dep_time))"
+)
 PY = sys.executable
 CQLSH = str(Path(sys.executable).with_name("cqlsh"))
 
@@ -60,8 +63,24 @@ def ours(c, csv_path: Path) -> tuple[float, dict]:
     os.symlink(csv_path, folder / "flights.csv")
     try:
         t0 = time.monotonic()
-        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, f"--password={password}", "-d", str(folder), "-q",
-                              "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                PY,
+                "-m",
+                "fetchdata",
+                "-u",
+                user,
+                f"--password={password}",
+                "-d",
+                str(folder),
+                "-q",
+                "--server",
+                c.batch_url(),
+            ],
+            cwd=common.ROOT,
+            capture_output=True,
+            text=True,
+        )
         if res.returncode != 0:
             raise RuntimeError(res.stdout + res.stderr)
         job = wait_job(c, user, password)
@@ -86,15 +105,27 @@ def peer(c, csv_path: Path, options: str = "") -> tuple[float, int]:
 
     s = db.connect(c)
     try:
-        s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+        s.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        )
         s.execute(f"DROP TABLE IF EXISTS {ks}.flights")
         s.execute(PEER_TABLE.format(ks=ks))
     finally:
         s.cluster.shutdown()
     t0 = time.monotonic()
-    res = subprocess.run([PY, "-m", "mysimbdp", "cqlsh", "-e",
-                          f"COPY {ks}.flights ({COLUMNS}) FROM '{csv_path}' WITH HEADER=true AND NULL='NA'{options}"],
-                         cwd=common.ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            PY,
+            "-m",
+            "mysimbdp",
+            "cqlsh",
+            "-e",
+            f"COPY {ks}.flights ({COLUMNS}) FROM '{csv_path}' WITH HEADER=true AND NULL='NA'{options}",
+        ],
+        cwd=common.ROOT,
+        capture_output=True,
+        text=True,
+    )
     took = time.monotonic() - t0
     if res.returncode != 0 or "rows imported" not in res.stdout:
         raise RuntimeError(res.stdout[-2000:] + res.stderr[-2000:])
@@ -111,13 +142,15 @@ def end_to_end(c, rounds: int) -> None:
     starts = []
     order = list(runs)
     for r in range(rounds):
-        for who in order[r % 3:] + order[:r % 3]:
+        for who in order[r % 3 :] + order[: r % 3]:
             if who == "mysimbdp":
                 t, job = ours(c, data)
                 assert job["counted"] == rows and job["rows_ingested"] == rows, job
                 from datetime import datetime
 
-                start = (datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
+                start = (
+                    datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])
+                ).total_seconds()
                 starts.append(start)
                 detail = f"; app {job['seconds']:.2f}s"
             else:
@@ -151,15 +184,32 @@ def concurrent_clients(c, clients: int = 10, files: int = 10, rows_per_file: int
             for f in range(files):
                 start = (k * files + f) * rows_per_file
                 (d / f"flights-{k:02d}-{f:02d}.csv").write_text(
-                    header + "\n" + "\n".join(body[start:start + rows_per_file]) + "\n")
+                    header + "\n" + "\n".join(body[start : start + rows_per_file]) + "\n"
+                )
             folders.append(d)
         results = [None] * clients
 
         def run(k):
             user, password = tenants[k % 2]
             t0 = time.monotonic()
-            res = subprocess.run([PY, "-m", "fetchdata", "-u", user, f"--password={password}", "-d", str(folders[k]), "-q",
-                                  "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
+            res = subprocess.run(
+                [
+                    PY,
+                    "-m",
+                    "fetchdata",
+                    "-u",
+                    user,
+                    f"--password={password}",
+                    "-d",
+                    str(folders[k]),
+                    "-q",
+                    "--server",
+                    c.batch_url(),
+                ],
+                cwd=common.ROOT,
+                capture_output=True,
+                text=True,
+            )
             results[k] = (res.returncode, time.monotonic() - t0, res.stdout)
 
         t0 = time.monotonic()
@@ -175,20 +225,38 @@ def concurrent_clients(c, clients: int = 10, files: int = 10, rows_per_file: int
         for user, password in tenants:
             wait_job(c, user, password)
         all_wall = time.monotonic() - t0
-        jobs = [j for user, password in tenants
-                for j in requests.get(c.batch_url() + "/v1/jobs?limit=1000", auth=(user, password), timeout=30).json()["jobs"]]
+        jobs = [
+            j
+            for user, password in tenants
+            for j in requests.get(c.batch_url() + "/v1/jobs?limit=1000", auth=(user, password), timeout=30).json()[
+                "jobs"
+            ]
+        ]
         ok = sum(j["status"] == "succeeded" for j in jobs)
         rows = sum(common.count(c, user, "flights") for user, _ in tenants)
         per_file.sort()
-        common.figure("concurrent uploads: files uploaded", len(per_file), f"of {clients * files}",
-                      failed_clients=failures)
+        common.figure(
+            "concurrent uploads: files uploaded", len(per_file), f"of {clients * files}", failed_clients=failures
+        )
         common.figure("concurrent uploads: per-upload latency p50", per_file[len(per_file) // 2] * 1000, "ms")
-        common.figure("concurrent uploads: per-upload latency p95", per_file[int(len(per_file) * 0.95) - 1] * 1000, "ms")
+        common.figure(
+            "concurrent uploads: per-upload latency p95", per_file[int(len(per_file) * 0.95) - 1] * 1000, "ms"
+        )
         common.figure("concurrent uploads: max per-upload latency", per_file[-1] * 1000, "ms")
-        common.figure("concurrent uploads: upload throughput", total_bytes / upload_wall / 2**20, "MiB/s",
-                      files_per_s=round(len(per_file) / upload_wall, 1))
-        common.figure("concurrent uploads: all 100 files ingested in", all_wall, "s",
-                      jobs_succeeded=ok, rows=rows, rows_per_s=round(rows / all_wall))
+        common.figure(
+            "concurrent uploads: upload throughput",
+            total_bytes / upload_wall / 2**20,
+            "MiB/s",
+            files_per_s=round(len(per_file) / upload_wall, 1),
+        )
+        common.figure(
+            "concurrent uploads: all 100 files ingested in",
+            all_wall,
+            "s",
+            jobs_succeeded=ok,
+            rows=rows,
+            rows_per_s=round(rows / all_wall),
+        )
         assert failures == 0 and ok == clients * files and rows == clients * files * rows_per_file
     finally:
         shutil.rmtree(root)
@@ -251,8 +319,24 @@ def upload_throughput(c, size: int = 1 << 30) -> None:
         user, password = common.tenant(c, "bupf", cons)
         watch = RssWatch(pids)
         t0 = time.monotonic()
-        res = subprocess.run([PY, "-m", "fetchdata", "-u", user, f"--password={password}", "-d", str(work), "-q",
-                              "--server", c.batch_url()], cwd=common.ROOT, capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                PY,
+                "-m",
+                "fetchdata",
+                "-u",
+                user,
+                f"--password={password}",
+                "-d",
+                str(work),
+                "-q",
+                "--server",
+                c.batch_url(),
+            ],
+            cwd=common.ROOT,
+            capture_output=True,
+            text=True,
+        )
         wall = time.monotonic() - t0
         peak = watch.done()
         m = re.search(r" in ([0-9.]+)s, ", res.stdout)
@@ -263,14 +347,34 @@ def upload_throughput(c, size: int = 1 << 30) -> None:
     def with_curl() -> tuple[float, int]:
         # the same file, a session opened the same way, the body sent with curl
         user, password = common.tenant(c, "bupc", cons)
-        r = requests.post(c.batch_url() + "/v1/uploads", auth=(user, password), timeout=30,
-                          json={"name": "big.csv", "size": f.stat().st_size, "sha256": sha})
+        r = requests.post(
+            c.batch_url() + "/v1/uploads",
+            auth=(user, password),
+            timeout=30,
+            json={"name": "big.csv", "size": f.stat().st_size, "sha256": sha},
+        )
         upload = r.json()["upload_id"]
         watch = RssWatch(pids)
         t0 = time.monotonic()
-        res = subprocess.run(["curl", "-sS", "-u", f"{user}:{password}", "-X", "PATCH", "-H", "Upload-Offset: 0",
-                              "-H", "Content-Type: application/octet-stream", "-T", str(f),
-                              f"{c.batch_url()}/v1/uploads/{upload}"], capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-u",
+                f"{user}:{password}",
+                "-X",
+                "PATCH",
+                "-H",
+                "Upload-Offset: 0",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "-T",
+                str(f),
+                f"{c.batch_url()}/v1/uploads/{upload}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         took = time.monotonic() - t0
         peak = watch.done()
         assert '"staged"' in res.stdout, res.stdout + res.stderr
@@ -291,12 +395,24 @@ def upload_throughput(c, size: int = 1 << 30) -> None:
         wall = statistics.mean(w for _, w, _ in ours)
         curl_t = statistics.mean(t for t, _ in theirs)
         peak = max([p for *_, p in ours] + [p for _, p in theirs])
-        common.figure("upload 1 GiB: fetchdata transfer (mean of 2)", mib / transfer, "MiB/s",
-                      seconds=[round(t, 2) for t, _, _ in ours])
-        common.figure("upload 1 GiB: fetchdata whole run (local check + hash + send)", mib / wall, "MiB/s",
-                      seconds=[round(w, 2) for _, w, _ in ours])
-        common.figure("upload 1 GiB: curl -T (streamed), same endpoint (mean of 2)", mib / curl_t, "MiB/s",
-                      seconds=[round(t, 2) for t, _ in theirs])
+        common.figure(
+            "upload 1 GiB: fetchdata transfer (mean of 2)",
+            mib / transfer,
+            "MiB/s",
+            seconds=[round(t, 2) for t, _, _ in ours],
+        )
+        common.figure(
+            "upload 1 GiB: fetchdata whole run (local check + hash + send)",
+            mib / wall,
+            "MiB/s",
+            seconds=[round(w, 2) for _, w, _ in ours],
+        )
+        common.figure(
+            "upload 1 GiB: curl -T (streamed), same endpoint (mean of 2)",
+            mib / curl_t,
+            "MiB/s",
+            seconds=[round(t, 2) for t, _ in theirs],
+        )
         common.figure("upload 1 GiB: fetchdata transfer / curl", curl_t / transfer, "x")
         common.figure("upload API memory (RSS) before", base_rss / 1024, "MiB")
         common.figure("upload API peak memory (RSS) receiving 1 GiB", peak / 1024, "MiB")

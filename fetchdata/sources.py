@@ -127,6 +127,7 @@ def split(path: Path, limit: int) -> list[Source]:
         cuts.append((part_start, prev))
     n = len(cuts)
     width = max(3, len(str(n)))
-    return [Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header, stamp=stamp)
-            for i, (a, b) in enumerate(cuts)]
-
+    return [
+        Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header, stamp=stamp)
+        for i, (a, b) in enumerate(cuts)
+    ]

@@ -90,8 +90,10 @@ def _files(folder: Path) -> list[Path]:
             total += p.stat().st_size
             files.append(p)
     if len(files) > MAX_APP_FILES or total > MAX_APP_BYTES:
-        raise InvalidApp(f"{folder} is too large ({len(files)} files, {total} bytes; limit "
-                         f"{MAX_APP_FILES} files, {MAX_APP_BYTES} bytes)")
+        raise InvalidApp(
+            f"{folder} is too large ({len(files)} files, {total} bytes; limit "
+            f"{MAX_APP_FILES} files, {MAX_APP_BYTES} bytes)"
+        )
     return files
 
 

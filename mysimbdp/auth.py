@@ -35,8 +35,15 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, lookup_hash: Callable[[str], str | None], *, max_failures: int = 5, lockout: float = 60,
-                 operator_password: str | None = None, cache_seconds: float = 300) -> None:
+    def __init__(
+        self,
+        lookup_hash: Callable[[str], str | None],
+        *,
+        max_failures: int = 5,
+        lockout: float = 60,
+        operator_password: str | None = None,
+        cache_seconds: float = 300,
+    ) -> None:
         """``lookup_hash(name)`` returns the tenant's bcrypt hash, or None for no such (ready) tenant."""
         self.lookup_hash = lookup_hash
         self.max_failures = max_failures
@@ -60,8 +67,11 @@ class Authenticator:
                 q = self._recent(key, now)
                 if len(q) >= limit:
                     retry = int(q[0] + self.lockout - now) + 1
-                    raise TooManyAttempts(f"too many failed logins {'from this client' if key[0] == 'addr' else 'for this user'}",
-                                          retry_after=retry, hint=f"try again in {retry}s")
+                    raise TooManyAttempts(
+                        f"too many failed logins {'from this client' if key[0] == 'addr' else 'for this user'}",
+                        retry_after=retry,
+                        hint=f"try again in {retry}s",
+                    )
 
     def _failed(self, username: str, client: str, now: float) -> None:
         with self._lock:

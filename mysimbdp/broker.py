@@ -83,8 +83,11 @@ def tenant_user(tenant: str, password_hash: str) -> BrokerUser:
 
 def app_instance_user(tenant: str, instance: str, password_hash: str) -> BrokerUser:
     t = names.tenant(tenant)
-    return BrokerUser(instance_user(t, instance), password_hash,
-                      (f"topic read tenants/{t}/in/#", f"topic write reports/{t}/{instance}"))
+    return BrokerUser(
+        instance_user(t, instance),
+        password_hash,
+        (f"topic read tenants/{t}/in/#", f"topic write reports/{t}/{instance}"),
+    )
 
 
 def service_user(name: str, password_hash: str) -> BrokerUser:

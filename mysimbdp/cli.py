@@ -86,11 +86,17 @@ def cmd_tenant_create(cfg, args) -> int:
     cons = constraints.load(Path(args.constraints))
     password = _read_password(args)
     reg = tenants.open_registry(cfg)
-    t = reg.create(args.name, password, cons,
-                   batch_app=Path(args.batch_app) if args.batch_app else None,
-                   stream_app=Path(args.stream_app) if args.stream_app else None)
-    print(f"tenant {t.name} ready: keyspace {t.name}, topics tenants/{t.name}/..., "
-          f"batch app {t.batch_app or '-'}, stream app {t.stream_app or '-'}")
+    t = reg.create(
+        args.name,
+        password,
+        cons,
+        batch_app=Path(args.batch_app) if args.batch_app else None,
+        stream_app=Path(args.stream_app) if args.stream_app else None,
+    )
+    print(
+        f"tenant {t.name} ready: keyspace {t.name}, topics tenants/{t.name}/..., "
+        f"batch app {t.batch_app or '-'}, stream app {t.stream_app or '-'}"
+    )
     return 0
 
 
@@ -139,8 +145,7 @@ def cmd_tenant_delete(cfg, args) -> int:
 
     names.tenant(args.name)
     if not args.yes:
-        raise TenantError(f"deleting {args.name} drops its keyspace and all its data",
-                          hint="add --yes to confirm")
+        raise TenantError(f"deleting {args.name} drops its keyspace and all its data", hint="add --yes to confirm")
     tenants.open_registry(cfg).delete(args.name)
     print(f"tenant {args.name} deleted")
     return 0
@@ -168,9 +173,11 @@ def cmd_cqlsh(cfg, args) -> int:
         creds.write_text(f"[PlainTextAuthProvider]\nusername = {login.username}\npassword = {login.password}\n")
         os.chmod(creds, 0o600)
         rc = Path(tmp) / "cqlshrc"
-        rc.write_text(f"[authentication]\ncredentials = {creds}\n"
-                      + (f"keyspace = {keyspace}\n" if keyspace else "")
-                      + f"[connection]\nhostname = {cfg.cassandra.contact_points[0]}\nport = {cfg.cassandra.port}\n")
+        rc.write_text(
+            f"[authentication]\ncredentials = {creds}\n"
+            + (f"keyspace = {keyspace}\n" if keyspace else "")
+            + f"[connection]\nhostname = {cfg.cassandra.contact_points[0]}\nport = {cfg.cassandra.port}\n"
+        )
         argv = [str(exe), "--cqlshrc", str(rc), "--credentials", str(creds), "-u", login.username]
         if args.execute:
             argv += ["-e", args.execute]
@@ -239,8 +246,9 @@ EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 def run(argv: list[str] | None, command_line: Callable[[], argparse.ArgumentParser] = build_parser) -> int:
     parser = command_line()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         cfg = config_mod.load({"home": args.home} if args.home else None)
         return args.func(cfg, args)

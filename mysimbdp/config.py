@@ -241,7 +241,7 @@ def load(overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | No
     for name, value in env.items():
         if not name.startswith("MYSIMBDP_") or name in ("MYSIMBDP_HOME", "MYSIMBDP_CONFIG"):
             continue
-        rest = name[len("MYSIMBDP_"):].lower()
+        rest = name[len("MYSIMBDP_") :].lower()
         section, _, key = rest.partition("_")
         if section in _SECTIONS and key:
             layers[section][key] = value
@@ -315,9 +315,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"keyspace {cfg.keyspace!r} is not a valid keyspace name")
     if c.replication_class not in ("SimpleStrategy", "NetworkTopologyStrategy"):
         raise ConfigError("cassandra.replication_class must be SimpleStrategy or NetworkTopologyStrategy")
-    if c.replication_class == "NetworkTopologyStrategy" and not all(
-        _DC.fullmatch(i) for i in c.datacenters.split(",")
-    ):
+    if c.replication_class == "NetworkTopologyStrategy" and not all(_DC.fullmatch(i) for i in c.datacenters.split(",")):
         raise ConfigError("cassandra.datacenters must look like 'dc1:3,dc2:3'")
     if not 1 <= c.replication_factor <= 9:
         raise ConfigError("cassandra.replication_factor must be between 1 and 9")

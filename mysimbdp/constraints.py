@@ -119,7 +119,9 @@ def loads(text: str, where: str = "constraints") -> Constraints:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidConstraints(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InvalidConstraints(
+            f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     return parse(data, where)
 
 
@@ -136,7 +138,9 @@ def check_file_name(c: Constraints, name: str) -> str:
     fmt = file_format(name)
     if fmt not in c.formats:
         allowed = ", ".join("." + f for f in c.formats)
-        raise ConstraintViolation(f"{name}: format {'.' + fmt if fmt else '(none)'} is not allowed (allowed: {allowed})")
+        raise ConstraintViolation(
+            f"{name}: format {'.' + fmt if fmt else '(none)'} is not allowed (allowed: {allowed})"
+        )
     return fmt
 
 

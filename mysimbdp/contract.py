@@ -39,14 +39,27 @@ def _cpus(asked: float) -> float:
 def batch_limits(cfg: Config, tenant: Tenant) -> Limits:
     b = tenant.constraints.batch
     return Limits(
-        memory=f"{b['memory_mb']}m", cpus=_cpus(b["cpus"]), pids=cfg.sandbox.pids, scratch=cfg.sandbox.scratch,
+        memory=f"{b['memory_mb']}m",
+        cpus=_cpus(b["cpus"]),
+        pids=cfg.sandbox.pids,
+        scratch=cfg.sandbox.scratch,
         timeout=min(float(b["timeout_seconds"]), float(cfg.sandbox.timeout)),
         max_output_bytes=cfg.sandbox.max_output_mb << 20,
     )
 
 
-def batch_run(cfg: Config, tenant: Tenant, app: App, *, input_file: Path, file_name: str, output_dir: Path,
-              job_id: str, log_path: Path, limits: Limits | None = None) -> RunSpec:
+def batch_run(
+    cfg: Config,
+    tenant: Tenant,
+    app: App,
+    *,
+    input_file: Path,
+    file_name: str,
+    output_dir: Path,
+    job_id: str,
+    log_path: Path,
+    limits: Limits | None = None,
+) -> RunSpec:
     """The sandboxed run of ``tenant``'s batch app over one staged file."""
     stored = names.safe_file_name(input_file.name)
     env = {
@@ -59,23 +72,35 @@ def batch_run(cfg: Config, tenant: Tenant, app: App, *, input_file: Path, file_n
     }
     return RunSpec(
         name=f"mysimbdp-batch-{tenant.name}-{job_id[:13]}".lower(),
-        tenant=tenant.name, kind="batch", command=app.command, uid=tenant.uid, env=env,
-        mounts=(Mount(app.path, "/app"), Mount(input_file, f"/input/{stored}"),
-                Mount(output_dir, "/output", read_only=False)),
+        tenant=tenant.name,
+        kind="batch",
+        command=app.command,
+        uid=tenant.uid,
+        env=env,
+        mounts=(
+            Mount(app.path, "/app"),
+            Mount(input_file, f"/input/{stored}"),
+            Mount(output_dir, "/output", read_only=False),
+        ),
         limits=limits or batch_limits(cfg, tenant),
         labels={"mysimbdp.job": job_id, "mysimbdp.app": app.ref},
-        output_dir=output_dir, log_path=log_path,
+        output_dir=output_dir,
+        log_path=log_path,
     )
 
 
 def stream_limits(cfg: Config, tenant: Tenant) -> Limits:
     s = tenant.constraints.stream
-    return Limits(memory=f"{s['memory_mb']}m", cpus=_cpus(s["cpus"]), pids=cfg.sandbox.pids,
-                  scratch=cfg.sandbox.scratch, timeout=None)
+    return Limits(
+        memory=f"{s['memory_mb']}m",
+        cpus=_cpus(s["cpus"]),
+        pids=cfg.sandbox.pids,
+        scratch=cfg.sandbox.scratch,
+        timeout=None,
+    )
 
 
-def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_password: str,
-               log_path: Path) -> RunSpec:
+def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_password: str, log_path: Path) -> RunSpec:
     """A long-running instance of ``tenant``'s stream app."""
     env = {
         **_cassandra_env(cfg, tenant),
@@ -91,10 +116,19 @@ def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_pas
     }
     return RunSpec(
         name=f"mysimbdp-stream-{tenant.name}-{instance}",
-        tenant=tenant.name, kind="stream", command=app.command, uid=tenant.uid, env=env,
-        mounts=(Mount(app.path, "/app"),), limits=stream_limits(cfg, tenant),
+        tenant=tenant.name,
+        kind="stream",
+        command=app.command,
+        uid=tenant.uid,
+        env=env,
+        mounts=(Mount(app.path, "/app"),),
+        limits=stream_limits(cfg, tenant),
         # on `mysimbdp down` an instance is paused (SIGINT): its session keeps its subscription
-        labels={"mysimbdp.instance": instance, "mysimbdp.app": app.ref, "mysimbdp.log": str(log_path),
-                "mysimbdp.down_signal": "SIGINT"},
+        labels={
+            "mysimbdp.instance": instance,
+            "mysimbdp.app": app.ref,
+            "mysimbdp.log": str(log_path),
+            "mysimbdp.down_signal": "SIGINT",
+        },
         log_path=log_path,
     )

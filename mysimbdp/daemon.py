@@ -23,8 +23,9 @@ class Loop(Protocol):
 
 def setup_logging(cfg: config_mod.Config) -> None:
     """Log lines to stdout (the service's log file under $MYSIMBDP_HOME/logs), lazily formatted."""
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
+    )
 
 
 def run_until_stopped(make: Callable[[config_mod.Config], Loop]) -> int:

@@ -53,8 +53,9 @@ def operator_login(cfg: Config) -> Login:
         raise ConfigError(f"cannot read cassandra.password_file: {exc.strerror}") from None
 
 
-def cluster_for(cfg: Config, login: Login, *, hosts: tuple[str, ...] | None = None,
-                request_timeout: float = 20.0) -> Cluster:
+def cluster_for(
+    cfg: Config, login: Login, *, hosts: tuple[str, ...] | None = None, request_timeout: float = 20.0
+) -> Cluster:
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()), request_timeout=request_timeout
     )
@@ -108,8 +109,9 @@ class SessionHolder:
                 self._session = None
 
 
-def ensure_role(session: Session, role: str, password: str, *, superuser: bool = False,
-                password_changed: bool = True) -> None:
+def ensure_role(
+    session: Session, role: str, password: str, *, superuser: bool = False, password_changed: bool = True
+) -> None:
     """Create a login role, or set its password when it exists and ``password_changed``.
 
     ``role`` must already be a validated identifier. Cassandra limits how often a role's password may
@@ -117,8 +119,11 @@ def ensure_role(session: Session, role: str, password: str, *, superuser: bool =
     """
     exists = session.execute("SELECT role FROM system_auth.roles WHERE role = %s", (role,)).one() is not None
     if not exists:
-        session.execute(f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND SUPERUSER = {str(superuser).lower()}"
-                        " AND PASSWORD = %s", (password,))
+        session.execute(
+            f"CREATE ROLE IF NOT EXISTS {role} WITH LOGIN = true AND SUPERUSER = {str(superuser).lower()}"
+            " AND PASSWORD = %s",
+            (password,),
+        )
     elif password_changed:
         session.execute(f"ALTER ROLE {role} WITH PASSWORD = %s", (password,))
 
@@ -243,7 +248,10 @@ def ensure_platform_schema(session: Session, cfg: Config) -> None:
     for ddl in PLATFORM_TABLES.values():
         session.execute(ddl.format(ks=ks))
     for table, column, typ in ADDED_COLUMNS:
-        have = session.execute("SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s"
-                               " AND table_name = %s AND column_name = %s", (ks, table, column)).one()
+        have = session.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s"
+            " AND table_name = %s AND column_name = %s",
+            (ks, table, column),
+        ).one()
         if have is None:
             session.execute(f"ALTER TABLE {ks}.{table} ADD {column} {typ}")

@@ -92,4 +92,3 @@ class ContentChecker:
             good += 1
         if not good:
             raise self._bad("has no JSON object lines")
-

@@ -72,9 +72,11 @@ class Job:
         """One line in the spirit of the first prototype's ingestion log."""
         kb = self.size / 1024
         when = (self.finished_at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S")
-        text = (f"{when} - Ingestion of the file: {self.file_name} for {self.tenant} - size: {kb:.1f} KB - "
-                f"{self.rows_ingested or 0} lines ingested in {self.seconds or 0:.3f} seconds - "
-                f"{self.rows_rejected or 0} rejected - status: {self.status} - job {self.job_id}")
+        text = (
+            f"{when} - Ingestion of the file: {self.file_name} for {self.tenant} - size: {kb:.1f} KB - "
+            f"{self.rows_ingested or 0} lines ingested in {self.seconds or 0:.3f} seconds - "
+            f"{self.rows_rejected or 0} rejected - status: {self.status} - job {self.job_id}"
+        )
         if self.status == "failed" and self.reason:
             text += f" - reason: {self.reason}"
         return text
@@ -91,15 +93,17 @@ class JobStore:
         cols = ", ".join(_COLUMNS)
         marks = ", ".join("?" for _ in _COLUMNS)
         self._insert = session.prepare(
-            f"INSERT INTO {ks}.jobs (tenant, bucket, job_id, {cols}) VALUES (?, ?, ?, {marks})")
+            f"INSERT INTO {ks}.jobs (tenant, bucket, job_id, {cols}) VALUES (?, ?, ?, {marks})"
+        )
         self._get = session.prepare(f"SELECT * FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id = ?")
         self._page = session.prepare(f"SELECT * FROM {ks}.jobs WHERE tenant = ? AND bucket = ?")
-        self._since = session.prepare(
-            f"SELECT job_id FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id >= ?")
+        self._since = session.prepare(f"SELECT job_id FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id >= ?")
         self._seen = session.prepare(
-            f"SELECT job_id, file_name FROM {ks}.files_by_checksum WHERE tenant = ? AND sha256 = ?")
+            f"SELECT job_id, file_name FROM {ks}.files_by_checksum WHERE tenant = ? AND sha256 = ?"
+        )
         self._remember = session.prepare(
-            f"INSERT INTO {ks}.files_by_checksum (tenant, sha256, job_id, file_name) VALUES (?, ?, ?, ?)")
+            f"INSERT INTO {ks}.files_by_checksum (tenant, sha256, job_id, file_name) VALUES (?, ?, ?, ?)"
+        )
         self._forget = session.prepare(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = ? AND sha256 = ?")
         self._delete = session.prepare(f"DELETE FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id = ?")
 
@@ -190,7 +194,7 @@ def months_since(start: datetime | None) -> list[str]:
 def days_since(start: datetime | None, limit: int = 31) -> list[str]:
     """The yyyy-mm-dd day buckets from ``start`` (at most ``limit`` of the most recent) to today."""
     now = datetime.now(timezone.utc)
-    start = (start if start and start.tzinfo else (start or now).replace(tzinfo=timezone.utc))
+    start = start if start and start.tzinfo else (start or now).replace(tzinfo=timezone.utc)
     n = min(limit, (now.date() - start.date()).days + 1)
     return [(now - timedelta(days=i)).strftime("%Y-%m-%d") for i in range(max(n, 1))]
 

@@ -35,8 +35,10 @@ def tenant(name: object) -> str:
             hint="use 3-32 characters: lower-case letters, digits and _, starting with a letter",
         )
     if name.startswith(RESERVED_PREFIXES):
-        raise InvalidName(f"tenant name {name!r} is reserved", hint="pick a name that does not start with "
-                          + ", ".join(RESERVED_PREFIXES))
+        raise InvalidName(
+            f"tenant name {name!r} is reserved",
+            hint="pick a name that does not start with " + ", ".join(RESERVED_PREFIXES),
+        )
     return name
 
 
@@ -50,8 +52,9 @@ def cql_identifier(name: object) -> str:
 def stream(name: object) -> str:
     """Return ``name`` if it is a valid stream (sub-topic) name, else raise."""
     if not isinstance(name, str) or not STREAM_PATTERN.fullmatch(name):
-        raise InvalidName(f"invalid stream name {name!r}",
-                          hint="use up to 64 letters, digits, '_', '.', '-'; no '/', '#', '+' or '$'")
+        raise InvalidName(
+            f"invalid stream name {name!r}", hint="use up to 64 letters, digits, '_', '.', '-'; no '/', '#', '+' or '$'"
+        )
     return name
 
 

@@ -47,9 +47,15 @@ class Tenant:
     def summary(self) -> dict:
         c = self.constraints
         return {
-            "name": self.name, "state": self.state, "uid": self.uid, "keyspace": self.name,
-            "topic_prefix": f"tenants/{self.name}/", "batch_app": self.batch_app, "stream_app": self.stream_app,
-            "formats": list(c.formats), "max_file_size_bytes": c.max_file_size,
+            "name": self.name,
+            "state": self.state,
+            "uid": self.uid,
+            "keyspace": self.name,
+            "topic_prefix": f"tenants/{self.name}/",
+            "batch_app": self.batch_app,
+            "stream_app": self.stream_app,
+            "formats": list(c.formats),
+            "max_file_size_bytes": c.max_file_size,
             "max_files": {"count": c.max_files, "per": c.max_files_per},
             "created_at": self.created_at.isoformat() if self.created_at else None,
         }
@@ -64,7 +70,9 @@ def cassandra_login(cfg: Config, tenant: str) -> db.Login:
     try:
         data = credentials.read_secret_json(secret_path(cfg, tenant))
     except FileNotFoundError:
-        raise TenantNotFound(f"no credentials for tenant {tenant!r}", hint="run `mysimbdp tenant create` again") from None
+        raise TenantNotFound(
+            f"no credentials for tenant {tenant!r}", hint="run `mysimbdp tenant create` again"
+        ) from None
     return db.Login(tenant, data["cassandra_password"])
 
 
@@ -104,27 +112,39 @@ class Registry:
         self._all = session.prepare(f"SELECT * FROM {ks}.tenants")
         self._insert = session.prepare(
             f"INSERT INTO {ks}.tenants (name, state, password_hash, broker_hash, constraints, created_at, updated_at)"
-            " VALUES (?, 'creating', ?, ?, ?, ?, ?) IF NOT EXISTS")
+            " VALUES (?, 'creating', ?, ?, ?, ?, ?) IF NOT EXISTS"
+        )
         self._update_creating = session.prepare(
             f"UPDATE {ks}.tenants SET password_hash = ?, broker_hash = ?, constraints = ?, updated_at = ?"
-            " WHERE name = ? IF state = 'creating'")
+            " WHERE name = ? IF state = 'creating'"
+        )
         self._set_uid = session.prepare(f"UPDATE {ks}.tenants SET uid = ? WHERE name = ?")
         self._claim_uid = session.prepare(f"INSERT INTO {ks}.tenant_uids (uid, tenant) VALUES (?, ?) IF NOT EXISTS")
         self._free_uid = session.prepare(f"DELETE FROM {ks}.tenant_uids WHERE uid = ? IF tenant = ?")
         self._set_apps = session.prepare(
-            f"UPDATE {ks}.tenants SET batch_app = ?, stream_app = ?, updated_at = ? WHERE name = ?")
+            f"UPDATE {ks}.tenants SET batch_app = ?, stream_app = ?, updated_at = ? WHERE name = ?"
+        )
         self._set_state = session.prepare(f"UPDATE {ks}.tenants SET state = ?, updated_at = ? WHERE name = ?")
         self._set_constraints = session.prepare(
-            f"UPDATE {ks}.tenants SET constraints = ?, updated_at = ? WHERE name = ?")
+            f"UPDATE {ks}.tenants SET constraints = ?, updated_at = ? WHERE name = ?"
+        )
         self._set_password = session.prepare(
-            f"UPDATE {ks}.tenants SET password_hash = ?, broker_hash = ?, updated_at = ? WHERE name = ?")
+            f"UPDATE {ks}.tenants SET password_hash = ?, broker_hash = ?, updated_at = ? WHERE name = ?"
+        )
         self._delete = session.prepare(f"DELETE FROM {ks}.tenants WHERE name = ?")
 
     # --- reading ------------------------------------------------------------------------------------
     def _row_to_tenant(self, row) -> Tenant:
-        return Tenant(row.name, row.state, row.uid or 0, row.password_hash or "",
-                      load_constraints(row.constraints, f"constraints of {row.name}"),
-                      row.batch_app, row.stream_app, row.created_at)
+        return Tenant(
+            row.name,
+            row.state,
+            row.uid or 0,
+            row.password_hash or "",
+            load_constraints(row.constraints, f"constraints of {row.name}"),
+            row.batch_app,
+            row.stream_app,
+            row.created_at,
+        )
 
     def find(self, name: str) -> Tenant | None:
         row = self.session.execute(self._get, (names.tenant(name),)).one()
@@ -133,16 +153,25 @@ class Registry:
     def get(self, name: str, *, ready: bool = True) -> Tenant:
         t = self.find(name)
         if t is None or (ready and t.state != "ready"):
-            raise TenantNotFound(f"no tenant {name!r}" if t is None else f"tenant {name!r} is not ready ({t.state})",
-                                 hint=None if t is None else "run `mysimbdp tenant create` again to finish it")
+            raise TenantNotFound(
+                f"no tenant {name!r}" if t is None else f"tenant {name!r} is not ready ({t.state})",
+                hint=None if t is None else "run `mysimbdp tenant create` again to finish it",
+            )
         return t
 
     def list(self) -> list[Tenant]:
         return sorted((self._row_to_tenant(r) for r in self.session.execute(self._all)), key=lambda t: t.name)
 
     # --- creating -------------------------------------------------------------------------------------
-    def create(self, name: str, password: str, constraints: Constraints, *,
-               batch_app: Path | None = None, stream_app: Path | None = None) -> Tenant:
+    def create(
+        self,
+        name: str,
+        password: str,
+        constraints: Constraints,
+        *,
+        batch_app: Path | None = None,
+        stream_app: Path | None = None,
+    ) -> Tenant:
         names.tenant(name)
         if len(password) < MIN_PASSWORD:
             raise TenantError(f"the password must have at least {MIN_PASSWORD} characters")
@@ -161,7 +190,9 @@ class Registry:
                 log.info("tenant %s was half made; finishing it", name)
                 self.session.execute(self._update_creating, (pw_hash, broker_hash, constraints.to_json(), now, name))
             else:
-                raise TenantExists(f"tenant {name!r} already exists", hint="pick another name or `tenant delete` it first")
+                raise TenantExists(
+                    f"tenant {name!r} already exists", hint="pick another name or `tenant delete` it first"
+                )
         uid = self._allocate_uid(name)
         self._provision_cassandra(name)
         broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
@@ -216,16 +247,30 @@ class Registry:
 
     def _make_folders(self, name: str, uid: int) -> None:
         p = self.cfg.paths
-        for folder in (p.staging(name), p.uploads(name), p.work(name), p.archive(name), p.quarantine(name),
-                       p.tenant_apps(name), p.sandbox_runs / name):
+        for folder in (
+            p.staging(name),
+            p.uploads(name),
+            p.work(name),
+            p.archive(name),
+            p.quarantine(name),
+            p.tenant_apps(name),
+            p.sandbox_runs / name,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o750)
             if os.geteuid() == 0:
                 os.chown(folder, 0, uid)
 
     # --- changing -------------------------------------------------------------------------------------
-    def update(self, name: str, *, constraints: Constraints | None = None, password: str | None = None,
-               batch_app: Path | None = None, stream_app: Path | None = None) -> Tenant:
+    def update(
+        self,
+        name: str,
+        *,
+        constraints: Constraints | None = None,
+        password: str | None = None,
+        batch_app: Path | None = None,
+        stream_app: Path | None = None,
+    ) -> Tenant:
         t = self.get(name)
         now = datetime.now(timezone.utc)
         if constraints is not None:
@@ -267,8 +312,15 @@ class Registry:
         self.session.execute(f"DROP KEYSPACE IF EXISTS {name}")
         self.session.execute(f"DROP ROLE IF EXISTS {name}")
         p = self.cfg.paths
-        for folder in (p.staging(name), p.uploads(name), p.work(name), p.archive(name), p.quarantine(name),
-                       p.tenant_apps(name), p.sandbox_runs / name):
+        for folder in (
+            p.staging(name),
+            p.uploads(name),
+            p.work(name),
+            p.archive(name),
+            p.quarantine(name),
+            p.tenant_apps(name),
+            p.sandbox_runs / name,
+        ):
             shutil.rmtree(folder, ignore_errors=True)
         secret_path(self.cfg, name).unlink(missing_ok=True)
         shutil.rmtree(self.cfg.paths.secrets / "stream" / name, ignore_errors=True)

@@ -61,8 +61,11 @@ class Directory:
         self._registry: Registry | None = None
         self._tenants = TenantCache(lambda: self.registry)
         self.auth = auth.Authenticator(
-            self._password_hash, max_failures=cfg.batch.auth_max_failures, lockout=cfg.batch.auth_lockout,
-            operator_password=auth.operator_api_password(cfg.paths.secrets) if operator else None)
+            self._password_hash,
+            max_failures=cfg.batch.auth_max_failures,
+            lockout=cfg.batch.auth_lockout,
+            operator_password=auth.operator_api_password(cfg.paths.secrets) if operator else None,
+        )
 
     @property
     def session(self):
@@ -85,8 +88,9 @@ class Directory:
     def login(self) -> auth.Principal:
         """Authenticate this request (HTTP Basic); sets g.principal, and g.tenant for a tenant."""
         a = request.authorization
-        principal = self.auth.authenticate(a.username if a else None, a.password if a else None,
-                                           request.remote_addr or "?")
+        principal = self.auth.authenticate(
+            a.username if a else None, a.password if a else None, request.remote_addr or "?"
+        )
         g.principal = principal
         g.tenant = None if principal.is_operator else self.tenant(principal.name)
         if not principal.is_operator and g.tenant is None:
@@ -124,5 +128,3 @@ def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, t
             return factory()
 
     Server().run()
-
-

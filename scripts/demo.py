@@ -51,19 +51,27 @@ def main() -> int:
         if reg.find(name) is not None:
             reg.delete(name)
         app = ROOT / "tenant_apps" / name / "app"
-        t = reg.create(name, passwords[name], constraints.load(ROOT / "constraints" / f"{name}.json"),
-                       batch_app=app, stream_app=app)
+        t = reg.create(
+            name,
+            passwords[name],
+            constraints.load(ROOT / "constraints" / f"{name}.json"),
+            batch_app=app,
+            stream_app=app,
+        )
         print(f"tenant {t.name}: keyspace {t.name}, batch app {t.batch_app}, stream app {t.stream_app}")
     print(f"(their passwords: {secrets_file})")
 
     step("stream: each tenant starts its stream app (one instance; the autoscaler may add more)")
     started = time.monotonic()
     for name in TENANTS:
-        r = requests.post(cfg.stream_url() + "/v1/instances", auth=(name, passwords[name]), json={"count": 1},
-                          timeout=120)
+        r = requests.post(
+            cfg.stream_url() + "/v1/instances", auth=(name, passwords[name]), json={"count": 1}, timeout=120
+        )
         body = r.json()
-        print(f"POST /v1/instances as {name}: {r.status_code}, running "
-              + ", ".join(i["instance"] for i in body.get("instances", []) if i["state"] == "running"))
+        print(
+            f"POST /v1/instances as {name}: {r.status_code}, running "
+            + ", ".join(i["instance"] for i in body.get("instances", []) if i["state"] == "running")
+        )
 
     step("batch: each tenant sends its folder with fetchdata")
     for name in TENANTS:
@@ -74,22 +82,37 @@ def main() -> int:
     cooldown = max(float(reg.get(n).constraints.autoscale.cooldown_seconds) for n in TENANTS)
     time.sleep(max(0.0, started + cooldown + 1 - time.monotonic()))  # past the cooldown of the start
     for name in TENANTS:
-        run("streamingestmanager.publish", "-u", name, f"--password={passwords[name]}",
-            str(ROOT / "tenant_apps" / name / "stream-sample.csv"), "--topic", "demo",
-            "--broker", f"{cfg.broker.host}:{cfg.broker.port}")
+        run(
+            "streamingestmanager.publish",
+            "-u",
+            name,
+            f"--password={passwords[name]}",
+            str(ROOT / "tenant_apps" / name / "stream-sample.csv"),
+            "--topic",
+            "demo",
+            "--broker",
+            f"{cfg.broker.host}:{cfg.broker.port}",
+        )
 
     step("waiting for the batch jobs, the streams, and the autoscaler (up under the burst, down when idle)")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        jobs = [j for name in TENANTS for j in requests.get(cfg.batch_url() + "/v1/jobs", auth=(name, passwords[name]),
-                                                              timeout=30).json()["jobs"]]
+        jobs = [
+            j
+            for name in TENANTS
+            for j in requests.get(cfg.batch_url() + "/v1/jobs", auth=(name, passwords[name]), timeout=30).json()["jobs"]
+        ]
         if jobs and all(j["status"] in ("succeeded", "failed") for j in jobs):
             break
         time.sleep(1)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        actions = [d["action"] for d in requests.get(cfg.stream_url() + "/v1/decisions", auth=("airline", passwords["airline"]),
-                                                     timeout=30).json()["decisions"]]
+        actions = [
+            d["action"]
+            for d in requests.get(
+                cfg.stream_url() + "/v1/decisions", auth=("airline", passwords["airline"]), timeout=30
+            ).json()["decisions"]
+        ]
         if "scale_down" in actions or ("scale_up" not in actions and time.monotonic() > deadline - 45):
             break
         time.sleep(1)
@@ -118,12 +141,16 @@ def main() -> int:
     for name in TENANTS:
         decisions = requests.get(cfg.stream_url() + "/v1/decisions", auth=(name, passwords[name]), timeout=30).json()
         for d in reversed(decisions["decisions"]):
-            print(f"  {name:<8} {d['at'][:19]} {d['action']:<10} {d['instances_before']} -> {d['instances_after']}  "
-                  f"{d['reason']}")
+            print(
+                f"  {name:<8} {d['at'][:19]} {d['action']:<10} {d['instances_before']} -> {d['instances_after']}  "
+                f"{d['reason']}"
+            )
 
     step("done")
-    print("Try: . .venv/bin/activate; mysimbdp status; mysimbdp cqlsh --tenant airline; "
-          "mysimbdp stream status airline; make test")
+    print(
+        "Try: . .venv/bin/activate; mysimbdp status; mysimbdp cqlsh --tenant airline; "
+        "mysimbdp stream status airline; make test"
+    )
     session.cluster.shutdown()
     return 0
 

@@ -88,7 +88,7 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         t = target(tenant)
         body = request.get_json(silent=True) if request.data else {}
         if not isinstance(body, dict):
-            raise TenantError("send a JSON object, e.g. {\"count\": 2}")
+            raise TenantError('send a JSON object, e.g. {"count": 2}')
         service.start(cfg, store(), t, body.get("count", 1), who())
         settled = service.wait_converged(cfg, store(), runtime, t.name)
         out = service.status(cfg, store(), runtime, t)
@@ -132,8 +132,13 @@ def create_app(cfg: config.Config | None = None) -> Flask:
 def main(argv: list[str] | None = None) -> int:
     cfg = config.load()
     web.setup_logging(cfg)
-    web.serve(lambda: create_app(cfg), bind=f"{cfg.stream.host}:{cfg.stream.port}", threads=cfg.stream.threads,
-              name="mysimbdp-stream-api", timeout=cfg.stream.drain_timeout + 60)
+    web.serve(
+        lambda: create_app(cfg),
+        bind=f"{cfg.stream.host}:{cfg.stream.port}",
+        threads=cfg.stream.threads,
+        name="mysimbdp-stream-api",
+        timeout=cfg.stream.drain_timeout + 60,
+    )
     return 0
 
 

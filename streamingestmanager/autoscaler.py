@@ -47,16 +47,25 @@ def decide(policy: Autoscale, desired: int, running: int, reports: list[dict], s
     per_instance_backlog = s["pending"] / max(desired, 1)
     if desired < policy.max_instances:
         if s["messages"] and s["avg_ms"] > policy.scale_up_avg_ms:
-            return Decision("scale_up", desired + 1,
-                            f"average ingestion time {s['avg_ms']:.1f} ms > {policy.scale_up_avg_ms:g} ms "
-                            f"at {s['rate']:.0f} msg/s over {desired} instance(s)")
+            return Decision(
+                "scale_up",
+                desired + 1,
+                f"average ingestion time {s['avg_ms']:.1f} ms > {policy.scale_up_avg_ms:g} ms "
+                f"at {s['rate']:.0f} msg/s over {desired} instance(s)",
+            )
         if per_instance_backlog > policy.scale_up_backlog:
-            return Decision("scale_up", desired + 1,
-                            f"{s['pending']} messages held unwritten ({per_instance_backlog:.0f} per instance "
-                            f"> {policy.scale_up_backlog})")
+            return Decision(
+                "scale_up",
+                desired + 1,
+                f"{s['pending']} messages held unwritten ({per_instance_backlog:.0f} per instance "
+                f"> {policy.scale_up_backlog})",
+            )
     if desired > max(policy.min_instances, 1) and s["pending"] == 0:
         if s["rate"] < policy.scale_down_rate * (desired - 1) and s["avg_ms"] <= policy.scale_up_avg_ms / 2:
-            return Decision("scale_down", desired - 1,
-                            f"idle: {s['rate']:.1f} msg/s in all fits {desired - 1} instance(s) "
-                            f"at under {policy.scale_down_rate:g} msg/s each")
+            return Decision(
+                "scale_down",
+                desired - 1,
+                f"idle: {s['rate']:.1f} msg/s in all fits {desired - 1} instance(s) "
+                f"at under {policy.scale_down_rate:g} msg/s each",
+            )
     return None

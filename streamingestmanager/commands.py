@@ -36,12 +36,16 @@ def cmd_reports(cfg, args) -> int:
     if not rows:
         print("no reports")
         return 0
-    print(f"{'RECEIVED':<20} {'TENANT':<14} {'INST':<5} {'MSGS':>7} {'MSG/S':>8} {'AVG ms':>8} {'P95 ms':>8} {'ERR':>5} {'REJ':>5}")
+    print(
+        f"{'RECEIVED':<20} {'TENANT':<14} {'INST':<5} {'MSGS':>7} {'MSG/S':>8} {'AVG ms':>8} {'P95 ms':>8} {'ERR':>5} {'REJ':>5}"
+    )
     for r in rows:
         secs = max((r["window_end"] - r["window_start"]).total_seconds(), 1e-3)
-        print(f"{r['received_at'].strftime('%Y-%m-%d %H:%M:%S'):<20} {r['tenant']:<14} {r['instance']:<5} "
-              f"{r['messages']:>7} {r['messages'] / secs:>8.1f} {r['avg_ms']:>8.2f} {r['p95_ms']:>8.2f} "
-              f"{r['errors']:>5} {r['rejected']:>5}")
+        print(
+            f"{r['received_at'].strftime('%Y-%m-%d %H:%M:%S'):<20} {r['tenant']:<14} {r['instance']:<5} "
+            f"{r['messages']:>7} {r['messages'] / secs:>8.1f} {r['avg_ms']:>8.2f} {r['p95_ms']:>8.2f} "
+            f"{r['errors']:>5} {r['rejected']:>5}"
+        )
     return 0
 
 
@@ -66,13 +70,17 @@ def cmd_stream(cfg, args) -> int:
     if args.json:
         print(json.dumps(st, indent=2, default=str))
         return 0
-    print(f"stream of {st['tenant']}: {'running' if st['running'] else 'stopped'}, {st['desired']} wanted, "
-          f"autoscale {st['autoscale']['min_instances']}..{st['autoscale']['max_instances']}"
-          f"{'' if st['autoscale']['enabled'] else ' (off)'}")
+    print(
+        f"stream of {st['tenant']}: {'running' if st['running'] else 'stopped'}, {st['desired']} wanted, "
+        f"autoscale {st['autoscale']['min_instances']}..{st['autoscale']['max_instances']}"
+        f"{'' if st['autoscale']['enabled'] else ' (off)'}"
+    )
     for i in st["instances"]:
         r = i["last_report"] or {}
-        print(f"  {i['instance']:<4} {i['state']:<8} {i['health']:<10} messages {r.get('messages', '-')} "
-              f"avg {r.get('avg_ms', '-')} ms p95 {r.get('p95_ms', '-')} ms")
+        print(
+            f"  {i['instance']:<4} {i['state']:<8} {i['health']:<10} messages {r.get('messages', '-')} "
+            f"avg {r.get('avg_ms', '-')} ms p95 {r.get('p95_ms', '-')} ms"
+        )
     for d in st["decisions"][:5]:
         print(f"  {d['at'][:19]} {d['action']:<10} {d['instances_before']} -> {d['instances_after']}  {d['reason']}")
     return 0

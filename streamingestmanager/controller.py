@@ -70,8 +70,11 @@ class Controller:
 
     def _listen(self) -> mqtt.Client:
         user, password = broker.service_login(self.cfg)
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=broker.session_client_id("mysimbdp-stream-controller", password),
-                        protocol=mqtt.MQTTv5)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=broker.session_client_id("mysimbdp-stream-controller", password),
+            protocol=mqtt.MQTTv5,
+        )
         c.username_pw_set(user, password)
         c.reconnect_delay_set(0.5, 5)
         c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("reports/+/+", qos=1) if not rc.is_failure else None
@@ -163,7 +166,7 @@ class Controller:
         # crashed while the controller was away): it counts as parked
         prefix = f"app.{name}."
         for u in self.broker_users:
-            slot = u[len(prefix):] if u.startswith(prefix) else None
+            slot = u[len(prefix) :] if u.startswith(prefix) else None
             if slot and slot not in insts and slot not in busy and slot not in st.parked:
                 st.parked.add(slot)
         # 1. crashed instances come back in the same slot (their sessions hold their messages)
@@ -175,7 +178,11 @@ class Controller:
             quick = time.monotonic() - self.started_at.get(key, 0) < 30
             crashes = crashes + 1 if quick else 1
             self.crashes[key] = (crashes, time.monotonic() + (min(2 ** (crashes - 1), 60) if crashes > 1 else 0))
-            why = "killed: over its memory limit" if inst.container.oom_killed else f"exited with status {inst.container.exit_code}"
+            why = (
+                "killed: over its memory limit"
+                if inst.container.oom_killed
+                else f"exited with status {inst.container.exit_code}"
+            )
             self.runtime.remove(inst.container.name)
             self.latest.pop(key, None)
             if st.running:
@@ -202,8 +209,11 @@ class Controller:
                     self.store.unpark(name, slot)
                 else:
                     waiting.add(slot)  # backing off after crashes: no stand-in, the slot owns its messages
-            free = (f"s{n}" for n in range(64) if f"s{n}" not in running and f"s{n}" not in busy
-                    and f"s{n}" not in st.parked)
+            free = (
+                f"s{n}"
+                for n in range(64)
+                if f"s{n}" not in running and f"s{n}" not in busy and f"s{n}" not in st.parked
+            )
             while len(running) + len(waiting) < want:
                 slot = next(free)
                 if not self._start(t, slot):

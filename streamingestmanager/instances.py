@@ -80,8 +80,10 @@ class Instances:
     def start(self, tenant: Tenant, slot: str) -> str:
         app = apps.installed(self.cfg, tenant.name, "stream")
         if app is None:
-            raise NoApp(f"tenant {tenant.name} has no stream ingest app",
-                        hint="give it one with `mysimbdp tenant update --stream-app DIR`")
+            raise NoApp(
+                f"tenant {tenant.name} has no stream ingest app",
+                hint="give it one with `mysimbdp tenant update --stream-app DIR`",
+            )
         if not SLOT.fullmatch(slot) or slot_number(slot) >= MAX_SLOTS:
             raise ValueError(f"bad slot {slot}")
         password = self._password(tenant.name, slot)
@@ -104,8 +106,12 @@ class Instances:
             return credentials.read_secret_json(path)["password"]
         password = credentials.generate_password()
         credentials.write_secret(path, {"password": password})
-        broker.put_user(self.cfg, broker.app_instance_user(
-            tenant, slot, credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)))
+        broker.put_user(
+            self.cfg,
+            broker.app_instance_user(
+                tenant, slot, credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
+            ),
+        )
         broker.wait_for_login(self.cfg, broker.instance_user(tenant, slot), password)
         return password
 

@@ -84,8 +84,9 @@ class Publisher:
     """QoS 1 publishing with a bounded window. The MQTT thread only records each acknowledgement; the
     publishing thread does the bookkeeping, so the two never wait on each other's locks."""
 
-    def __init__(self, host: str, port: int, user: str, password: str, window: int = 50,
-                 wait_for_subscriber: float = 0.0) -> None:
+    def __init__(
+        self, host: str, port: int, user: str, password: str, window: int = 50, wait_for_subscriber: float = 0.0
+    ) -> None:
         """``window``: messages in flight. Measured: paho's cost per acknowledgement grows with it, and 50
         published fastest here (15k msg/s; 2,000 gave 6k). A message the broker did not keep (no subscriber)
         is sent again for up to ``wait_for_subscriber`` seconds after the first such answer."""
@@ -107,8 +108,10 @@ class Publisher:
         try:
             c.connect(host, port, keepalive=30)
         except OSError as exc:
-            raise BrokerUnavailable(f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
-                                    hint="is the platform running? check --broker") from None
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
+                hint="is the platform running? check --broker",
+            ) from None
         c.loop_start()
         deadline = time.monotonic() + 10
         while self.connack is None and time.monotonic() < deadline:
@@ -216,24 +219,32 @@ def run(args) -> int:
         if total and time.monotonic() - last_draw > 0.1:
             last_draw = time.monotonic()
             done = int(30 * n / total)
-            sys.stderr.write(f"\r{path.name[:24]:<24} [{'#' * done}{' ' * (30 - done)}] {n}/{total} "
-                             f"{n / max(last_draw - t0, 1e-6):8.0f} msg/s")
+            sys.stderr.write(
+                f"\r{path.name[:24]:<24} [{'#' * done}{' ' * (30 - done)}] {n}/{total} "
+                f"{n / max(last_draw - t0, 1e-6):8.0f} msg/s"
+            )
             sys.stderr.flush()
     complete = pub.finish()
     took = time.monotonic() - t0
     if total:
         sys.stderr.write("\r" + " " * 90 + "\r")
-    print(f"published {pub.sent} messages to {topic} in {took:.1f}s ({pub.sent / max(took, 1e-6):.0f} msg/s): "
-          f"{pub.acked} acknowledged")
+    print(
+        f"published {pub.sent} messages to {topic} in {took:.1f}s ({pub.sent / max(took, 1e-6):.0f} msg/s): "
+        f"{pub.acked} acknowledged"
+    )
     if pub.resent:
         print(f"messages were sent again {pub.resent} times in all because no subscriber was there yet")
     if too_large:
         where = ", ".join(map(str, too_large[:5])) + (" ..." if len(too_large) > 5 else "")
-        print(f"{len(too_large)} records were not sent: larger than {MAX_PAYLOAD // 1024} KiB, the most one message "
-              f"may hold (a quote left open?), at line(s) {where}")
+        print(
+            f"{len(too_large)} records were not sent: larger than {MAX_PAYLOAD // 1024} KiB, the most one message "
+            f"may hold (a quote left open?), at line(s) {where}"
+        )
     if pub.unrouted:
-        print(f"{pub.unrouted} had no subscriber and were not kept by the broker: start the tenant's stream app "
-              "first (POST /v1/instances)")
+        print(
+            f"{pub.unrouted} had no subscriber and were not kept by the broker: start the tenant's stream app "
+            "first (POST /v1/instances)"
+        )
     if pub.refused:
         print(f"{pub.refused} were refused by the broker ({pub.refusal})")
     if not complete:
@@ -257,11 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--password", help="your password (else $MYSIMBDP_PASSWORD, else a prompt)")
     p.add_argument("--topic", default="default", help="the stream name under your topic prefix (default: default)")
     p.add_argument("--rate", type=float, help="at most this many messages a second")
-    p.add_argument("--broker", default=os.environ.get("MYSIMBDP_BROKER", "127.0.0.1:1883"),
-                   help="HOST:PORT of the broker (default: $MYSIMBDP_BROKER or 127.0.0.1:1883)")
+    p.add_argument(
+        "--broker",
+        default=os.environ.get("MYSIMBDP_BROKER", "127.0.0.1:1883"),
+        help="HOST:PORT of the broker (default: $MYSIMBDP_BROKER or 127.0.0.1:1883)",
+    )
     p.add_argument("--no-header", action="store_true", help="the file has no header line: send every line")
-    p.add_argument("--wait-for-subscriber", type=float, default=30.0, metavar="SECONDS",
-                   help="send a message the broker did not keep (no subscriber yet) again for this long (default 30)")
+    p.add_argument(
+        "--wait-for-subscriber",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="send a message the broker did not keep (no subscriber yet) again for this long (default 30)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 

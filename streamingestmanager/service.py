@@ -39,26 +39,37 @@ def start(cfg: Config, store: StreamStore, t: Tenant, count: object, who: str) -
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 32:
         raise TenantError("count must be a whole number from 1 to 32")
     if apps.installed(cfg, t.name, "stream") is None:
-        raise NoApp(f"tenant {t.name} has no stream ingest app",
-                    hint="install one with `mysimbdp tenant update NAME --stream-app DIR`")
+        raise NoApp(
+            f"tenant {t.name} has no stream ingest app",
+            hint="install one with `mysimbdp tenant update NAME --stream-app DIR`",
+        )
     low, high = _bounds(t)
     for _ in range(20):
         st = store.get(t.name)
         before = st.desired if st.running else 0
         wanted = (st.desired if st.running else 0) + count
         if wanted > high and before >= high:
-            raise Conflict(f"{before} instance(s) already run; the maximum is {high}",
-                           hint="raise stream.autoscale.max_instances in the tenant's constraints")
+            raise Conflict(
+                f"{before} instance(s) already run; the maximum is {high}",
+                hint="raise stream.autoscale.max_instances in the tenant's constraints",
+            )
         after = max(low, min(high, wanted))
         if store.change(st, True, after):
-            store.add_decision(t.name, "start", before, after, f"{who} asked for {count} more instance(s)"
-                               + (f" (capped at the maximum of {high})" if wanted > high else ""))
+            store.add_decision(
+                t.name,
+                "start",
+                before,
+                after,
+                f"{who} asked for {count} more instance(s)"
+                + (f" (capped at the maximum of {high})" if wanted > high else ""),
+            )
             return store.get(t.name)
     raise Conflict("the stream's state keeps changing; try again")
 
 
-def stop(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, instance: str | None,
-         who: str) -> StreamState:
+def stop(
+    cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, instance: str | None, who: str
+) -> StreamState:
     for _ in range(20):
         st = store.get(t.name)
         if instance is None:
@@ -70,8 +81,10 @@ def stop(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, in
             continue
         running = Instances(cfg, runtime).of(t.name)
         if instance not in running or instance in st.stop_requests:
-            raise NotFound(f"no running instance {instance!r} of {t.name}",
-                           hint="see the instances with GET /v1/tenants/<tenant>/stream")
+            raise NotFound(
+                f"no running instance {instance!r} of {t.name}",
+                hint="see the instances with GET /v1/tenants/<tenant>/stream",
+            )
         after = max(0, st.desired - 1)
         if store.change(st, st.running, after):
             store.request_stop(t.name, instance)
@@ -80,7 +93,9 @@ def stop(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, in
     raise Conflict("the stream's state keeps changing; try again")
 
 
-def wait_converged(cfg: Config, store: StreamStore, runtime: SandboxRuntime, tenant: str, timeout: float = 30.0) -> bool:
+def wait_converged(
+    cfg: Config, store: StreamStore, runtime: SandboxRuntime, tenant: str, timeout: float = 30.0
+) -> bool:
     """Wait until the running instances match the desired state and each has reported since it started
     (an instance reports as soon as its subscription is granted: from then on it consumes)."""
     deadline = time.monotonic() + timeout
@@ -136,12 +151,23 @@ def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, 
             health = "silent"
         else:
             health = "healthy"
-        instances.append({"instance": slot, "state": i.state, "health": health,
-                          "started_at": i.container.started_at, "last_report": jsonable(last)})
+        instances.append(
+            {
+                "instance": slot,
+                "state": i.state,
+                "health": health,
+                "started_at": i.container.started_at,
+                "last_report": jsonable(last),
+            }
+        )
     return {
-        "tenant": t.name, "running": st.running, "desired": st.desired if st.running else 0,
-        "parked": sorted(st.parked), "stream_app": t.stream_app,
-        "autoscale": t.constraints.stream["autoscale"], "report_interval_seconds": interval,
+        "tenant": t.name,
+        "running": st.running,
+        "desired": st.desired if st.running else 0,
+        "parked": sorted(st.parked),
+        "stream_app": t.stream_app,
+        "autoscale": t.constraints.stream["autoscale"],
+        "report_interval_seconds": interval,
         "instances": instances,
         "decisions": [jsonable(d) for d in store.decisions(t.name, limit=10)],
     }

@@ -17,13 +17,34 @@ from cassandra.cluster import Session
 from mysimbdp.config import Config
 from mysimbdp.errors import TenantError
 
-REPORT_FIELDS = ("window_start", "window_end", "messages", "bytes", "avg_ms", "p95_ms", "errors", "rejected",
-                 "pending", "started_at", "first_message_at")
+REPORT_FIELDS = (
+    "window_start",
+    "window_end",
+    "messages",
+    "bytes",
+    "avg_ms",
+    "p95_ms",
+    "errors",
+    "rejected",
+    "pending",
+    "started_at",
+    "first_message_at",
+)
 # what each field may be: tenant code writes the reports, and the autoscaler and the keyspace read them
 _TIMES = (1e9, 1e10)  # Unix seconds, 2001 to 2286
-_LIMITS = {"window_start": _TIMES, "window_end": _TIMES, "started_at": _TIMES, "first_message_at": _TIMES,
-           "messages": (0, 1e12), "bytes": (0, 1e15), "errors": (0, 1e12), "rejected": (0, 1e12),
-           "pending": (0, 1e12), "avg_ms": (0, 1e7), "p95_ms": (0, 1e7)}
+_LIMITS = {
+    "window_start": _TIMES,
+    "window_end": _TIMES,
+    "started_at": _TIMES,
+    "first_message_at": _TIMES,
+    "messages": (0, 1e12),
+    "bytes": (0, 1e15),
+    "errors": (0, 1e12),
+    "rejected": (0, 1e12),
+    "pending": (0, 1e12),
+    "avg_ms": (0, 1e7),
+    "p95_ms": (0, 1e7),
+}
 _COUNTS = ("messages", "bytes", "errors", "rejected", "pending")
 
 
@@ -59,8 +80,12 @@ def parse_report(tenant: str, instance: str, payload: bytes) -> dict:
             out[key] = None
             continue
         low, high = _LIMITS[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not low <= value <= high
+        ):
             raise TenantError(f"report field {key} is not a number from {low:g} to {high:g}")
         out[key] = int(value) if key in _COUNTS else value
     if out["window_end"] < out["window_start"]:
@@ -75,21 +100,29 @@ class StreamStore:
         p = session.prepare
         self._get = p(f"SELECT * FROM {ks}.stream_state WHERE tenant = ?")
         self._all = p(f"SELECT * FROM {ks}.stream_state")
-        self._create = p(f"INSERT INTO {ks}.stream_state (tenant, running, desired, last_change, updated_at)"
-                         " VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")
-        self._change = p(f"UPDATE {ks}.stream_state SET running = ?, desired = ?, last_change = ?, updated_at = ?"
-                         " WHERE tenant = ? IF running = ? AND desired = ?")
+        self._create = p(
+            f"INSERT INTO {ks}.stream_state (tenant, running, desired, last_change, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+        )
+        self._change = p(
+            f"UPDATE {ks}.stream_state SET running = ?, desired = ?, last_change = ?, updated_at = ?"
+            " WHERE tenant = ? IF running = ? AND desired = ?"
+        )
         self._park = p(f"UPDATE {ks}.stream_state SET parked = parked + ? WHERE tenant = ?")
         self._unpark = p(f"UPDATE {ks}.stream_state SET parked = parked - ? WHERE tenant = ?")
         self._request_stop = p(f"UPDATE {ks}.stream_state SET stop_requests = stop_requests + ? WHERE tenant = ?")
         self._done_stop = p(f"UPDATE {ks}.stream_state SET stop_requests = stop_requests - ? WHERE tenant = ?")
         self._delete = p(f"DELETE FROM {ks}.stream_state WHERE tenant = ?")
-        self._report = p(f"INSERT INTO {ks}.stream_reports (tenant, day, received_at, instance, window_start, window_end,"
-                         " messages, bytes, avg_ms, p95_ms, errors, rejected, pending, instance_started)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self._report = p(
+            f"INSERT INTO {ks}.stream_reports (tenant, day, received_at, instance, window_start, window_end,"
+            " messages, bytes, avg_ms, p95_ms, errors, rejected, pending, instance_started)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         self._reports = p(f"SELECT * FROM {ks}.stream_reports WHERE tenant = ? AND day = ? LIMIT ?")
-        self._decision = p(f"INSERT INTO {ks}.scaling_decisions (tenant, day, at, action, instances_before,"
-                           " instances_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        self._decision = p(
+            f"INSERT INTO {ks}.scaling_decisions (tenant, day, at, action, instances_before,"
+            " instances_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
         self._decisions = p(f"SELECT * FROM {ks}.scaling_decisions WHERE tenant = ? AND day = ? LIMIT ?")
 
     # --- desired state ----------------------------------------------------------------------------------
@@ -97,12 +130,27 @@ class StreamStore:
         row = self.session.execute(self._get, (tenant,)).one()
         if row is None:
             return StreamState(tenant)
-        return StreamState(tenant, bool(row.running), row.desired or 0, set(row.parked or ()),
-                           set(row.stop_requests or ()), row.last_change)
+        return StreamState(
+            tenant,
+            bool(row.running),
+            row.desired or 0,
+            set(row.parked or ()),
+            set(row.stop_requests or ()),
+            row.last_change,
+        )
 
     def all(self) -> list[StreamState]:
-        return [StreamState(r.tenant, bool(r.running), r.desired or 0, set(r.parked or ()),
-                            set(r.stop_requests or ()), r.last_change) for r in self.session.execute(self._all)]
+        return [
+            StreamState(
+                r.tenant,
+                bool(r.running),
+                r.desired or 0,
+                set(r.parked or ()),
+                set(r.stop_requests or ()),
+                r.last_change,
+            )
+            for r in self.session.execute(self._all)
+        ]
 
     def change(self, st: StreamState, running: bool, desired: int) -> bool:
         """Set running/desired if nobody changed them since ``st`` was read (compare-and-set)."""
@@ -110,8 +158,9 @@ class StreamStore:
         if st.last_change is None and not st.running and st.desired == 0:
             if self.session.execute(self._create, (st.tenant, running, desired, now, now)).was_applied:
                 return True
-        return self.session.execute(self._change, (running, desired, now, now, st.tenant, st.running,
-                                                   st.desired)).was_applied
+        return self.session.execute(
+            self._change, (running, desired, now, now, st.tenant, st.running, st.desired)
+        ).was_applied
 
     def park(self, tenant: str, slot: str) -> None:
         self.session.execute(self._park, ({slot}, tenant))
@@ -132,21 +181,48 @@ class StreamStore:
     def add_report(self, r: dict) -> None:
         now = _now()
         ts = lambda v: datetime.fromtimestamp(v, timezone.utc)  # noqa: E731
-        self.session.execute(self._report, (
-            r["tenant"], _day(now), now, r["instance"], ts(r["window_start"]), ts(r["window_end"]),
-            int(r["messages"]), int(r["bytes"]), float(r["avg_ms"]), float(r["p95_ms"]), int(r["errors"]),
-            int(r["rejected"]), int(r["pending"]), ts(r["started_at"])))
+        self.session.execute(
+            self._report,
+            (
+                r["tenant"],
+                _day(now),
+                now,
+                r["instance"],
+                ts(r["window_start"]),
+                ts(r["window_end"]),
+                int(r["messages"]),
+                int(r["bytes"]),
+                float(r["avg_ms"]),
+                float(r["p95_ms"]),
+                int(r["errors"]),
+                int(r["rejected"]),
+                int(r["pending"]),
+                ts(r["started_at"]),
+            ),
+        )
 
     def reports(self, tenant: str, limit: int = 50, days: int = 2) -> list[dict]:
         out: list[dict] = []
         for d in range(days):
             day = _day(_now() - timedelta(days=d))
             for row in self.session.execute(self._reports, (tenant, day, limit - len(out))):
-                out.append({
-                    "tenant": row.tenant, "instance": row.instance, "received_at": row.received_at,
-                    "window_start": row.window_start, "window_end": row.window_end, "messages": row.messages,
-                    "bytes": row.bytes, "avg_ms": row.avg_ms, "p95_ms": row.p95_ms, "errors": row.errors,
-                    "rejected": row.rejected, "pending": row.pending, "instance_started": row.instance_started})
+                out.append(
+                    {
+                        "tenant": row.tenant,
+                        "instance": row.instance,
+                        "received_at": row.received_at,
+                        "window_start": row.window_start,
+                        "window_end": row.window_end,
+                        "messages": row.messages,
+                        "bytes": row.bytes,
+                        "avg_ms": row.avg_ms,
+                        "p95_ms": row.p95_ms,
+                        "errors": row.errors,
+                        "rejected": row.rejected,
+                        "pending": row.pending,
+                        "instance_started": row.instance_started,
+                    }
+                )
             if len(out) >= limit:
                 break
         return out
@@ -162,8 +238,15 @@ class StreamStore:
         for d in range(days):
             day = _day(_now() - timedelta(days=d))
             for row in self.session.execute(self._decisions, (tenant, day, limit - len(out))):
-                out.append({"at": row.at, "action": row.action, "instances_before": row.instances_before,
-                            "instances_after": row.instances_after, "reason": row.reason})
+                out.append(
+                    {
+                        "at": row.at,
+                        "action": row.action,
+                        "instances_before": row.instances_before,
+                        "instances_after": row.instances_after,
+                        "reason": row.reason,
+                    }
+                )
             if len(out) >= limit:
                 break
         return out

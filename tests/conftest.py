@@ -28,12 +28,20 @@ SAMPLE_CONSTRAINTS = {
 }
 
 
-def run_cli(*args: str, input: str | None = None, env: dict | None = None, module: str = "mysimbdp",
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, input: str | None = None, env: dict | None = None, module: str = "mysimbdp", timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run a command-line entry point the way a user would, in a separate process."""
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", module, *args], input=input, capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,12 +88,18 @@ def make_tenant(registry):
 
     made = []
 
-    def make(name: str | None = None, password: str | None = None, cons: dict | None = None,
-             batch_app: Path | None = None, stream_app: Path | None = None):
+    def make(
+        name: str | None = None,
+        password: str | None = None,
+        cons: dict | None = None,
+        batch_app: Path | None = None,
+        stream_app: Path | None = None,
+    ):
         name = name or unique_name()
         password = password or secrets.token_urlsafe(12)
-        t = registry.create(name, password, constraints.parse(cons or SAMPLE_CONSTRAINTS),
-                            batch_app=batch_app, stream_app=stream_app)
+        t = registry.create(
+            name, password, constraints.parse(cons or SAMPLE_CONSTRAINTS), batch_app=batch_app, stream_app=stream_app
+        )
         made.append(name)
         return t, password
 
@@ -114,6 +128,7 @@ class Api:
         def call(path, **kw):
             kw.setdefault("timeout", 60)
             return self.http.request(method.upper(), self.base + path, **kw)
+
         return call
 
     def put_file(self, name: str, data: bytes, sha: str | None = None):
@@ -161,8 +176,12 @@ def count_rows(cfg, keyspace: str, table: str) -> int:
 
 STREAM_CONSTRAINTS = {
     **SAMPLE_CONSTRAINTS,
-    "stream": {"report_interval_seconds": 1, "memory_mb": 256, "cpus": 1.0,
-               "autoscale": {"enabled": True, "min_instances": 1, "max_instances": 1}},
+    "stream": {
+        "report_interval_seconds": 1,
+        "memory_mb": 256,
+        "cpus": 1.0,
+        "autoscale": {"enabled": True, "min_instances": 1, "max_instances": 1},
+    },
 }
 
 
@@ -181,6 +200,7 @@ class StreamApi:
         def call(path, **kw):
             kw.setdefault("timeout", 120)
             return self.http.request(method.upper(), self.base + path, **kw)
+
         return call
 
 
@@ -206,15 +226,32 @@ def notes_lines(ids, bad_every: int = 0) -> list[str]:
     return out
 
 
-def publish_lines(cfg, user: str, password: str, lines: list[str], topic: str = "default", rate: float | None = None,
-                  wait_for_subscriber: float | None = None):
+def publish_lines(
+    cfg,
+    user: str,
+    password: str,
+    lines: list[str],
+    topic: str = "default",
+    rate: float | None = None,
+    wait_for_subscriber: float | None = None,
+):
     """Publish lines with mysimbdp-publish (the tenant's own tool); return (exit status, stdout, stderr)."""
     import tempfile
 
     with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as fh:
         fh.write("\n".join(lines) + "\n")
-    args = ["-u", user, f"--password={password}", fh.name, "--no-header", "--topic", topic, "-q",
-            "--broker", f"{cfg.broker.host}:{cfg.broker.port}"]
+    args = [
+        "-u",
+        user,
+        f"--password={password}",
+        fh.name,
+        "--no-header",
+        "--topic",
+        topic,
+        "-q",
+        "--broker",
+        f"{cfg.broker.host}:{cfg.broker.port}",
+    ]
     if rate:
         args += ["--rate", str(rate)]
     if wait_for_subscriber is not None:

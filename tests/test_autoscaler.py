@@ -7,13 +7,26 @@ import pytest
 from mysimbdp.constraints import Autoscale
 from streamingestmanager.autoscaler import decide, summarize
 
-POLICY = Autoscale(enabled=True, min_instances=1, max_instances=3, scale_up_avg_ms=40, scale_up_backlog=500,
-                   scale_down_rate=30, cooldown_seconds=10)
+POLICY = Autoscale(
+    enabled=True,
+    min_instances=1,
+    max_instances=3,
+    scale_up_avg_ms=40,
+    scale_up_backlog=500,
+    scale_down_rate=30,
+    cooldown_seconds=10,
+)
 
 
 def report(messages=100, seconds=2.0, avg_ms=5.0, p95_ms=10.0, pending=0):
-    return {"messages": messages, "window_start": 0.0, "window_end": seconds, "avg_ms": avg_ms, "p95_ms": p95_ms,
-            "pending": pending}
+    return {
+        "messages": messages,
+        "window_start": 0.0,
+        "window_end": seconds,
+        "avg_ms": avg_ms,
+        "p95_ms": p95_ms,
+        "pending": pending,
+    }
 
 
 def test_scales_up_when_ingestion_is_slow():
@@ -63,9 +76,19 @@ def test_summary_weights_the_average_by_messages():
     assert s["avg_ms"] == 25 and s["messages"] == 400 and s["rate"] == 200
 
 
-@pytest.mark.parametrize("field, value", [("messages", 10**30), ("avg_ms", 1e308), ("pending", 2**64),
-                                          ("started_at", 1e15), ("bytes", -1), ("p95_ms", float("nan")),
-                                          ("errors", True), ("window_end", "soon")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("messages", 10**30),
+        ("avg_ms", 1e308),
+        ("pending", 2**64),
+        ("started_at", 1e15),
+        ("bytes", -1),
+        ("p95_ms", float("nan")),
+        ("errors", True),
+        ("window_end", "soon"),
+    ],
+)
 def test_reports_with_numbers_no_sane_instance_sends_are_refused(field, value):
     """Reports come from tenant code: the autoscaler and the keyspace must never see such values."""
     import json
@@ -75,9 +98,21 @@ def test_reports_with_numbers_no_sane_instance_sends_are_refused(field, value):
     from streamingestmanager.state import parse_report
 
     now = time.time()
-    report = {"tenant": "acme", "instance": "s0", "window_start": now - 2, "window_end": now, "messages": 10,
-              "bytes": 500, "avg_ms": 3.5, "p95_ms": 9.0, "errors": 0, "rejected": 0, "pending": 0,
-              "started_at": now - 60, "first_message_at": None}
+    report = {
+        "tenant": "acme",
+        "instance": "s0",
+        "window_start": now - 2,
+        "window_end": now,
+        "messages": 10,
+        "bytes": 500,
+        "avg_ms": 3.5,
+        "p95_ms": 9.0,
+        "errors": 0,
+        "rejected": 0,
+        "pending": 0,
+        "started_at": now - 60,
+        "first_message_at": None,
+    }
     assert parse_report("acme", "s0", json.dumps(report).encode())["messages"] == 10
     with pytest.raises(TenantError, match=field):
         parse_report("acme", "s0", json.dumps({**report, field: value}).encode())

@@ -64,8 +64,12 @@ def test_a_body_longer_than_declared_is_cut_off_as_soon_as_it_passes(platform, b
 
     cred = base64.b64encode(f"{t.name}:{pw}".encode()).decode()
     s = socket.create_connection((platform.batch.host, platform.batch.port))
-    s.sendall((f"PATCH /v1/uploads/{upload} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {cred}\r\n"
-               f"Upload-Offset: 0\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+    s.sendall(
+        (
+            f"PATCH /v1/uploads/{upload} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {cred}\r\n"
+            f"Upload-Offset: 0\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+    )
     line = b"id,title,body,amount,at\n" + b"1,aaaaaaaaaaaaaaaaaaaaaa,b,1,2024-01-01\n" * 1000
     sent = 0
     answer = b""
@@ -94,15 +98,18 @@ def test_a_body_longer_than_declared_is_cut_off_as_soon_as_it_passes(platform, b
     assert leftovers == [] and not any(platform.paths.staging(t.name).iterdir())
 
 
-@pytest.mark.parametrize("name, body, status, fragment", [
-    ("data.json", b'{"a": 1}\n', 422, "format .json is not allowed"),
-    ("noext", GOOD, 422, "format (none)"),
-    ("binary.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, 422, "NUL bytes"),
-    ("latin1.csv", "id,name\n1,caf\xe9\n".encode("latin-1"), 422, "not valid UTF-8"),
-    ("empty.csv", b"", 422, "empty"),
-    ("headeronly.csv", b"id,title\n", 422, "no data rows"),
-    ("dupcols.csv", b"id,id\n1,2\n", 422, "duplicate column"),
-])
+@pytest.mark.parametrize(
+    "name, body, status, fragment",
+    [
+        ("data.json", b'{"a": 1}\n', 422, "format .json is not allowed"),
+        ("noext", GOOD, 422, "format (none)"),
+        ("binary.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, 422, "NUL bytes"),
+        ("latin1.csv", "id,name\n1,caf\xe9\n".encode("latin-1"), 422, "not valid UTF-8"),
+        ("empty.csv", b"", 422, "empty"),
+        ("headeronly.csv", b"id,title\n", 422, "no data rows"),
+        ("dupcols.csv", b"id,id\n1,2\n", 422, "duplicate column"),
+    ],
+)
 def test_wrong_content_is_refused(platform, batch_tenant, name, body, status, fragment):
     t, pw, api = batch_tenant()
     r = api.put_file(name, body)
@@ -111,8 +118,10 @@ def test_wrong_content_is_refused(platform, batch_tenant, name, body, status, fr
     assert not any(platform.paths.staging(t.name).iterdir())
 
 
-@pytest.mark.parametrize("name", ["../escape.csv", "/etc/cron.d/x.csv", "..\\x.csv", ".hidden.csv", "a/b.csv",
-                                  "x\x07.csv", "x\n.csv", "C:\\x.csv"])
+@pytest.mark.parametrize(
+    "name",
+    ["../escape.csv", "/etc/cron.d/x.csv", "..\\x.csv", ".hidden.csv", "a/b.csv", "x\x07.csv", "x\n.csv", "C:\\x.csv"],
+)
 def test_traversal_absolute_hidden_and_control_names_are_refused(platform, batch_tenant, name):
     t, pw, api = batch_tenant()
     r = api.post("/v1/uploads", json={"name": name, "size": len(GOOD), "sha256": sha(GOOD)})
@@ -184,8 +193,14 @@ def test_the_same_content_is_not_ingested_twice(platform, batch_tenant):
 
 
 def test_too_many_files_per_staged_and_per_day(platform, batch_tenant):
-    t, pw, api = batch_tenant("hanger", cons={**SAMPLE_CONSTRAINTS, "max_files": {"count": 2, "per": "staged"},
-                                               "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 30}})
+    t, pw, api = batch_tenant(
+        "hanger",
+        cons={
+            **SAMPLE_CONSTRAINTS,
+            "max_files": {"count": 2, "per": "staged"},
+            "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 30},
+        },
+    )
     bodies = [GOOD.replace(b"1,a", b"%d,a" % i) for i in range(3)]
     assert api.put_file("1.csv", bodies[0]).status_code == 201
     assert api.put_file("2.csv", bodies[1]).status_code == 201
@@ -207,8 +222,9 @@ def test_abandoned_uploads_stop_holding_places_under_max_files(platform, batch_t
     t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "max_files": {"count": 2, "per": "staged"}})
     bodies = [GOOD.replace(b"1,a", b"%d,a" % i) for i in range(3)]
     for i in range(2):  # two uploads opened and never sent
-        assert api.post("/v1/uploads", json={"name": f"{i}.csv", "size": len(bodies[i]),
-                                             "sha256": sha(bodies[i])}).status_code in (200, 201)
+        assert api.post(
+            "/v1/uploads", json={"name": f"{i}.csv", "size": len(bodies[i]), "sha256": sha(bodies[i])}
+        ).status_code in (200, 201)
     r = api.post("/v1/uploads", json={"name": "2.csv", "size": len(bodies[2]), "sha256": sha(bodies[2])})
     assert r.status_code == 429 and "limit of 2" in r.json()["error"]  # while they may still come
     for meta in cfg.paths.uploads(t.name).glob("*.json"):  # ... and 11 minutes later, nothing came

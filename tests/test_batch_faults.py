@@ -16,7 +16,11 @@ import pytest
 from conftest import SAMPLE_CONSTRAINTS, count_rows, wait_session_back
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-CONS = {**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 8 << 20, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 600}}
+CONS = {
+    **SAMPLE_CONSTRAINTS,
+    "max_file_size_bytes": 8 << 20,
+    "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 600},
+}
 
 
 def rows_csv(n: int) -> bytes:

@@ -58,7 +58,12 @@ def test_tricky_csv_is_ingested_exactly_and_bad_rows_are_kept_aside(platform, ba
     rejected = list(csv.reader(io.StringIO(rej.text)))
     assert rejected[0][:2] == ["line", "reason"]
     reasons = {row[2]: row[1] for row in rejected[1:]}
-    assert "amount" in reasons["4"] and "id" in reasons["five"] and "fields" in reasons["6"] and "key column id" in reasons[""]
+    assert (
+        "amount" in reasons["4"]
+        and "id" in reasons["five"]
+        and "fields" in reasons["6"]
+        and "key column id" in reasons[""]
+    )
 
     # the receipt, for the operator too, and in the ingestion log
     ops = json.loads(run_cli("jobs", "--tenant", t.name, "--json").stdout)
@@ -83,14 +88,18 @@ def test_reingesting_the_same_rows_does_not_duplicate_them(platform, batch_tenan
     assert count_rows(platform, t.name, "notes") == 100
 
 
-@pytest.mark.parametrize("app, cons_batch, fragment", [
-    ("crasher", {}, "exited with status 1: RuntimeError: this app has a bug"),
-    ("hanger", {"timeout_seconds": 5}, "stopped at the time limit"),
-    ("garbage", {}, "its /output/result.json is not valid"),
-])
+@pytest.mark.parametrize(
+    "app, cons_batch, fragment",
+    [
+        ("crasher", {}, "exited with status 1: RuntimeError: this app has a bug"),
+        ("hanger", {"timeout_seconds": 5}, "stopped at the time limit"),
+        ("garbage", {}, "its /output/result.json is not valid"),
+    ],
+)
 def test_a_failing_app_fails_its_job_and_quarantines_the_file(platform, batch_tenant, cfg, app, cons_batch, fragment):
-    t, pw, api = batch_tenant(app, cons={**SAMPLE_CONSTRAINTS, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60,
-                                                                          **cons_batch}})
+    t, pw, api = batch_tenant(
+        app, cons={**SAMPLE_CONSTRAINTS, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60, **cons_batch}}
+    )
     data = b"id,title,body,amount,at\n1,a,b,1,2024-01-01T00:00:00Z\n"
     t0 = time.monotonic()
     job = api.wait_job(api.put_file("x.csv", data).json()["job"]["job_id"])
@@ -115,17 +124,22 @@ def test_a_failing_app_fails_its_job_and_quarantines_the_file(platform, batch_te
     assert api.wait_job(again.json()["job"]["job_id"])["status"] == "succeeded"
 
 
-@pytest.mark.parametrize("trick, status, fragment", [
-    ("fifo", "failed", "result.json is not valid: result.json is not a regular file"),
-    ("symlink", "failed", "result.json is not valid"),
-    ("rejectsdir", "succeeded", ""),
-    ("fallocate", "failed", "wrote more than its output limit"),
-    ("hugecount", "failed", "whole numbers from 0 to 10^15"),
-])
-def test_what_an_app_leaves_in_its_output_cannot_stall_or_fool_the_manager(platform, batch_tenant, cfg, trick,
-                                                                            status, fragment):
-    t, pw, api = batch_tenant("trickster", cons={**SAMPLE_CONSTRAINTS,
-                                                 "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60}})
+@pytest.mark.parametrize(
+    "trick, status, fragment",
+    [
+        ("fifo", "failed", "result.json is not valid: result.json is not a regular file"),
+        ("symlink", "failed", "result.json is not valid"),
+        ("rejectsdir", "succeeded", ""),
+        ("fallocate", "failed", "wrote more than its output limit"),
+        ("hugecount", "failed", "whole numbers from 0 to 10^15"),
+    ],
+)
+def test_what_an_app_leaves_in_its_output_cannot_stall_or_fool_the_manager(
+    platform, batch_tenant, cfg, trick, status, fragment
+):
+    t, pw, api = batch_tenant(
+        "trickster", cons={**SAMPLE_CONSTRAINTS, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60}}
+    )
     data = b"id,title,body,amount,at\n1,a,b,1,2024-01-01T00:00:00Z\n"
     job = api.wait_job(api.put_file(f"{trick}.csv", data).json()["job"]["job_id"], timeout=60)
     assert job["status"] == status and fragment in (job["reason"] or ""), job
@@ -146,8 +160,14 @@ def test_what_an_app_leaves_in_its_output_cannot_stall_or_fool_the_manager(platf
 def test_a_tenant_deleted_while_its_job_runs_leaves_nothing_behind(platform, batch_tenant, cfg, registry):
     from mysimbdp.jobs import JobStore
 
-    t, pw, api = batch_tenant("slownotes", cons={**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 1 << 20,
-                                                 "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 120}})
+    t, pw, api = batch_tenant(
+        "slownotes",
+        cons={
+            **SAMPLE_CONSTRAINTS,
+            "max_file_size_bytes": 1 << 20,
+            "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 120},
+        },
+    )
     rows = "".join(f"{i},t,b,1,2024-01-01T00:00:00Z\n" for i in range(3000))
     job_id = api.put_file("slow.csv", ("id,title,body,amount,at\n" + rows).encode()).json()["job"]["job_id"]
     deadline = time.monotonic() + 60
@@ -181,8 +201,9 @@ def test_per_tenant_and_global_limits_on_concurrent_jobs(platform, batch_tenant,
     cons = {**SAMPLE_CONSTRAINTS, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60}}
     a, _, api_a = batch_tenant("slownotes", cons=cons)
     b, _, api_b = batch_tenant("slownotes", cons={**cons, "batch": {"max_concurrent_jobs": 3, "timeout_seconds": 60}})
-    body = lambda k: ("id,title,body,amount,at\n" + "".join(f"{k * 10000 + i},t,b,1,2024-01-01T00:00:00Z\n"
-                                                            for i in range(1500))).encode()
+    body = lambda k: (
+        "id,title,body,amount,at\n" + "".join(f"{k * 10000 + i},t,b,1,2024-01-01T00:00:00Z\n" for i in range(1500))
+    ).encode()
     ids = [api_a.put_file(f"a{k}.csv", body(k)).json()["job"]["job_id"] for k in range(3)]
     ids += [api_b.put_file(f"b{k}.csv", body(10 + k)).json()["job"]["job_id"] for k in range(3)]
     rt = runtime(cfg)
@@ -194,8 +215,10 @@ def test_per_tenant_and_global_limits_on_concurrent_jobs(platform, batch_tenant,
         most_a = max(most_a, sum(c.tenant == a.name for c in running))
         most_total = max(most_total, len(running))
         seen_b = seen_b or any(c.tenant == b.name for c in running)
-        if all(api.get(f"/v1/jobs/{j}").json()["status"] in ("succeeded", "failed")
-               for api, j in [(api_a, i) for i in ids[:3]] + [(api_b, i) for i in ids[3:]]):
+        if all(
+            api.get(f"/v1/jobs/{j}").json()["status"] in ("succeeded", "failed")
+            for api, j in [(api_a, i) for i in ids[:3]] + [(api_b, i) for i in ids[3:]]
+        ):
             break
         time.sleep(0.2)
     assert most_a == 1  # tenant a's limit

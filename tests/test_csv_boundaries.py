@@ -17,7 +17,7 @@ from fetchdata import sources  # noqa: E402
 from mysimbdp_app import batch as sdk_batch  # noqa: E402
 from mysimbdp_app.records import Rejected, Table  # noqa: E402
 
-PIECES = ["a", "b", ",", '"', "\n", "\r\n", 'x"y', '""', '"q,\nq"', "N5\"X"]
+PIECES = ["a", "b", ",", '"', "\n", "\r\n", 'x"y', '""', '"q,\nq"', 'N5"X']
 
 
 def csv_record_ends(data: bytes) -> list[int]:
@@ -57,8 +57,8 @@ def test_a_stray_quote_does_not_stop_a_file_from_being_split(tmp_path):
     f.write_text("id,tailnum,year\n" + "".join(rows))
     parts = sources.split(f, 200)
     assert len(parts) > 1
-    got = b"".join(b"".join(p.chunks())[len(p.prefix):] for p in parts)
-    assert got == f.read_bytes()[len("id,tailnum,year\n"):]
+    got = b"".join(b"".join(p.chunks())[len(p.prefix) :] for p in parts)
+    assert got == f.read_bytes()[len("id,tailnum,year\n") :]
     assert all(p.size <= 200 for p in parts)
 
 
@@ -82,17 +82,22 @@ def test_parallel_ranges_report_the_physical_line_of_each_record(tmp_path):
     assert got == expect
 
 
-FLIGHTS = Table(name="flights", columns=[("carrier", "text"), ("flight", "int"), ("dep_time", "int"),
-                                         ("delay", "double")],
-                primary_key="((carrier), flight)")
+FLIGHTS = Table(
+    name="flights",
+    columns=[("carrier", "text"), ("flight", "int"), ("dep_time", "int"), ("delay", "double")],
+    primary_key="((carrier), flight)",
+)
 
 
-@pytest.mark.parametrize("record, fragment", [
-    (["UA", "15_45", "517", "1.5"], "column flight"),
-    (["UA", "1545", "5_17", "1.5"], "column dep_time"),
-    (["UA", "1545", "517", "1_0.5"], "column delay"),
-    (["X" * 70000, "1545", "517", "1.5"], "longer than Cassandra's 65535 bytes"),
-])
+@pytest.mark.parametrize(
+    "record, fragment",
+    [
+        (["UA", "15_45", "517", "1.5"], "column flight"),
+        (["UA", "1545", "5_17", "1.5"], "column dep_time"),
+        (["UA", "1545", "517", "1_0.5"], "column delay"),
+        (["X" * 70000, "1545", "517", "1.5"], "longer than Cassandra's 65535 bytes"),
+    ],
+)
 def test_rows_cassandra_or_a_reader_would_take_wrongly_are_rejected(record, fragment):
     convert = FLIGHTS.converter(["carrier", "flight", "dep_time", "delay"])
     assert convert(["UA", "1545", "517", "1.5"]) == ("UA", 1545, 517, 1.5)

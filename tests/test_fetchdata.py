@@ -16,12 +16,24 @@ HEADER = "id,title,body,amount,at\n"
 
 
 def notes_csv(ids, extra="") -> str:
-    return HEADER + "".join(f'{i},"title {i}, with a comma","body {i}",{i}.5,2024-01-01T00:00:00Z\n' for i in ids) + extra
+    return (
+        HEADER + "".join(f'{i},"title {i}, with a comma","body {i}",{i}.5,2024-01-01T00:00:00Z\n' for i in ids) + extra
+    )
 
 
 def fetch(cfg, user, password, folder, *extra, env=None):
-    return run_cli("-u", user, f"--password={password}", "-d", str(folder), "--server", cfg.batch_url(), *extra,
-                   module="fetchdata", env=env)
+    return run_cli(
+        "-u",
+        user,
+        f"--password={password}",
+        "-d",
+        str(folder),
+        "--server",
+        cfg.batch_url(),
+        *extra,
+        module="fetchdata",
+        env=env,
+    )
 
 
 def lines(out: str) -> dict[str, str]:
@@ -54,7 +66,11 @@ def test_one_line_per_file_and_exit_status(platform, batch_tenant, tmp_path):
     assert got["image.csv"].startswith("skipped") and "NUL" in got["image.csv"]
     assert got["notes.txt"].startswith("skipped") and "format .txt is not allowed" in got["notes.txt"]
     assert got["empty.csv"].startswith("skipped") and "empty" in got["empty.csv"]
-    assert got["huge.csv"].startswith("skipped") and "maximum file size" in got["huge.csv"] and "splitting is not allowed" in got["huge.csv"]
+    assert (
+        got["huge.csv"].startswith("skipped")
+        and "maximum file size" in got["huge.csv"]
+        and "splitting is not allowed" in got["huge.csv"]
+    )
     assert got["sub/"].startswith("skipped")
     assert got[".hidden.csv"].startswith("skipped") and "hidden" in got[".hidden.csv"]
     assert "Traceback" not in res.stderr
@@ -75,19 +91,37 @@ def test_wrong_password_unreachable_server_and_missing_folder(platform, batch_te
     (tmp_path / "a.csv").write_text(notes_csv([1]))
     res = fetch(platform, t.name, "wrong-password", tmp_path)
     assert res.returncode != 0 and res.stderr.strip() == "fetchdata: error: wrong user name or password (check -u/-p)"
-    res = run_cli("-u", t.name, f"--password={pw}", "-d", str(tmp_path), "--server", "http://127.0.0.1:9", module="fetchdata")
-    assert res.returncode != 0 and "cannot reach the platform" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli(
+        "-u", t.name, f"--password={pw}", "-d", str(tmp_path), "--server", "http://127.0.0.1:9", module="fetchdata"
+    )
+    assert (
+        res.returncode != 0 and "cannot reach the platform" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    )
     res = fetch(platform, t.name, pw, tmp_path / "nope")
     assert res.returncode == 2 and "not a folder" in res.stderr
     # the password from the environment instead of -p
-    env_res = run_cli("-u", t.name, "-d", str(tmp_path), "--server", platform.batch_url(), module="fetchdata",
-                      env={"MYSIMBDP_PASSWORD": pw})
+    env_res = run_cli(
+        "-u",
+        t.name,
+        "-d",
+        str(tmp_path),
+        "--server",
+        platform.batch_url(),
+        module="fetchdata",
+        env={"MYSIMBDP_PASSWORD": pw},
+    )
     assert env_res.returncode == 0 and "uploaded  a.csv" in env_res.stdout
 
 
 def test_too_many_files_fail_with_the_reason_and_a_nonzero_exit(platform, batch_tenant, tmp_path):
-    t, pw, api = batch_tenant("hanger", cons={**SAMPLE_CONSTRAINTS, "max_files": {"count": 2, "per": "staged"},
-                                               "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 30}})
+    t, pw, api = batch_tenant(
+        "hanger",
+        cons={
+            **SAMPLE_CONSTRAINTS,
+            "max_files": {"count": 2, "per": "staged"},
+            "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 30},
+        },
+    )
     for i in range(4):
         (tmp_path / f"f{i}.csv").write_text(notes_csv([i]))
     res = fetch(platform, t.name, pw, tmp_path)
@@ -132,9 +166,25 @@ def test_an_interrupted_upload_resumes_where_it_stopped(platform, batch_tenant, 
     (tmp_path / "large.csv").write_text(notes_csv(range(n)))
     size = (tmp_path / "large.csv").stat().st_size
     # a slow upload, killed half-way through
-    proc = subprocess.Popen([sys.executable, "-m", "fetchdata", "-u", t.name, f"--password={pw}", "-d", str(tmp_path),
-                             "--server", platform.batch_url(), "--limit-rate", str(size // 4)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fetchdata",
+            "-u",
+            t.name,
+            f"--password={pw}",
+            "-d",
+            str(tmp_path),
+            "--server",
+            platform.batch_url(),
+            "--limit-rate",
+            str(size // 4),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(2.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -157,8 +207,21 @@ def test_two_runs_on_one_folder_at_once_send_each_file_once(platform, batch_tena
     n = 30000
     (tmp_path / "shared.csv").write_text(notes_csv(range(n)))
     size = (tmp_path / "shared.csv").stat().st_size
-    argv = [sys.executable, "-m", "fetchdata", "-u", t.name, f"--password={pw}", "-d", str(tmp_path), "-q",
-            "--server", platform.batch_url(), "--limit-rate", str(size // 3)]
+    argv = [
+        sys.executable,
+        "-m",
+        "fetchdata",
+        "-u",
+        t.name,
+        f"--password={pw}",
+        "-d",
+        str(tmp_path),
+        "-q",
+        "--server",
+        platform.batch_url(),
+        "--limit-rate",
+        str(size // 3),
+    ]
     first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1)
     second = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -178,9 +241,27 @@ def test_a_file_that_changes_while_it_is_sent_fails_alone(platform, batch_tenant
     (tmp_path / "a_growing.csv").write_text(notes_csv(range(30000)))
     (tmp_path / "b_after.csv").write_text(notes_csv(range(5)))
     size = (tmp_path / "a_growing.csv").stat().st_size
-    proc = subprocess.Popen([sys.executable, "-m", "fetchdata", "-u", t.name, f"--password={pw}", "-d", str(tmp_path),
-                             "-q", "--server", platform.batch_url(), "--limit-rate", str(size // 4)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fetchdata",
+            "-u",
+            t.name,
+            f"--password={pw}",
+            "-d",
+            str(tmp_path),
+            "-q",
+            "--server",
+            platform.batch_url(),
+            "--limit-rate",
+            str(size // 4),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)
     with open(tmp_path / "a_growing.csv", "r+") as fh:  # cut short while it is being sent
         fh.truncate(size // 3)

@@ -10,8 +10,28 @@ from mysimbdp import config, constraints, credentials, names
 from mysimbdp.errors import ConfigError, InvalidConstraints, InvalidName
 
 
-@pytest.mark.parametrize("bad", ["", "../x", "a;DROP", "Alice", "ab", "a" * 33, "1abc", "a-b", "a b", "x/y",
-                                 "system_x", "mysimbdp", "cassandra1", "operator", "svcx", "appx", "tenant\n"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "../x",
+        "a;DROP",
+        "Alice",
+        "ab",
+        "a" * 33,
+        "1abc",
+        "a-b",
+        "a b",
+        "x/y",
+        "system_x",
+        "mysimbdp",
+        "cassandra1",
+        "operator",
+        "svcx",
+        "appx",
+        "tenant\n",
+    ],
+)
 def test_invalid_tenant_names_are_refused(bad):
     with pytest.raises(InvalidName):
         names.tenant(bad)
@@ -22,9 +42,26 @@ def test_valid_tenant_names(good):
     assert names.tenant(good) == good
 
 
-@pytest.mark.parametrize("bad", ["../etc/passwd", "/etc/passwd", "a/b.csv", "..\\x.csv", "C:\\x.csv", ".hidden.csv",
-                                 "..", ".", "", "  ", "x\x00.csv", "x\n.csv", "x\x1b[31m.csv", " x.csv",
-                                 "é" * 150])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../etc/passwd",
+        "/etc/passwd",
+        "a/b.csv",
+        "..\\x.csv",
+        "C:\\x.csv",
+        ".hidden.csv",
+        "..",
+        ".",
+        "",
+        "  ",
+        "x\x00.csv",
+        "x\n.csv",
+        "x\x1b[31m.csv",
+        " x.csv",
+        "é" * 150,
+    ],
+)
 def test_unsafe_file_names_are_refused(bad):
     with pytest.raises(InvalidName):
         names.safe_file_name(bad)
@@ -42,15 +79,25 @@ def test_constraints_defaults_and_schema():
     assert not c.split_large_files
 
 
-@pytest.mark.parametrize("doc, fragment", [
-    ({"formats": ["exe"], "max_files": {"count": 1, "per": "day"}, "max_file_size_bytes": 1}, "formats/0"),
-    ({"formats": ["csv"], "max_files": {"count": 0, "per": "day"}, "max_file_size_bytes": 1}, "max_files/count"),
-    ({"formats": ["csv"], "max_files": {"count": 1, "per": "week"}, "max_file_size_bytes": 1}, "max_files/per"),
-    ({"formats": ["csv"], "max_files": {"count": 1, "per": "day"}}, "max_file_size_bytes"),
-    ({"formats": ["csv"], "max_files": {"count": 1, "per": "day"}, "max_file_size_bytes": 1, "extra": 1}, "extra"),
-    ({"formats": ["csv"], "max_files": {"count": 1, "per": "day"}, "max_file_size_bytes": 1,
-      "stream": {"autoscale": {"min_instances": 5, "max_instances": 2}}}, "min_instances"),
-])
+@pytest.mark.parametrize(
+    "doc, fragment",
+    [
+        ({"formats": ["exe"], "max_files": {"count": 1, "per": "day"}, "max_file_size_bytes": 1}, "formats/0"),
+        ({"formats": ["csv"], "max_files": {"count": 0, "per": "day"}, "max_file_size_bytes": 1}, "max_files/count"),
+        ({"formats": ["csv"], "max_files": {"count": 1, "per": "week"}, "max_file_size_bytes": 1}, "max_files/per"),
+        ({"formats": ["csv"], "max_files": {"count": 1, "per": "day"}}, "max_file_size_bytes"),
+        ({"formats": ["csv"], "max_files": {"count": 1, "per": "day"}, "max_file_size_bytes": 1, "extra": 1}, "extra"),
+        (
+            {
+                "formats": ["csv"],
+                "max_files": {"count": 1, "per": "day"},
+                "max_file_size_bytes": 1,
+                "stream": {"autoscale": {"min_instances": 5, "max_instances": 2}},
+            },
+            "min_instances",
+        ),
+    ],
+)
 def test_constraints_that_break_the_schema(doc, fragment):
     with pytest.raises(InvalidConstraints) as exc:
         constraints.parse(doc)
@@ -64,8 +111,10 @@ def test_constraints_not_json():
 
 def test_config_layers(tmp_path):
     (tmp_path / "mysimbdp.toml").write_text('[cassandra]\nport = 9999\nheap = "2G"\n[batch]\nworkers = 4\n')
-    cfg = config.load({"home": str(tmp_path), "batch.workers": 3},
-                      env={"MYSIMBDP_CASSANDRA_PORT": "9100", "MYSIMBDP_SANDBOX_PIDS": "64"})
+    cfg = config.load(
+        {"home": str(tmp_path), "batch.workers": 3},
+        env={"MYSIMBDP_CASSANDRA_PORT": "9100", "MYSIMBDP_SANDBOX_PIDS": "64"},
+    )
     assert cfg.cassandra.port == 9100  # env beats file
     assert cfg.cassandra.heap == "2G"  # file beats default
     assert cfg.batch.workers == 3  # flags beat everything

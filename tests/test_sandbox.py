@@ -53,8 +53,16 @@ def run_scenario(cfg, tenant, tmp_path: Path, scenario: dict, **limits):
     data.write_text(json.dumps(scenario))
     data.chmod(0o644)
     app = apps.installed(cfg, tenant.name, "batch")
-    spec = contract.batch_run(cfg, tenant, app, input_file=data, file_name="input.json", output_dir=work / "out",
-                              job_id=job, log_path=work / "run.log")
+    spec = contract.batch_run(
+        cfg,
+        tenant,
+        app,
+        input_file=data,
+        file_name="input.json",
+        output_dir=work / "out",
+        job_id=job,
+        log_path=work / "run.log",
+    )
     if limits:
         spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, **limits))
     res = runtime(cfg).run(spec)
@@ -62,7 +70,7 @@ def run_scenario(cfg, tenant, tmp_path: Path, scenario: dict, **limits):
     text = (work / "run.log").read_text(errors="replace") if (work / "run.log").exists() else ""
     for line in text.splitlines():
         if line.startswith("RESULT "):
-            found = json.loads(line[len("RESULT "):])
+            found = json.loads(line[len("RESULT ") :])
     return res, found
 
 
@@ -113,8 +121,9 @@ def test_a_busy_loop_is_stopped_at_the_wall_clock_limit(platform, registry, two_
 def test_a_fork_bomb_is_contained_and_others_carry_on(platform, registry, two_tenants, tmp_path):
     a, b = two_tenants
     # the number of processes is capped
-    res, out = run_scenario(platform, a, tmp_path / "count", {"scenario": "forkcount", "tries": 300}, pids=64,
-                            timeout=60)
+    res, out = run_scenario(
+        platform, a, tmp_path / "count", {"scenario": "forkcount", "tries": 300}, pids=64, timeout=60
+    )
     assert res.ok, res.describe()
     assert out["made"] < 64 and out["failed"] > 200
     # a real fork bomb runs until the wall clock while tenant B's job runs normally beside it
@@ -180,10 +189,12 @@ def test_network_reaches_cassandra_and_broker_only(platform, two_tenants, tmp_pa
     allowed = [f"{gw}:{cfg.cassandra.port}", f"{gw}:{cfg.broker.sandbox_port}"]
     denied = [
         f"{gw}:{host_listener}",  # any other port of the host
-        f"{gw}:{cfg.batch.port}", f"{gw}:{cfg.stream.port}",  # the platform's HTTP APIs
+        f"{gw}:{cfg.batch.port}",
+        f"{gw}:{cfg.stream.port}",  # the platform's HTTP APIs
         f"{ext}:{host_listener}",  # the host's other addresses
         f"172.17.0.1:{host_listener}",  # Docker's default bridge
-        "192.0.2.1:80", "1.1.1.1:53",  # outside
+        "192.0.2.1:80",
+        "1.1.1.1:53",  # outside
     ]
     # the host listener itself is reachable from the host: a refusal in the sandbox is the firewall's doing
     socket.create_connection(("127.0.0.1", host_listener), timeout=2).close()
@@ -203,8 +214,15 @@ def test_an_app_cannot_reach_another_tenants_staging_folder(platform, two_tenant
     secret_file.parent.mkdir(parents=True, exist_ok=True)
     secret_file.write_text("id,secret\n1,b-only\n")
     try:
-        paths = [str(cfg.paths.staging(b.name)), str(cfg.paths.archive(b.name)), str(secret_file),
-                 str(cfg.paths.staging(a.name)), str(cfg.paths.secrets), "/var/lib/docker", str(cfg.home)]
+        paths = [
+            str(cfg.paths.staging(b.name)),
+            str(cfg.paths.archive(b.name)),
+            str(secret_file),
+            str(cfg.paths.staging(a.name)),
+            str(cfg.paths.secrets),
+            "/var/lib/docker",
+            str(cfg.home),
+        ]
         res, out = run_scenario(cfg, a, tmp_path, {"scenario": "peek", "paths": paths})
         assert res.ok, res.describe()
         for p in paths:

@@ -10,8 +10,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import (STREAM_CONSTRAINTS, StreamApi, count_rows, notes_lines, publish_lines, run_cli,
-                      unique_name, wait_rows)
+from conftest import (
+    STREAM_CONSTRAINTS,
+    StreamApi,
+    count_rows,
+    notes_lines,
+    publish_lines,
+    run_cli,
+    unique_name,
+    wait_rows,
+)
 
 pytestmark = pytest.mark.services
 
@@ -82,8 +90,9 @@ def test_publisher_refuses_bad_options_and_a_record_too_large_for_one_message(pl
     assert api.post("/v1/instances", json={"count": 1}).status_code == 201
     good = notes_lines([1, 2, 3])
     huge = good[1].replace("body 2", "b" * (1100 * 1024))  # one record larger than a broker packet
-    res = publish_lines(cfg, t.name, pw, [good[0], huge, good[2], '4,"a quote left open,x,1,2024-01-01',
-                                          *["y" * 1000] * 1100])
+    res = publish_lines(
+        cfg, t.name, pw, [good[0], huge, good[2], '4,"a quote left open,x,1,2024-01-01', *["y" * 1000] * 1100]
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "2 acknowledged" in res.stdout and "2 records were not sent: larger than 1023 KiB" in res.stdout
     assert "at line(s) 2, 4" in res.stdout
@@ -96,13 +105,20 @@ def test_publisher_tells_when_nobody_ever_subscribed(platform, stream_tenant, cf
     res = publish_lines(cfg, t.name, pw, notes_lines(range(1, 11)), wait_for_subscriber=2)
     assert res.returncode == 1
     assert "10 had no subscriber and were not kept by the broker" in res.stdout
-    assert "were sent again" in res.stdout and "because no subscriber was there yet" in res.stdout and time.monotonic() - t0 >= 2
+    assert (
+        "were sent again" in res.stdout
+        and "because no subscriber was there yet" in res.stdout
+        and time.monotonic() - t0 >= 2
+    )
 
 
 def test_publisher_wrong_password_and_bad_input(platform, stream_tenant, cfg, tmp_path):
     t, pw, api = stream_tenant()
     res = publish_lines(cfg, t.name, "wrong-password", notes_lines([1]))
-    assert res.returncode == 77 and res.stderr.strip() == "mysimbdp-publish: error: wrong user name or password (check -u/-p)"
+    assert (
+        res.returncode == 77
+        and res.stderr.strip() == "mysimbdp-publish: error: wrong user name or password (check -u/-p)"
+    )
     res = publish_lines(cfg, t.name, pw, notes_lines([1]), topic="../other/#")
     assert res.returncode == 2 and "invalid stream name" in res.stderr
     res = run_cli("-u", t.name, f"--password={pw}", str(tmp_path / "missing.csv"), module="streamingestmanager.publish")
@@ -236,7 +252,9 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         c.username_pw_set(user, "inst-pass")
         c.on_message = lambda cl, u, m: got.append(m.topic)
         c.connect(cfg.broker.host, cfg.broker.port)
-        c.subscribe([(f"tenants/{b.name}/in/#", 1), (f"reports/{b.name}/#", 1), (f"$share/{b.name}/tenants/{b.name}/in/#", 1)])
+        c.subscribe(
+            [(f"tenants/{b.name}/in/#", 1), (f"reports/{b.name}/#", 1), (f"$share/{b.name}/tenants/{b.name}/in/#", 1)]
+        )
         c.loop_start()
         time.sleep(0.5)
         assert publish_lines(cfg, b.name, bpw, notes_lines([1])).returncode == 0  # b's own traffic (b's watcher has it)
@@ -264,8 +282,12 @@ def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform
     thief.loop_start()
     try:
         for slot in ("s0", "s1"):  # the client ids instances would have if they were guessable
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"mysimbdp-{b.name}-{slot}",
-                            protocol=mqtt.MQTTv311, clean_session=True)
+            c = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"mysimbdp-{b.name}-{slot}",
+                protocol=mqtt.MQTTv311,
+                clean_session=True,
+            )
             c.username_pw_set(a.name, apw)
             c.connect(cfg.broker.host, cfg.broker.port)
             c.loop(0.5)
@@ -281,10 +303,23 @@ def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform
 
 
 def test_autoscaler_adds_an_instance_under_load_and_removes_it_when_idle(platform, stream_tenant, cfg):
-    cons = {**STREAM_CONSTRAINTS, "stream": {
-        "report_interval_seconds": 1, "memory_mb": 256, "cpus": 0.25,  # slow instances: easy to overload
-        "autoscale": {"enabled": True, "min_instances": 1, "max_instances": 2, "scale_up_avg_ms": 30,
-                      "scale_up_backlog": 100, "scale_down_rate": 1000, "cooldown_seconds": 3}}}
+    cons = {
+        **STREAM_CONSTRAINTS,
+        "stream": {
+            "report_interval_seconds": 1,
+            "memory_mb": 256,
+            "cpus": 0.25,  # slow instances: easy to overload
+            "autoscale": {
+                "enabled": True,
+                "min_instances": 1,
+                "max_instances": 2,
+                "scale_up_avg_ms": 30,
+                "scale_up_backlog": 100,
+                "scale_down_rate": 1000,
+                "cooldown_seconds": 3,
+            },
+        },
+    }
     t, pw, api = stream_tenant(cons=cons)
     assert api.post("/v1/instances", json={"count": 1}).status_code == 201
     res = publish_lines(cfg, t.name, pw, notes_lines(range(1, 20001)))

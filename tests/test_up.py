@@ -130,11 +130,19 @@ def test_an_existing_cluster_instead_of_the_managed_node(platform, tmp_path):
     login = db.operator_login(platform)
     pw = tmp_path / "cassandra-password"
     pw.write_text(login.password + "\n")
-    env = {"MYSIMBDP_CASSANDRA_MANAGED": "false", "MYSIMBDP_CASSANDRA_USERNAME": login.username,
-           "MYSIMBDP_CASSANDRA_PASSWORD_FILE": str(pw), "MYSIMBDP_CASSANDRA_CONTACT_POINTS": "127.0.0.1"}
+    env = {
+        "MYSIMBDP_CASSANDRA_MANAGED": "false",
+        "MYSIMBDP_CASSANDRA_USERNAME": login.username,
+        "MYSIMBDP_CASSANDRA_PASSWORD_FILE": str(pw),
+        "MYSIMBDP_CASSANDRA_CONTACT_POINTS": "127.0.0.1",
+    }
     st = json.loads(run_cli("status", "--json", env=env).stdout)
-    assert st["parts"]["cassandra"] == {"managed": False, "running": True, "ready": True,
-                                        "contact_points": ["127.0.0.1"]}
+    assert st["parts"]["cassandra"] == {
+        "managed": False,
+        "running": True,
+        "ready": True,
+        "contact_points": ["127.0.0.1"],
+    }
     listed = run_cli("tenant", "list", env=env)
     assert listed.returncode == 0
     pw.write_text("wrong\n")

@@ -59,10 +59,17 @@ class DockerRuntime(SandboxRuntime):
     # --- containers --------------------------------------------------------------------------------
     def _create(self, spec: RunSpec):
         lim = spec.limits
-        env = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8",
-               "PYTHONPATH": "/opt/mysimbdp/sdk", **spec.env}
-        mounts = [DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
-                  for m in spec.mounts]
+        env = {
+            "HOME": "/tmp",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": "/opt/mysimbdp/sdk",
+            **spec.env,
+        }
+        mounts = [
+            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
+        ]
         sdk = self.cfg.source / "tenant_apps" / "sdk"
         mounts.append(DockerMount(target="/opt/mysimbdp/sdk", source=str(sdk), type="bind", read_only=True))
         labels = {_LABEL: "1", "mysimbdp.tenant": spec.tenant, "mysimbdp.kind": spec.kind, **spec.labels}
@@ -120,16 +127,20 @@ class DockerRuntime(SandboxRuntime):
                     self._kill(container)
                     break
             seconds = time.monotonic() - t0
-            if (not output_exceeded and spec.output_dir is not None
-                    and _dir_size(spec.output_dir) > spec.limits.max_output_bytes):
+            if (
+                not output_exceeded
+                and spec.output_dir is not None
+                and _dir_size(spec.output_dir) > spec.limits.max_output_bytes
+            ):
                 output_exceeded = True  # written (or fallocated) between two looks, just before exiting
             container.reload()
             state = container.attrs["State"]
             exit_code = state.get("ExitCode")
             oom = bool(state.get("OOMKilled"))
             self._keep_log(container, spec.log_path)
-            return RunResult(spec.name, exit_code, seconds, timed_out, oom, output_exceeded, spec.log_path,
-                             _last_error(container))
+            return RunResult(
+                spec.name, exit_code, seconds, timed_out, oom, output_exceeded, spec.log_path, _last_error(container)
+            )
         finally:
             try:
                 container.remove(force=True)
@@ -152,7 +163,7 @@ class DockerRuntime(SandboxRuntime):
             data = b"(no log: the container's output could not be read)\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         if len(data) > MAX_LOG_BYTES:
-            data = data[: MAX_LOG_BYTES // 2] + b"\n...[truncated]...\n" + data[-MAX_LOG_BYTES // 2:]
+            data = data[: MAX_LOG_BYTES // 2] + b"\n...[truncated]...\n" + data[-MAX_LOG_BYTES // 2 :]
         path.write_bytes(data)
 
     def start(self, spec: RunSpec) -> str:
@@ -191,10 +202,18 @@ class DockerRuntime(SandboxRuntime):
         for summary in self.client.api.containers(all=True, filters={"label": filters}):
             if brief and summary.get("State") == "running":  # the listing says enough: no inspect per container
                 lab = summary.get("Labels") or {}
-                out.append(ContainerInfo(
-                    name=(summary.get("Names") or ["?"])[0].lstrip("/"), tenant=lab.get("mysimbdp.tenant", ""),
-                    kind=lab.get("mysimbdp.kind", ""), labels=lab, state="running", exit_code=None,
-                    started_at=None, oom_killed=False))
+                out.append(
+                    ContainerInfo(
+                        name=(summary.get("Names") or ["?"])[0].lstrip("/"),
+                        tenant=lab.get("mysimbdp.tenant", ""),
+                        kind=lab.get("mysimbdp.kind", ""),
+                        labels=lab,
+                        state="running",
+                        exit_code=None,
+                        started_at=None,
+                        oom_killed=False,
+                    )
+                )
                 continue
             try:  # a container may go away between the listing and this look at it
                 attrs = self.client.api.inspect_container(summary["Id"])
@@ -202,12 +221,18 @@ class DockerRuntime(SandboxRuntime):
                 continue
             state = attrs.get("State") or {}
             lab = (attrs.get("Config") or {}).get("Labels") or {}
-            out.append(ContainerInfo(
-                name=attrs["Name"].lstrip("/"), tenant=lab.get("mysimbdp.tenant", ""), kind=lab.get("mysimbdp.kind", ""),
-                labels=lab, state=state.get("Status", "unknown"),
-                exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
-                started_at=state.get("StartedAt"), oom_killed=bool(state.get("OOMKilled")),
-            ))
+            out.append(
+                ContainerInfo(
+                    name=attrs["Name"].lstrip("/"),
+                    tenant=lab.get("mysimbdp.tenant", ""),
+                    kind=lab.get("mysimbdp.kind", ""),
+                    labels=lab,
+                    state=state.get("Status", "unknown"),
+                    exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
+                    started_at=state.get("StartedAt"),
+                    oom_killed=bool(state.get("OOMKilled")),
+                )
+            )
         return out
 
     def logs(self, name: str, tail: int | None = None) -> str:

@@ -77,18 +77,59 @@ def build(cfg: Config, client: docker.DockerClient, tag: str) -> None:
     work.mkdir(parents=True)
     t0 = time.monotonic()
     print(f"building the tenant runtime image {tag} (first time only, about a minute)...", file=sys.stderr)
-    _run([debootstrap, "--variant=minbase", "--include=" + ",".join(r["debian_packages"]),
-          cfg.sandbox.debian_suite, str(root), debian_mirror()], "debootstrap", work / "debootstrap.log")
+    _run(
+        [
+            debootstrap,
+            "--variant=minbase",
+            "--include=" + ",".join(r["debian_packages"]),
+            cfg.sandbox.debian_suite,
+            str(root),
+            debian_mirror(),
+        ],
+        "debootstrap",
+        work / "debootstrap.log",
+    )
     site = root / "usr" / "local" / "lib" / f"python{r['python_version']}" / "dist-packages"
     site.mkdir(parents=True, exist_ok=True)
     pyver = r["python_version"].replace(".", "")
-    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(site),
-          "--python-version", r["python_version"], "--implementation", "cp", "--abi", f"cp{pyver}",
-          "--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-          "--platform", "manylinux_2_28_x86_64", "--platform", "any", *r["python_packages"]],
-         "pip install into the image", work / "pip.log")
-    for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-                 "usr/share/locale", "usr/share/info"):
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--target",
+            str(site),
+            "--python-version",
+            r["python_version"],
+            "--implementation",
+            "cp",
+            "--abi",
+            f"cp{pyver}",
+            "--only-binary=:all:",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--platform",
+            "any",
+            *r["python_packages"],
+        ],
+        "pip install into the image",
+        work / "pip.log",
+    )
+    for junk in (
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+        "usr/share/info",
+    ):
         shutil.rmtree(root / junk, ignore_errors=True)
     for mount_point in ("app", "input", "output", "opt/mysimbdp/sdk"):
         (root / mount_point).mkdir(parents=True, exist_ok=True)
@@ -97,7 +138,9 @@ def build(cfg: Config, client: docker.DockerClient, tag: str) -> None:
     repo, _, version = tag.partition(":")
     try:
         client.api.import_image_from_file(
-            str(tarball), repository=repo, tag=version,
+            str(tarball),
+            repository=repo,
+            tag=version,
             changes=["ENV PATH=/usr/local/bin:/usr/bin:/bin", "ENV LANG=C.UTF-8", "WORKDIR /app"],
         )
     except docker.errors.APIError as exc:

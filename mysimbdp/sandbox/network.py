@@ -74,8 +74,10 @@ def _check_subnet_free(subnet: str) -> None:
             continue
         try:
             if ipaddress.ip_network(dest, strict=False).overlaps(want):
-                raise RuntimeUnavailable(f"sandbox.subnet {subnet} overlaps the route {dest} of this host",
-                                         hint="set MYSIMBDP_SANDBOX_SUBNET to a free private network")
+                raise RuntimeUnavailable(
+                    f"sandbox.subnet {subnet} overlaps the route {dest} of this host",
+                    hint="set MYSIMBDP_SANDBOX_SUBNET to a free private network",
+                )
         except ValueError:
             continue
 
@@ -122,8 +124,10 @@ def firewall_ok(cfg: Config) -> bool:
     return (
         len(have) == len(firewall_rules(cfg))
         and _iptables("-C", "INPUT", "-i", bridge, "-j", name, check=False).returncode == 0
-        and _iptables("-C", "DOCKER-USER", "-i", bridge, "-j", "REJECT", "--reject-with",
-                      "icmp-port-unreachable", check=False).returncode == 0
+        and _iptables(
+            "-C", "DOCKER-USER", "-i", bridge, "-j", "REJECT", "--reject-with", "icmp-port-unreachable", check=False
+        ).returncode
+        == 0
     )
 
 
@@ -132,8 +136,12 @@ def remove(cfg: Config, client: docker.DockerClient) -> None:
     bridge, name = cfg.sandbox.bridge, chain(cfg)
     while _iptables("-D", "INPUT", "-i", bridge, "-j", name, check=False).returncode == 0:
         pass
-    while _iptables("-D", "DOCKER-USER", "-i", bridge, "-j", "REJECT", "--reject-with", "icmp-port-unreachable",
-                    check=False).returncode == 0:
+    while (
+        _iptables(
+            "-D", "DOCKER-USER", "-i", bridge, "-j", "REJECT", "--reject-with", "icmp-port-unreachable", check=False
+        ).returncode
+        == 0
+    ):
         pass
     _iptables("-F", name, check=False)
     _iptables("-X", name, check=False)

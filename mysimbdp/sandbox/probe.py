@@ -12,8 +12,11 @@ PROBE = "import cassandra, paho.mqtt.client, sys; print('ok', sys.version.split(
 
 def run_probe(rt: SandboxRuntime) -> str:
     spec = RunSpec(
-        name=f"mysimbdp-probe-{secrets.token_hex(4)}", tenant="platform", kind="probe",
-        command=("python3", "-c", PROBE), uid=rt.cfg.sandbox.uid_base,
+        name=f"mysimbdp-probe-{secrets.token_hex(4)}",
+        tenant="platform",
+        kind="probe",
+        command=("python3", "-c", PROBE),
+        uid=rt.cfg.sandbox.uid_base,
         limits=Limits(memory="128m", cpus=0.5, pids=32, timeout=60),
     )
     res = rt.run(spec)

@@ -57,9 +57,17 @@ def install(cfg: Config) -> None:
     tmp = lib.with_name("lib.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("installing Cassandra %s from Maven Central (first time only)", cfg.cassandra.version)
-    argv = [mvn, "-q", "-B", "-f", str(cfg.source / "cassandra" / "pom.xml"), "dependency:copy-dependencies",
-            f"-Dcassandra.version={cfg.cassandra.version}", "-DincludeScope=runtime",
-            f"-DoutputDirectory={tmp}"]
+    argv = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(cfg.source / "cassandra" / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-Dcassandra.version={cfg.cassandra.version}",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={tmp}",
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0 or not any(tmp.glob("cassandra-all-*.jar")):
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
@@ -72,7 +80,9 @@ def install(cfg: Config) -> None:
 def java_command() -> str:
     java = shutil.which("java")
     if not java:
-        raise ServiceStartError("Cassandra: Java is missing", hint="install a Java 17 runtime (openjdk-17-jre-headless)")
+        raise ServiceStartError(
+            "Cassandra: Java is missing", hint="install a Java 17 runtime (openjdk-17-jre-headless)"
+        )
     out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     m = re.search(r'version "(\d+)', out)
     major = int(m.group(1)) if m else 0
@@ -87,8 +97,10 @@ def render_config(cfg: Config) -> Path:
     conf.mkdir(parents=True, exist_ok=True)
     for sub in ("data", "commitlog", "hints", "saved_caches", "cdc_raw"):
         (home / sub).mkdir(parents=True, exist_ok=True)
-    text = (cfg.source / "cassandra" / "cassandra.yaml.in").read_text().format(
-        home=home, port=cfg.cassandra.port, storage_port=cfg.cassandra.storage_port
+    text = (
+        (cfg.source / "cassandra" / "cassandra.yaml.in")
+        .read_text()
+        .format(home=home, port=cfg.cassandra.port, storage_port=cfg.cassandra.storage_port)
     )
     target = conf / "cassandra.yaml"
     target.write_text(text)
@@ -101,19 +113,25 @@ def command(cfg: Config, java: str) -> list[str]:
     if not jamm:
         raise ServiceStartError("Cassandra: the jamm agent jar is missing from the installed lib/")
     options = [
-        line.strip() for line in (cfg.source / "cassandra" / "jvm17-server.options").read_text().splitlines()
+        line.strip()
+        for line in (cfg.source / "cassandra" / "jvm17-server.options").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     yaml = render_config(cfg)
     return [
-        java, f"-Xms{cfg.cassandra.heap}", f"-Xmx{cfg.cassandra.heap}", *options,
+        java,
+        f"-Xms{cfg.cassandra.heap}",
+        f"-Xmx{cfg.cassandra.heap}",
+        *options,
         f"-javaagent:{jamm[0]}",
         f"-Dcassandra.config={yaml.as_uri()}",
         f"-Dcassandra.storagedir={cfg.paths.cassandra}",
         f"-Dcassandra.logdir={cfg.paths.logs}",
         f"-Dlogback.configurationFile={(cfg.source / 'cassandra' / 'logback.xml').as_uri()}",
         "-Dcassandra-foreground=yes",
-        "-cp", f"{lib}/*", MAIN_CLASS,
+        "-cp",
+        f"{lib}/*",
+        MAIN_CLASS,
     ]
 
 
@@ -154,8 +172,9 @@ def start(cfg: Config, timeout: float = 240.0) -> str:
     if not wait_until(lambda: port_open("127.0.0.1", cfg.cassandra.port), timeout, 0.5, abort=d.exited_early):
         if d.exited_early():
             raise ServiceStartError("Cassandra exited while starting:\n" + d.log_tail())
-        raise ServiceStartError(f"Cassandra did not open port {cfg.cassandra.port} within {timeout:.0f}s:\n"
-                                + d.log_tail())
+        raise ServiceStartError(
+            f"Cassandra did not open port {cfg.cassandra.port} within {timeout:.0f}s:\n" + d.log_tail()
+        )
     remaining = max(30.0, timeout - (time.monotonic() - t0))
     bootstrap_operator(cfg, remaining)
     return "started"
@@ -223,5 +242,12 @@ def status(cfg: Config) -> dict:
         return {"managed": False, "running": ok, "ready": ok, "contact_points": list(cfg.cassandra.contact_points)}
     pid = d.pid()
     ready = pid is not None and operator_ready(cfg)
-    return {"managed": True, "running": pid is not None, "pid": pid, "ready": ready,
-            "port": cfg.cassandra.port, "version": cfg.cassandra.version, "log": str(d.log_file)}
+    return {
+        "managed": True,
+        "running": pid is not None,
+        "pid": pid,
+        "ready": ready,
+        "port": cfg.cassandra.port,
+        "version": cfg.cassandra.version,
+        "log": str(d.log_file),
+    }

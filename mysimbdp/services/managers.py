@@ -82,8 +82,12 @@ class ManagedProcess:
 
     def status(self, cfg: Config) -> dict:
         pid = self.daemon(cfg).pid()
-        return {"running": pid is not None, "pid": pid, "ready": pid is not None and self.healthy(cfg),
-                "log": str(self.daemon(cfg).log_file)}
+        return {
+            "running": pid is not None,
+            "pid": pid,
+            "ready": pid is not None and self.healthy(cfg),
+            "log": str(self.daemon(cfg).log_file),
+        }
 
 
 #: in start order

@@ -39,15 +39,19 @@ def render_config(cfg: Config) -> Path:
             if str(p).startswith("/var/lib/mysimbdp"):
                 os.chmod(p, 0o711)
     broker.rewrite_files(cfg)
-    text = (cfg.source / "mosquitto" / "mosquitto.conf.in").read_text().format(
-        runtime=rt,
-        host=cfg.broker.host,
-        port=cfg.broker.port,
-        sandbox_host=cfg.broker_sandbox_host,
-        sandbox_port=cfg.broker.sandbox_port,
-        max_queued=cfg.broker.max_queued_messages,
-        max_inflight=cfg.broker.max_inflight_messages,
-        user_line="user mosquitto" if uid is not None else "",
+    text = (
+        (cfg.source / "mosquitto" / "mosquitto.conf.in")
+        .read_text()
+        .format(
+            runtime=rt,
+            host=cfg.broker.host,
+            port=cfg.broker.port,
+            sandbox_host=cfg.broker_sandbox_host,
+            sandbox_port=cfg.broker.sandbox_port,
+            max_queued=cfg.broker.max_queued_messages,
+            max_inflight=cfg.broker.max_inflight_messages,
+            user_line="user mosquitto" if uid is not None else "",
+        )
     )
     target = cfg.paths.mosquitto / "mosquitto.conf"
     target.write_text(text)
@@ -64,8 +68,10 @@ def start(cfg: Config, timeout: float = 20.0) -> str:
         raise ServiceStartError("Mosquitto is not installed", hint="run `make setup` (apt-get install mosquitto)")
     for host, port in ((cfg.broker.host, cfg.broker.port), (cfg.broker_sandbox_host, cfg.broker.sandbox_port)):
         if not port_free(host, port):
-            raise ServiceStartError(f"Mosquitto: port {host}:{port} is already taken by {who_listens(port)}",
-                                    hint="stop it or set MYSIMBDP_BROKER_PORT")
+            raise ServiceStartError(
+                f"Mosquitto: port {host}:{port} is already taken by {who_listens(port)}",
+                hint="stop it or set MYSIMBDP_BROKER_PORT",
+            )
     conf = render_config(cfg)
     broker.service_login(cfg)  # the controller's user exists before the broker reads its files
     d.start([exe, "-c", str(conf)])
@@ -78,8 +84,9 @@ def start(cfg: Config, timeout: float = 20.0) -> str:
             return "started"
         except BrokerUnavailable as exc:
             if time.monotonic() > deadline:
-                raise ServiceStartError(f"Mosquitto runs but refuses the platform: {exc.message}\n"
-                                        + d.log_tail()) from None
+                raise ServiceStartError(
+                    f"Mosquitto runs but refuses the platform: {exc.message}\n" + d.log_tail()
+                ) from None
             time.sleep(0.2)
 
 
@@ -97,8 +104,12 @@ def status(cfg: Config) -> dict:
             ready = True
         except BrokerUnavailable as exc:
             error = exc.message
-    out = {"running": pid is not None, "pid": pid, "ready": ready,
-           "listeners": [f"{cfg.broker.host}:{cfg.broker.port}", f"{cfg.broker_sandbox_host}:{cfg.broker.sandbox_port}"]}
+    out = {
+        "running": pid is not None,
+        "pid": pid,
+        "ready": ready,
+        "listeners": [f"{cfg.broker.host}:{cfg.broker.port}", f"{cfg.broker_sandbox_host}:{cfg.broker.sandbox_port}"],
+    }
     if error:
         out["error"] = error
     return out

@@ -39,7 +39,9 @@ def _timed(part: str, fn: Callable[[], str], report: Callable[[StepResult], None
     return res
 
 
-def up(cfg: Config, report: Callable[[StepResult], None] = lambda r: None, *, managers_too: bool = True) -> list[StepResult]:
+def up(
+    cfg: Config, report: Callable[[StepResult], None] = lambda r: None, *, managers_too: bool = True
+) -> list[StepResult]:
     """Start what is not running, in dependency order; raise ServiceStartError naming the part that failed."""
     from ..sandbox import runtime
 
@@ -118,8 +120,14 @@ def _stop_tenant_containers(cfg: Config) -> int:
     rt = runtime(cfg)
     containers = rt.list()
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda c: rt.stop(c.name, timeout=cfg.stream.drain_timeout,
-                                        signal=c.labels.get("mysimbdp.down_signal", "SIGTERM")), containers))
+        list(
+            pool.map(
+                lambda c: rt.stop(
+                    c.name, timeout=cfg.stream.drain_timeout, signal=c.labels.get("mysimbdp.down_signal", "SIGTERM")
+                ),
+                containers,
+            )
+        )
     return len(containers)
 
 
@@ -135,8 +143,12 @@ def status(cfg: Config) -> dict:
         from ..sandbox.docker_runtime import client
 
         c = client()
-        parts["sandbox"] = {"image": image.image_tag(cfg), "image_present": image.image_present(cfg, c),
-                            "network": cfg.sandbox.network, "firewall": network.firewall_ok(cfg)}
+        parts["sandbox"] = {
+            "image": image.image_tag(cfg),
+            "image_present": image.image_present(cfg, c),
+            "network": cfg.sandbox.network,
+            "firewall": network.firewall_ok(cfg),
+        }
         parts["sandbox"]["ready"] = parts["sandbox"]["image_present"] and parts["sandbox"]["firewall"]
         parts["sandbox"]["containers"] = len(c.containers.list(filters={"label": "mysimbdp=1"}))
     else:

@@ -60,8 +60,13 @@ class Daemon:
             out.flush()
             try:
                 proc = subprocess.Popen(
-                    list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=dict(env) if env is not None else None,
+                    cwd=cwd,
+                    start_new_session=True,
                     close_fds=True,
                 )
             except OSError as exc:

@@ -141,8 +141,9 @@ class _Slice(io.RawIOBase):
 def _range_records(path: str, r: Range) -> Iterator[tuple[int, list[str]]]:
     import csv
 
-    text = io.TextIOWrapper(io.BufferedReader(_Slice(path, r.start, r.end), 1 << 20), encoding="utf-8",
-                            errors="replace", newline="")
+    text = io.TextIOWrapper(
+        io.BufferedReader(_Slice(path, r.start, r.end), 1 << 20), encoding="utf-8", errors="replace", newline=""
+    )
     reader = csv.reader(text, sniff_dialect(path))
     offset = r.first_line - 1
     with text:
@@ -169,16 +170,28 @@ class _Options:
     retry_for: float
 
 
-def _ingest(ctx: Context, table: Table, header: list[str], records: Iterator[tuple[int, list[str]]],
-            rejects_path: str, opts: _Options) -> tuple[int, int]:
+def _ingest(
+    ctx: Context,
+    table: Table,
+    header: list[str],
+    records: Iterator[tuple[int, list[str]]],
+    rejects_path: str,
+    opts: _Options,
+) -> tuple[int, int]:
     """Write one stream of records; return (rows written, rows rejected)."""
     session = store.connect(ctx, retry_for=opts.retry_for)
     try:
         insert = session.prepare(table.insert_cql(ctx.keyspace))
         convert = table.converter(header)
         rejects = RejectsFile(rejects_path, header)
-        writer = store.Writer(session, insert, concurrency=opts.concurrency, partition_of=table.partition_of,
-                              batch_rows=opts.batch_rows, retry_for=opts.retry_for)
+        writer = store.Writer(
+            session,
+            insert,
+            concurrency=opts.concurrency,
+            partition_of=table.partition_of,
+            batch_rows=opts.batch_rows,
+            retry_for=opts.retry_for,
+        )
         transform = opts.transform
         previous = 0  # the line the previous record ended on
         for line, record in records:
@@ -222,9 +235,16 @@ def cpus() -> int:
         return 1
 
 
-def run_batch(table: Table, *, transform: Callable[[tuple], tuple] | None = None, concurrency: int = 48,
-              batch_rows: int = 64, retry_for: float = 60.0, processes: int | None = None,
-              ctx: Context | None = None) -> int:
+def run_batch(
+    table: Table,
+    *,
+    transform: Callable[[tuple], tuple] | None = None,
+    concurrency: int = 48,
+    batch_rows: int = 64,
+    retry_for: float = 60.0,
+    processes: int | None = None,
+    ctx: Context | None = None,
+) -> int:
     """Ingest the staged file into ``table``; return the exit status.
 
     ``transform`` may change a converted row (or raise Rejected); ``retry_for`` is how long Cassandra may

@@ -57,10 +57,19 @@ def _date(text: str) -> date:
 
 
 CONVERTERS: dict[str, Callable[[str], object]] = {
-    "text": str, "varchar": str, "ascii": str,
-    "int": int, "bigint": int, "smallint": int, "tinyint": int, "varint": int,
-    "double": _float, "float": _float,
-    "boolean": _bool, "timestamp": _timestamp, "date": _date,
+    "text": str,
+    "varchar": str,
+    "ascii": str,
+    "int": int,
+    "bigint": int,
+    "smallint": int,
+    "tinyint": int,
+    "varint": int,
+    "double": _float,
+    "float": _float,
+    "boolean": _bool,
+    "timestamp": _timestamp,
+    "date": _date,
 }
 
 
@@ -138,8 +147,13 @@ class Table:
         key_idx = [i for i, c in enumerate(names) if c in self.key_columns]
         # int() reads "5_17" as 517: the integer fields of a row are checked for "_" in one go
         int_idx = [i for i, (_, t) in enumerate(self.columns) if CONVERTERS[t] is int]
-        int_fields = (operator.itemgetter(*int_idx) if len(int_idx) > 1
-                      else (lambda f: (f[int_idx[0]],)) if int_idx else (lambda f: ()))
+        int_fields = (
+            operator.itemgetter(*int_idx)
+            if len(int_idx) > 1
+            else (lambda f: (f[int_idx[0]],))
+            if int_idx
+            else (lambda f: ())
+        )
 
         def pick(record: Sequence[str]) -> list[str]:
             return [record[p] if p is not None else "" for p in order]

@@ -31,8 +31,16 @@ from .context import Context, TemporaryFailure
 
 log = logging.getLogger("mysimbdp_app")
 logging.getLogger("cassandra").setLevel(logging.CRITICAL)
-TRANSIENT = (NoHostAvailable, OperationTimedOut, Unavailable, WriteTimeout, ReadTimeout, WriteFailure,
-             ConnectionError, OSError)
+TRANSIENT = (
+    NoHostAvailable,
+    OperationTimedOut,
+    Unavailable,
+    WriteTimeout,
+    ReadTimeout,
+    WriteFailure,
+    ConnectionError,
+    OSError,
+)
 
 
 def connect(ctx: Context, retry_for: float = 60.0) -> Session:
@@ -41,12 +49,18 @@ def connect(ctx: Context, retry_for: float = 60.0) -> Session:
     delay = 0.5
     while True:
         cluster = Cluster(
-            contact_points=list(ctx.cassandra_hosts), port=ctx.cassandra_port,
+            contact_points=list(ctx.cassandra_hosts),
+            port=ctx.cassandra_port,
             auth_provider=PlainTextAuthProvider(ctx.cassandra_username, ctx.cassandra_password),
-            execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(
-                load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()), request_timeout=30)},
+            execution_profiles={
+                EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                    load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()), request_timeout=30
+                )
+            },
             reconnection_policy=ConstantReconnectionPolicy(0.5, max_attempts=None),
-            protocol_version=4, connect_timeout=5, control_connection_timeout=5,  # v5 frames cost a CRC32 each way
+            protocol_version=4,
+            connect_timeout=5,
+            control_connection_timeout=5,  # v5 frames cost a CRC32 each way
             schema_metadata_enabled=False,  # a tenant app needs no map of the whole cluster's schema
         )
         try:
@@ -86,10 +100,18 @@ class Writer:
     ``on_written(n)`` (optional) is called from the driver's thread after n rows are durably accepted.
     """
 
-    def __init__(self, session: Session, statement: PreparedStatement, *, concurrency: int = 64,
-                 partition_of: Callable[[Sequence[object]], Hashable] | None = None, batch_rows: int = 64,
-                 max_open_partitions: int = 512, retry_for: float = 60.0,
-                 on_written: Callable[[int, object], None] | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        statement: PreparedStatement,
+        *,
+        concurrency: int = 64,
+        partition_of: Callable[[Sequence[object]], Hashable] | None = None,
+        batch_rows: int = 64,
+        max_open_partitions: int = 512,
+        retry_for: float = 60.0,
+        on_written: Callable[[int, object], None] | None = None,
+    ) -> None:
         self.session = session
         self.statement = statement
         self.partition_of = partition_of
@@ -150,8 +172,9 @@ class Writer:
         except Exception as exc:  # noqa: BLE001 - e.g. the session is shutting down
             self._err(exc, statement, rows, tags, deadline, attempt)
             return
-        future.add_callbacks(self._ok, self._err, callback_args=(rows, tags),
-                             errback_args=(statement, rows, tags, deadline, attempt))
+        future.add_callbacks(
+            self._ok, self._err, callback_args=(rows, tags), errback_args=(statement, rows, tags, deadline, attempt)
+        )
 
     def _ok(self, _result, rows: int, tags: list) -> None:
         with self._lock:
@@ -173,7 +196,7 @@ class Writer:
         with self._lock:  # the retry counts as work in flight until it is sent again
             self._in_flight += 1
         self._finish()
-        delay = min(0.25 * 2 ** attempt, 5.0)
+        delay = min(0.25 * 2**attempt, 5.0)
 
         def retry() -> None:  # never sleep on the driver's event loop
             time.sleep(delay)

@@ -41,9 +41,11 @@ from .context import EXIT_OK, EXIT_TEMPORARY, Context, TemporaryFailure
 from .records import Rejected, Table
 
 log = logging.getLogger("mysimbdp_app.stream")
-REJECTS_TABLE = ("CREATE TABLE IF NOT EXISTS {ks}.rejected_messages (day text, received timeuuid, topic text,"
-                 " payload text, reason text, instance text, PRIMARY KEY ((day), received))"
-                 " WITH default_time_to_live = 2592000")
+REJECTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {ks}.rejected_messages (day text, received timeuuid, topic text,"
+    " payload text, reason text, instance text, PRIMARY KEY ((day), received))"
+    " WITH default_time_to_live = 2592000"
+)
 
 
 class _Window:
@@ -57,24 +59,40 @@ class _Window:
         self.rejected = 0
         self.latencies: list[float] = []
 
-    def report(self, tenant: str, instance: str, pending: int, started_at: float,
-               first_message_at: float | None) -> dict:
+    def report(
+        self, tenant: str, instance: str, pending: int, started_at: float, first_message_at: float | None
+    ) -> dict:
         lat = sorted(self.latencies)
         n = len(lat)
         return {
-            "tenant": tenant, "instance": instance,
-            "window_start": self.start, "window_end": time.time(),
-            "messages": self.messages, "bytes": self.bytes, "errors": self.errors, "rejected": self.rejected,
+            "tenant": tenant,
+            "instance": instance,
+            "window_start": self.start,
+            "window_end": time.time(),
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "errors": self.errors,
+            "rejected": self.rejected,
             "avg_ms": round(sum(lat) / n * 1000, 3) if n else 0.0,
             "p95_ms": round(lat[min(n - 1, int(n * 0.95))] * 1000, 3) if n else 0.0,
             "pending": pending,
-            "started_at": started_at, "first_message_at": first_message_at,
+            "started_at": started_at,
+            "first_message_at": first_message_at,
         }
 
 
 class StreamInstance:
-    def __init__(self, ctx: Context, table: Table, fields: Sequence[str], *, concurrency: int = 32, batch_wait: float = 0.02, batch_max: int = 100,
-                 transform: Callable[[tuple], tuple] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        table: Table,
+        fields: Sequence[str],
+        *,
+        concurrency: int = 32,
+        batch_wait: float = 0.02,
+        batch_max: int = 100,
+        transform: Callable[[tuple], tuple] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.table = table
         self.fields = list(fields)
@@ -106,21 +124,35 @@ class StreamInstance:
         self.insert = self.session.prepare(self.table.insert_cql(self.ctx.keyspace))
         self.insert_reject = self.session.prepare(
             f"INSERT INTO {self.ctx.keyspace}.rejected_messages (day, received, topic, payload, reason, instance)"
-            " VALUES (?, ?, ?, ?, ?, ?)")
+            " VALUES (?, ?, ?, ?, ?, ?)"
+        )
         # rows: retried while Cassandra is away (the messages stay unacknowledged meanwhile)
         # Rows of one replica set travel in one batch: on a single node that is every row (one request for all
         # that arrived in the last milliseconds); on a cluster, the rows of one partition.
         single_node = len(self.session.cluster.metadata.all_hosts()) == 1
         group = (lambda values: 0) if single_node else self.table.partition_of
-        self.writer = store.Writer(self.session, self.insert, concurrency=self.concurrency, retry_for=3600,
-                                   partition_of=group, batch_rows=100, on_written=self._written)
-        self.reject_writer = store.Writer(self.session, self.insert_reject, concurrency=8, retry_for=3600,
-                                          on_written=self._written)
+        self.writer = store.Writer(
+            self.session,
+            self.insert,
+            concurrency=self.concurrency,
+            retry_for=3600,
+            partition_of=group,
+            batch_rows=100,
+            on_written=self._written,
+        )
+        self.reject_writer = store.Writer(
+            self.session, self.insert_reject, concurrency=8, retry_for=3600, on_written=self._written
+        )
 
     # --- MQTT -----------------------------------------------------------------------------------------
     def _client(self, clean: bool) -> mqtt.Client:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
-                        clean_session=clean, manual_ack=True)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=clean,
+            manual_ack=True,
+        )
         c.username_pw_set(self.ctx.mqtt_username, self.ctx.mqtt_password)
         return c
 
@@ -206,8 +238,10 @@ class StreamInstance:
             reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc) or "empty message"
             day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
             payload = msg.payload.decode("utf-8", "replace")[:10000]
-            self.reject_writer.add((day, uuid.uuid1(), msg.topic, payload, reason, self.ctx.instance),
-                                   (msg.mid, received, len(msg.payload), False))
+            self.reject_writer.add(
+                (day, uuid.uuid1(), msg.topic, payload, reason, self.ctx.instance),
+                (msg.mid, received, len(msg.payload), False),
+            )
         except TemporaryFailure:
             with self.lock:
                 self.window.errors += 1
@@ -232,8 +266,7 @@ class StreamInstance:
         with self.lock:
             w, self.window = self.window, _Window()
             pending = self.pending
-        body = w.report(self.ctx.tenant, self.ctx.instance, pending, self.started_at,
-                        self.first_message_at)
+        body = w.report(self.ctx.tenant, self.ctx.instance, pending, self.started_at, self.first_message_at)
         self.mqtt.publish(self.ctx.report_topic, json.dumps(body), qos=1)
 
     # --- the loop ---------------------------------------------------------------------------------------

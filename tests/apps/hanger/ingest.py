@@ -1,4 +1,5 @@
 import time
+
 print("thinking...", flush=True)
 while True:
     time.sleep(1)

@@ -18,14 +18,27 @@ def report():
 
 if scenario == "identity":
     status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-    out.update(uid=os.getuid(), gid=os.getgid(), cap_eff=status["CapEff"].strip(),
-               no_new_privs=status.get("NoNewPrivs", "").strip(),
-               env_keys=sorted(k for k in os.environ if k.startswith("MYSIMBDP_")),
-               user=os.environ["MYSIMBDP_CASSANDRA_USERNAME"], keyspace=os.environ["MYSIMBDP_KEYSPACE"])
+    out.update(
+        uid=os.getuid(),
+        gid=os.getgid(),
+        cap_eff=status["CapEff"].strip(),
+        no_new_privs=status.get("NoNewPrivs", "").strip(),
+        env_keys=sorted(k for k in os.environ if k.startswith("MYSIMBDP_")),
+        user=os.environ["MYSIMBDP_CASSANDRA_USERNAME"],
+        keyspace=os.environ["MYSIMBDP_KEYSPACE"],
+    )
     report()
 elif scenario == "rootfs":
-    for path in ("/evil", "/etc/evil", "/app/evil", "/usr/lib/evil", "/input/evil", "/opt/mysimbdp/sdk/evil",
-                 "/tmp/ok", "/output/ok"):
+    for path in (
+        "/evil",
+        "/etc/evil",
+        "/app/evil",
+        "/usr/lib/evil",
+        "/input/evil",
+        "/opt/mysimbdp/sdk/evil",
+        "/tmp/ok",
+        "/output/ok",
+    ):
         try:
             with open(path, "w") as fh:
                 fh.write("x")

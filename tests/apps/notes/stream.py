@@ -1,4 +1,5 @@
 """notes, streamed: each message is one line "id,title,body,amount,at"."""
+
 from table import NOTES
 from mysimbdp_app.stream import run_stream
 

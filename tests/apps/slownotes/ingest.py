@@ -1,4 +1,5 @@
 """notes, written slowly (about 1 ms a row) and giving up on Cassandra after 3 s: for fault tests."""
+
 import time
 
 from table import NOTES

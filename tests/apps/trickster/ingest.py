@@ -1,5 +1,6 @@
 """A batch app that tries to trip the platform up with what it leaves in /output; the uploaded file's
 name says which trick."""
+
 import json
 import os
 
