@@ -28,6 +28,7 @@ from .config import Config
 from .constraints import Constraints, loads as load_constraints
 from .errors import MysimbdpError, TenantError, TenantExists, TenantNotFound
 from .jobs import days_since, months_since
+from .services import mosquitto_broker
 
 log = logging.getLogger(__name__)
 MIN_PASSWORD = 8
@@ -195,7 +196,7 @@ class Registry:
                 )
         uid = self._allocate_uid(name)
         self._provision_cassandra(name)
-        broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
+        mosquitto_broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
         self._wait_for_broker(name, password)
         self._make_folders(name, uid)
         refs = {}
@@ -208,12 +209,11 @@ class Registry:
     def _wait_for_broker(self, name: str, password: str) -> None:
         """When the broker runs, return only once it accepts the tenant's (new) password."""
         from .errors import BrokerUnavailable
-        from .services import mosquitto_broker
 
         if not mosquitto_broker.daemon(self.cfg).running():
             return  # it reads the users when it starts
         try:
-            broker.wait_for_login(self.cfg, name, password, timeout=10)
+            mosquitto_broker.wait_for_login(self.cfg, name, password, timeout=10)
         except BrokerUnavailable as exc:
             log.warning("the broker does not accept tenant %s yet: %s", name, exc.one_line())
 
@@ -280,7 +280,7 @@ class Registry:
                 raise TenantError(f"the password must have at least {MIN_PASSWORD} characters")
             broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
             self.session.execute(self._set_password, (credentials.hash_password(password), broker_hash, now, name))
-            broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
+            mosquitto_broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
             self._wait_for_broker(name, password)
         refs = {"batch": t.batch_app, "stream": t.stream_app}
         for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
@@ -307,8 +307,8 @@ class Registry:
         rt = runtime(self.cfg)
         for c in rt.list(tenant=name):
             rt.stop(c.name, timeout=5)
-        broker.remove_users(self.cfg, name)
-        broker.remove_users(self.cfg, f"app.{name}")
+        mosquitto_broker.remove_users(self.cfg, name)
+        mosquitto_broker.remove_users(self.cfg, broker.instance_users_prefix(name))
         self.session.execute(f"DROP KEYSPACE IF EXISTS {name}")
         self.session.execute(f"DROP ROLE IF EXISTS {name}")
         p = self.cfg.paths

@@ -32,6 +32,7 @@ from mysimbdp import broker, daemon, db
 from mysimbdp.config import Config
 from mysimbdp.errors import MysimbdpError, TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
+from mysimbdp.services import mosquitto_broker
 from mysimbdp.tenants import Registry, Tenant, TenantCache
 
 from . import autoscaler
@@ -69,7 +70,7 @@ class Controller:
         self.store = StreamStore(self.cfg, session)
 
     def _listen(self) -> mqtt.Client:
-        user, password = broker.service_login(self.cfg)
+        user, password = mosquitto_broker.service_login(self.cfg)
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=broker.session_client_id("mysimbdp-stream-controller", password),
@@ -77,7 +78,7 @@ class Controller:
         )
         c.username_pw_set(user, password)
         c.reconnect_delay_set(0.5, 5)
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("reports/+/+", qos=1) if not rc.is_failure else None
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(broker.REPORTS_FILTER, qos=1) if not rc.is_failure else None
         c.on_message = self._on_report
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # reports wait while the controller restarts
@@ -87,7 +88,7 @@ class Controller:
 
     def _on_report(self, client, userdata, msg) -> None:
         try:
-            _, tenant, slot = msg.topic.split("/")
+            tenant, slot = broker.parse_report_topic(msg.topic)
             report = parse_report(tenant, slot, msg.payload)
         except (ValueError, TenantError) as exc:
             log.warning("ignored a report on %s: %s", msg.topic, exc)
@@ -262,7 +263,7 @@ class Controller:
             t0 = time.monotonic()
             try:
                 states = self.store.all()
-                self.broker_users = {u.name for u in broker.list_users(self.cfg)}
+                self.broker_users = {u.name for u in mosquitto_broker.list_users(self.cfg)}
                 known = {st.tenant for st in states}
                 for st in states:
                     self.reconcile(st)

@@ -27,6 +27,7 @@ from mysimbdp import apps, broker, contract, credentials, names
 from mysimbdp.config import Config
 from mysimbdp.errors import NoApp
 from mysimbdp.sandbox import ContainerInfo, SandboxRuntime
+from mysimbdp.services import mosquitto_broker
 from mysimbdp.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -101,18 +102,18 @@ class Instances:
     def _password(self, tenant: str, slot: str) -> str:
         """The slot's broker password: the one it has while its session lives, a new one otherwise."""
         path = self._secret(tenant, slot)
-        users = {u.name for u in broker.list_users(self.cfg)}
+        users = {u.name for u in mosquitto_broker.list_users(self.cfg)}
         if path.exists() and broker.instance_user(tenant, slot) in users:
             return credentials.read_secret_json(path)["password"]
         password = credentials.generate_password()
         credentials.write_secret(path, {"password": password})
-        broker.put_user(
+        mosquitto_broker.put_user(
             self.cfg,
             broker.app_instance_user(
                 tenant, slot, credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
             ),
         )
-        broker.wait_for_login(self.cfg, broker.instance_user(tenant, slot), password)
+        mosquitto_broker.wait_for_login(self.cfg, broker.instance_user(tenant, slot), password)
         return password
 
     def stop(self, tenant: str, slot: str, mode: str) -> int | None:
@@ -122,7 +123,7 @@ class Instances:
         if mode == "leave":
             # A paused slot keeps its broker user: Mosquitto checks the subscriber's right to read when it
             # queues a message for an offline session, and would drop what waits for a user it no longer knows.
-            broker.remove_users(self.cfg, broker.instance_user(tenant, slot))
+            mosquitto_broker.remove_users(self.cfg, broker.instance_user(tenant, slot))
             self._secret(tenant, slot).unlink(missing_ok=True)
         log.info("stopped %s/%s (%s), exit %s", tenant, slot, mode, code)
         return code

@@ -24,7 +24,7 @@ from typing import Iterator
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mysimbdp import credentials, csvtext, names
+from mysimbdp import broker, credentials, csvtext, names
 from mysimbdp.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -201,7 +201,7 @@ def run(args) -> int:
     except InvalidName as exc:  # a bad -u or --topic is a usage error (exit 2)
         raise UsageError(exc.message, hint=exc.hint) from None
     password = credentials.client_password(args.password, args.user)
-    topic = f"tenants/{args.user}/in/{stream}"
+    topic = broker.data_topic(args.user, stream)
     pub = Publisher(host, port, args.user, password, wait_for_subscriber=args.wait_for_subscriber)
     total = sum(1 for _ in records(path, not args.no_header)) if sys.stderr.isatty() and not args.quiet else 0
     t0 = time.monotonic()

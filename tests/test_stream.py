@@ -225,11 +225,14 @@ def _publish_as(cfg, user, password, topic) -> bool:
 
 def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg):
     from mysimbdp import broker, credentials
+    from mysimbdp.services import mosquitto_broker
 
     a, apw, _ = stream_tenant()
     b, bpw, _ = stream_tenant()
     user = broker.instance_user(a.name, "s5")
-    broker.put_user(cfg, broker.app_instance_user(a.name, "s5", credentials.mosquitto_hash("inst-pass", 1000)))
+    mosquitto_broker.put_user(
+        cfg, broker.app_instance_user(a.name, "s5", credentials.mosquitto_hash("inst-pass", 1000))
+    )
     seen = []
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
     watcher.username_pw_set(b.name, bpw)  # b watches its own topics
@@ -263,7 +266,7 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         assert got == [] and len(seen) == 1
     finally:
         watcher.loop_stop()
-        broker.remove_users(cfg, user)
+        mosquitto_broker.remove_users(cfg, user)
 
 
 def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform, stream_tenant, cfg):

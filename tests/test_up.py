@@ -64,13 +64,14 @@ def second_home(tmp_path, platform):
     }
     yield env
     run_cli("down", env=env)
-    from mysimbdp import broker, config
+    from mysimbdp import config
+    from mysimbdp.services import mosquitto_broker
     from mysimbdp.sandbox import network
     from mysimbdp.sandbox.docker_runtime import client
 
     cfg2 = config.load(env=dict(os.environ, **env))
     network.remove(cfg2, client())
-    rt = broker.runtime_dir(cfg2)
+    rt = mosquitto_broker.runtime_dir(cfg2)
     if str(rt).startswith("/var/lib/mysimbdp/"):
         shutil.rmtree(rt.parent, ignore_errors=True)
 
