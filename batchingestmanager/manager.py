@@ -22,6 +22,7 @@ from pathlib import Path
 from mysimbdp import daemon, db
 from mysimbdp.config import Config
 from mysimbdp.jobs import JobStore
+from mysimbdp.retry import backoff
 from mysimbdp.sandbox import runtime as sandbox_runtime
 from mysimbdp.tenants import Registry, TenantCache
 
@@ -49,7 +50,7 @@ class Manager:
 
     # --- setup ------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        daemon.keep_trying(self.stop, self._open)
+        daemon.when_ready(self.stop, self._open)
 
     def _open(self) -> None:
         session = self.sessions.get()
@@ -143,7 +144,7 @@ class Manager:
                     log.exception("could not even record job %s as failed; it stays in the work area", claimed.key)
             else:
                 claimed.errors += 1
-                delay = min(2.0**claimed.errors, 60.0)
+                delay = backoff(claimed.errors, 2.0, 60.0)
                 claimed.not_before = time.monotonic() + delay
                 log.warning(
                     "job %s hit an unexpected error (%d so far); trying again in %.0fs",

@@ -29,12 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from cassandra import DriverException, OperationTimedOut, Unavailable, WriteTimeout
-from cassandra.cluster import NoHostAvailable
-
-from mysimbdp import apps, contract, names
+from mysimbdp import apps, contract, db, names
 from mysimbdp.config import Config
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
+from mysimbdp.retry import Stopped, backoff, retry
 from mysimbdp.jobs import Job, JobStore, append_log, new_job_id
 from mysimbdp.sandbox import RunResult, SandboxRuntime
 from mysimbdp.tenants import Registry, Tenant
@@ -43,7 +41,6 @@ log = logging.getLogger(__name__)
 EXIT_TEMPORARY = 75
 MAX_RESULT_BYTES = 64 * 1024
 MAX_COUNT = 10**15  # rows in one file: anything above is not a count but a tenant app's mistake
-UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, WriteTimeout, DriverException, ConnectionError, OSError)
 
 
 @dataclass
@@ -164,18 +161,15 @@ class JobRunner:
 
     def _save(self, job: Job) -> None:
         """Write the job record; while Cassandra is down, wait for it (the record must not be lost)."""
-        delay = 1.0
-        while True:
-            try:
-                self.jobs.save(job)
-                return
-            except UNAVAILABLE as exc:  # Cassandra is not answering (anything else is a bug: raised)
-                if self.stopping():
-                    log.warning("stopping before the record of job %s could be written: %s", job.job_id, exc)
-                    return
-                log.warning("cannot write the record of job %s yet (%s); retrying in %.0fs", job.job_id, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 15)
+        try:
+            retry(
+                lambda: self.jobs.save(job),
+                on=db.UNAVAILABLE,
+                stop=self.stopping,
+                what=f"writing the record of job {job.job_id}",
+            )
+        except Stopped:
+            log.warning("stopping before the record of job %s could be written", job.job_id)
 
     def run(self, c: Claimed) -> Verdict:
         """Run one attempt of a claimed job; return the verdict (and act on it)."""
@@ -265,7 +259,7 @@ class JobRunner:
             return failed
         job.status, job.reason = "retrying", verdict.reason
         self._save(job)
-        delay = min(self.cfg.batch.retry_initial * 2 ** max(job.attempts - 1, 0), self.cfg.batch.retry_max)
+        delay = backoff(job.attempts - 1, self.cfg.batch.retry_initial, self.cfg.batch.retry_max)
         c.not_before = time.monotonic() + delay
         log.info("job %s will be retried in %.0fs: %s", c.key, delay, verdict.reason)
         return verdict

@@ -9,6 +9,7 @@ from typing import Callable
 import requests
 from requests.adapters import HTTPAdapter
 
+from mysimbdp.retry import backoff
 from mysimbdp.errors import (
     AuthenticationFailed,
     ConstraintViolation,
@@ -162,7 +163,6 @@ class Client:
         resumed_from = offset
         if progress and offset:
             progress(offset)
-        delay = 1.0
         breaks = 0  # connections that broke off: at most ``attempts``
         busy_since: float | None = None  # another client has been writing this upload since then
         while True:
@@ -185,8 +185,7 @@ class Client:
                         f"the upload of {src.name} kept breaking off",
                         hint="run fetchdata again: it resumes where it stopped",
                     ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 15)
+                time.sleep(backoff(breaks - 1))
                 resp = None
             if resp is not None and resp.status_code not in (404, 409):
                 _raise_for(resp, f"uploading {src.name}")

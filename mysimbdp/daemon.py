@@ -10,6 +10,7 @@ from typing import Callable, Protocol, TypeVar
 
 from . import config as config_mod
 from .errors import MysimbdpError
+from .retry import Stopped, retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,15 +41,10 @@ def run_until_stopped(make: Callable[[config_mod.Config], Loop]) -> int:
     return 0
 
 
-def keep_trying(stop: threading.Event, attempt: Callable[[], T], waiting_for: str = "Cassandra") -> T | None:
-    """``attempt()`` until it succeeds (a MysimbdpError means "not yet": wait, doubling up to 15 s), or
-    None once ``stop`` is set. For daemons that start before the services they need are ready."""
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            return attempt()
-        except MysimbdpError as exc:
-            log.warning("waiting for %s: %s", waiting_for, exc.one_line())
-            stop.wait(delay)
-            delay = min(delay * 2, 15)
-    return None
+def when_ready(stop: threading.Event, attempt: Callable[[], T], waiting_for: str = "Cassandra") -> T | None:
+    """``attempt()`` until it succeeds (a MysimbdpError means "not yet"), or None once ``stop`` is set.
+    For daemons that start before the services they need are ready."""
+    try:
+        return retry(attempt, on=(MysimbdpError,), stop=stop, what=f"waiting for {waiting_for}")
+    except Stopped:
+        return None

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cassandra import AuthenticationFailed as _CassAuthFailed
+from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.connection import ConnectionException
 from cassandra.policies import ConstantReconnectionPolicy, RoundRobinPolicy, TokenAwarePolicy
 
 from . import credentials
@@ -24,6 +26,17 @@ log = logging.getLogger(__name__)
 # The driver logs expected failures (a refused login while probing, a node restarting) with tracebacks;
 # they reach us as exceptions anyway.
 logging.getLogger("cassandra").setLevel(logging.CRITICAL)
+
+#: what a Cassandra call raises when the database, not the statement, is the problem: try again later
+UNAVAILABLE = (
+    NoHostAvailable,
+    OperationTimedOut,
+    Unavailable,
+    ReadTimeout,
+    WriteTimeout,
+    ConnectionException,
+    CassandraUnavailable,
+)
 
 
 @dataclass(frozen=True)

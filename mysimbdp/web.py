@@ -40,10 +40,7 @@ def install_error_handlers(app: Flask, log: logging.Logger) -> None:
 
     @app.errorhandler(Exception)
     def on_unexpected(exc: Exception):
-        from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
-        from cassandra.cluster import NoHostAvailable
-
-        if isinstance(exc, (NoHostAvailable, OperationTimedOut, Unavailable, WriteTimeout, ReadTimeout)):
+        if isinstance(exc, db.UNAVAILABLE):
             log.warning("Cassandra unavailable: %s", exc)
             return json_error(503, "the platform's database is unavailable", "try again in a moment")
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)

@@ -62,7 +62,7 @@ class Controller:
 
     # --- setup ---------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        daemon.keep_trying(self.stop, self._open)
+        daemon.when_ready(self.stop, self._open)
 
     def _open(self) -> None:
         session = self.sessions.get()

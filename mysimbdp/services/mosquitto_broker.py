@@ -23,6 +23,7 @@ from .. import broker, credentials
 from ..broker import BrokerUser
 from ..config import Config
 from ..errors import BrokerUnavailable, ServiceStartError
+from ..retry import retry
 from .process import Daemon, port_free, port_open, wait_until, who_listens
 
 
@@ -86,17 +87,11 @@ def start(cfg: Config, timeout: float = 20.0) -> str:
     d.start([exe, "-c", str(conf)])
     if not wait_until(lambda: port_open(cfg.broker.host, cfg.broker.port), timeout, 0.1, abort=d.exited_early):
         raise ServiceStartError("Mosquitto did not start:\n" + d.log_tail())
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connect_probe(cfg)
-            return "started"
-        except BrokerUnavailable as exc:
-            if time.monotonic() > deadline:
-                raise ServiceStartError(
-                    f"Mosquitto runs but refuses the platform: {exc.message}\n" + d.log_tail()
-                ) from None
-            time.sleep(0.2)
+    try:
+        retry(lambda: connect_probe(cfg), on=(BrokerUnavailable,), initial=0.2, maximum=1.0, deadline=timeout)
+    except BrokerUnavailable as exc:
+        raise ServiceStartError(f"Mosquitto runs but refuses the platform: {exc.message}\n" + d.log_tail()) from None
+    return "started"
 
 
 def stop(cfg: Config) -> bool:
@@ -259,16 +254,14 @@ def service_login(cfg: Config, name: str = broker.STREAM_CONTROLLER_USER) -> tup
 
 def wait_for_login(cfg: Config, user: str, password: str, timeout: float = 10.0) -> None:
     """Wait until the broker accepts ``user`` (it reloads its users on a signal), signalling again if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connect_probe(cfg, timeout=3, login=(user, password))
-            return
-        except BrokerUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-            reload_broker(cfg)
+    retry(
+        lambda: connect_probe(cfg, timeout=3, login=(user, password)),
+        on=(BrokerUnavailable,),
+        initial=0.2,
+        maximum=1.0,
+        deadline=timeout,
+        between=lambda: reload_broker(cfg),
+    )
 
 
 def connect_probe(cfg: Config, timeout: float = 5.0, login: tuple[str, str] | None = None) -> None:
