@@ -30,7 +30,7 @@ from werkzeug.exceptions import ClientDisconnected
 from mysimbdp import config, names, web
 from mysimbdp import constraints as constraints_mod
 from mysimbdp.errors import NotFound, TenantError
-from mysimbdp.jobs import JobStore
+from mysimbdp.jobs import JobStatus, JobStore
 
 from .uploads import Duplicate, Interrupted, Uploads
 
@@ -195,8 +195,8 @@ def create_app(cfg: config.Config | None = None) -> Flask:
             limit = max(1, min(1000, int(request.args.get("limit", "100"))))
         except ValueError:
             raise TenantError("limit must be a number") from None
-        if status is not None and status not in ("staged", "running", "retrying", "succeeded", "failed"):
-            raise TenantError(f"unknown status {status!r}", hint="staged, running, retrying, succeeded or failed")
+        if status is not None:
+            status = JobStatus.parse(status)
         jobs = backend.jobs.list(g.tenant.name, status=status, limit=limit)
         return jsonify({"jobs": [j.to_dict(public=True) for j in jobs]})
 

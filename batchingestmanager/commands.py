@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from mysimbdp import cli, names
-from mysimbdp.errors import TenantError
-from mysimbdp.jobs import STATUSES
+from mysimbdp.jobs import JobStatus
 
 
 def cmd_jobs(cfg, args) -> int:
@@ -14,8 +13,8 @@ def cmd_jobs(cfg, args) -> int:
     from mysimbdp.jobs import JobStore
     from mysimbdp.tenants import Registry
 
-    if args.status and args.status not in STATUSES:
-        raise TenantError(f"unknown status {args.status!r}", hint=", ".join(STATUSES))
+    if args.status:
+        JobStatus.parse(args.status)
     session = db.connect(cfg)
     try:
         registry = Registry(cfg, session)

@@ -21,13 +21,14 @@ from pathlib import Path
 
 from mysimbdp import daemon, db
 from mysimbdp.config import Config
-from mysimbdp.jobs import JobStore
+from mysimbdp.jobs import JobStatus, JobStore
 from mysimbdp.retry import backoff
 from mysimbdp.sandbox import runtime as sandbox_runtime
 from mysimbdp.tenants import Registry, TenantCache
 
 from . import watcher
 from .runner import Claimed, JobRunner
+from .watcher import StagedFile
 
 log = logging.getLogger("batchingestmanager")
 RESCAN = 30.0  # seconds between scans of the staging folders
@@ -37,10 +38,10 @@ class Manager:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.stop = threading.Event()
-        self.events: queue.Queue[tuple[str, Path]] = queue.Queue()
+        self.events: queue.Queue[StagedFile] = queue.Queue()
         self.sessions = db.SessionHolder(cfg)
         self.pending: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-        self.queued: set[str] = set()
+        self.queued: set[Path] = set()
         self.running: collections.Counter[str] = collections.Counter()
         self.lock = threading.Condition()
         self._tenants = TenantCache(lambda: self.registry, ttl=10.0)
@@ -79,21 +80,20 @@ class Manager:
         return int(t.constraints.batch["max_concurrent_jobs"]) if t else 1
 
     # --- queueing ---------------------------------------------------------------------------------------
-    def _enqueue_staged(self, tenant: str, path: Path) -> None:
-        key = str(path)
+    def _enqueue_staged(self, staged: StagedFile) -> None:
         with self.lock:
-            if key in self.queued:
+            if staged.path in self.queued:
                 return
-            self.queued.add(key)
-            self.pending[tenant].append(("staged", path))
+            self.queued.add(staged.path)
+            self.pending[staged.tenant].append(staged)
             self.lock.notify_all()
 
     def _enqueue_claimed(self, c: Claimed) -> None:
         with self.lock:
-            self.pending[c.tenant].append(("claimed", c))
+            self.pending[c.tenant].append(c)
             self.lock.notify_all()
 
-    def _next(self) -> tuple[str, tuple] | None:
+    def _next(self) -> tuple[str, StagedFile | Claimed] | None:
         """The next runnable item, taking tenants in turn; None when nothing may start now."""
         if sum(self.running.values()) >= self.cfg.batch.workers:
             return None
@@ -105,31 +105,29 @@ class Manager:
                 continue
             q = self.pending[t]
             for i, item in enumerate(q):
-                if item[0] == "claimed" and item[1].not_before > now:
+                if isinstance(item, Claimed) and item.not_before > now:
                     continue
                 del q[i]
                 return t, item
         return None
 
     # --- work -------------------------------------------------------------------------------------------
-    def _work(self, tenant: str, item: tuple) -> None:
-        kind, obj = item
-        claimed: Claimed | None = obj if kind == "claimed" else None
+    def _work(self, tenant: str, item: StagedFile | Claimed) -> None:
+        claimed: Claimed | None = item if isinstance(item, Claimed) else None
         try:
-            if kind == "staged":
+            if isinstance(item, StagedFile):
                 with self.lock:
-                    self.queued.discard(str(obj))
-                claimed = self.runner.claim(tenant, obj)
+                    self.queued.discard(item.path)
+                claimed = self.runner.claim(item)
                 if claimed is None:
                     return
             else:
-                claimed = obj
                 if not self.cassandra_ok():  # do not spend a run while Cassandra is away
                     claimed.not_before = time.monotonic() + 2
                     self._enqueue_claimed(claimed)
                     return
             verdict = self.runner.run(claimed)
-            if verdict.status == "retrying" and not self.stop.is_set():
+            if verdict.status == JobStatus.RETRYING and not self.stop.is_set():
                 self._enqueue_claimed(claimed)
         except Exception as exc:  # noqa: BLE001 - e.g. Cassandra away at an odd moment; one job must not stop the manager
             if claimed is None:
@@ -169,20 +167,20 @@ class Manager:
         for c in self.runner.recover():
             log.info("resuming job %s left by a previous run", c.key)
             self._enqueue_claimed(c)
-        for tenant, path in watcher.scan(root):
-            self._enqueue_staged(tenant, path)
+        for staged in watcher.scan(root):
+            self._enqueue_staged(staged)
         heartbeat = self.cfg.paths.run / "batch-manager.heartbeat"
         log.info("batch manager ready: %d workers, watching %s", self.cfg.batch.workers, root)
         next_scan = time.monotonic() + RESCAN
         try:
             while not self.stop.is_set():
                 if time.monotonic() > next_scan:  # a safety net under the watcher (lost events, errors)
-                    for tenant, path in watcher.scan(root):
-                        self._enqueue_staged(tenant, path)
+                    for staged in watcher.scan(root):
+                        self._enqueue_staged(staged)
                     next_scan = time.monotonic() + RESCAN
                 try:
                     while True:
-                        self._enqueue_staged(*self.events.get_nowait())
+                        self._enqueue_staged(self.events.get_nowait())
                 except queue.Empty:
                     pass
                 with self.lock:
@@ -193,14 +191,14 @@ class Manager:
                     self.lock.wait(0.2)
                 heartbeat.write_text(f"{time.time():.0f}\n")
                 for path in self._drain_events(0.05):
-                    self._enqueue_staged(*path)
+                    self._enqueue_staged(path)
         finally:
             observer.stop()
             log.info("stopping: waiting for running jobs")
             self.pool.shutdown(wait=True)
             self.sessions.close()
 
-    def _drain_events(self, timeout: float) -> list[tuple[str, Path]]:
+    def _drain_events(self, timeout: float) -> list[StagedFile]:
         try:
             first = self.events.get(timeout=timeout)
         except queue.Empty:

@@ -33,9 +33,11 @@ from mysimbdp import apps, contract, db, names
 from mysimbdp.config import Config
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
 from mysimbdp.retry import Stopped, backoff, retry
-from mysimbdp.jobs import Job, JobStore, append_log, new_job_id
+from mysimbdp.jobs import Job, JobStatus, JobStore, append_log, new_job_id
 from mysimbdp.sandbox import RunResult, SandboxRuntime
 from mysimbdp.tenants import Registry, Tenant
+
+from .watcher import StagedFile
 
 log = logging.getLogger(__name__)
 EXIT_TEMPORARY = 75
@@ -45,11 +47,12 @@ MAX_COUNT = 10**15  # rows in one file: anything above is not a count but a tena
 
 @dataclass
 class Claimed:
+    """A job whose file is in the work area, ``work/<tenant>/<job id>/input/``."""
+
     tenant: str
     job_id: uuid.UUID
     dir: Path  # work/<tenant>/<job>/
     input: Path
-    meta: dict
     not_before: float = 0.0  # for retries
     errors: int = 0  # unexpected errors so far (the job is put back with a growing back-off)
 
@@ -60,7 +63,7 @@ class Claimed:
 
 @dataclass
 class Verdict:
-    status: str  # succeeded | retrying | failed
+    status: JobStatus  # succeeded | retrying | failed
     reason: str = ""
     rows: int | None = None
     rejected: int | None = None
@@ -84,40 +87,38 @@ class JobRunner:
         self.stopping = stopping
 
     # --- claiming -------------------------------------------------------------------------------------
-    def claim(self, tenant: str, staged: Path) -> Claimed | None:
-        """Move a staged file into the work area; None if it is gone (claimed already)."""
-        sidecar = staged.with_name(f".{staged.stem}.json")
-        meta: dict = {}
-        if sidecar.exists():
-            try:
-                meta = json.loads(sidecar.read_text())
-            except (OSError, ValueError):
-                meta = {}
-        try:
-            job_id = uuid.UUID(meta["job_id"])
-        except (KeyError, ValueError):
-            job_id = new_job_id()  # a file put in staging by hand: it gets a job of its own
-            meta = {
-                "job_id": str(job_id),
-                "file_name": staged.name,
-                "size": staged.stat().st_size if staged.exists() else 0,
-                "sha256": "",
-                "client": "local",
-                "manual": True,
-            }
+    def claim(self, staged: StagedFile) -> Claimed | None:
+        """Move a staged file into the work area; None if it is gone (claimed already).
+
+        The upload API names a staged file after its job, whose record it wrote first. A file put in
+        staging by hand gets a job (and a record) of its own here."""
+        tenant, path = staged.tenant, staged.path
+        job_id = _job_id_of(path.name)
+        manual = job_id is None
+        if manual:
+            job_id = new_job_id()
         work = self.cfg.paths.work(tenant) / str(job_id)
         (work / "input").mkdir(parents=True, exist_ok=True)
-        stored = f"{job_id}{staged.suffix.lower()}" if meta.get("manual") else staged.name
-        target = work / "input" / names.safe_file_name(stored)
+        target = work / "input" / f"{job_id}{path.suffix.lower()}"
         try:
-            os.rename(staged, target)
+            os.rename(path, target)
         except FileNotFoundError:  # another worker was first
             if not any((work / "input").iterdir()):
                 shutil.rmtree(work, ignore_errors=True)
             return None
-        (work / "job.json").write_text(json.dumps(meta))
-        sidecar.unlink(missing_ok=True)
-        return Claimed(tenant, job_id, work, target, meta)
+        c = Claimed(tenant, job_id, work, target)
+        if manual:
+            job = Job(
+                tenant=tenant,
+                job_id=job_id,
+                file_name=names.safe_file_name(path.name),
+                stored_name=target.name,
+                size=target.stat().st_size,
+                client_address="local",
+                created_at=datetime.now(timezone.utc),
+            )
+            self._save(job)
+        return c
 
     def recover(self) -> list[Claimed]:
         """Jobs a previous run of the manager left in the work area."""
@@ -128,34 +129,30 @@ class JobRunner:
         for tenant_dir in sorted(root.iterdir()):
             for work in sorted(tenant_dir.iterdir()) if tenant_dir.is_dir() else []:
                 inputs = list((work / "input").glob("*")) if (work / "input").is_dir() else []
-                try:
-                    meta = json.loads((work / "job.json").read_text())
-                    job_id = uuid.UUID(meta["job_id"])
-                except (OSError, ValueError, KeyError):
-                    log.warning("unreadable work folder %s left alone", work)
+                job_id = _job_id_of(work.name)
+                if job_id is None:
+                    log.warning("work folder %s is not named after a job; left alone", work)
                     continue
                 if not inputs:
                     shutil.rmtree(work, ignore_errors=True)
                     continue
                 for c in self.runtime.list(job=str(job_id)):  # an orphan container of the killed manager
                     self.runtime.stop(c.name, timeout=2)
-                found.append(Claimed(tenant_dir.name, job_id, work, inputs[0], meta))
+                found.append(Claimed(tenant_dir.name, job_id, work, inputs[0]))
         return found
 
     # --- running --------------------------------------------------------------------------------------
     def _job(self, c: Claimed) -> Job:
         try:
             return self.jobs.get(c.tenant, c.job_id)
-        except NotFound:
-            m = c.meta
+        except NotFound:  # claimed by hand, then the manager stopped before the record was written
             return Job(
                 tenant=c.tenant,
                 job_id=c.job_id,
-                file_name=m.get("file_name", c.input.name),
+                file_name=c.input.name,
                 stored_name=c.input.name,
-                size=int(m.get("size") or c.input.stat().st_size),
-                sha256=m.get("sha256", ""),
-                client_address=m.get("client", ""),
+                size=c.input.stat().st_size,
+                client_address="local",
                 created_at=datetime.now(timezone.utc),
             )
 
@@ -174,7 +171,7 @@ class JobRunner:
     def run(self, c: Claimed) -> Verdict:
         """Run one attempt of a claimed job; return the verdict (and act on it)."""
         job = self._job(c)
-        if job.status in ("succeeded", "failed"):  # the manager died after the receipt: just tidy up
+        if job.status.final:  # the manager died after the receipt: just tidy up
             self._settle(c, job, Verdict(job.status, job.reason or ""), keep_receipt=True)
             return Verdict(job.status)
         try:
@@ -183,10 +180,10 @@ class JobRunner:
             return self._discard(c, "the tenant no longer exists")
         app = apps.installed(self.cfg, c.tenant, "batch")
         if app is None:
-            verdict = Verdict("failed", "the tenant has no batch ingest app", 0, 0)
+            verdict = Verdict(JobStatus.FAILED, "the tenant has no batch ingest app", 0, 0)
             self._finish(c, job, verdict, None)
             return verdict
-        job.status, job.attempts = "running", (job.attempts or 0) + 1
+        job.status, job.attempts = JobStatus.RUNNING, (job.attempts or 0) + 1
         job.started_at = datetime.now(timezone.utc)
         job.app_name, job.app_version = app.name, app.version
         job.reason = None
@@ -214,25 +211,25 @@ class JobRunner:
         try:
             result = self.runtime.run(spec)
         except ServiceError as exc:
-            verdict = Verdict("retrying", f"the sandbox is unavailable: {exc.one_line()}")
+            verdict = Verdict(JobStatus.RETRYING, f"the sandbox is unavailable: {exc.one_line()}")
             return self._retry(c, job, verdict)
         if self.registry.find(c.tenant) is None:  # deleted while its app ran: nothing of it may come back
             return self._discard(c, "the tenant was deleted while the job ran")
         verdict = self._judge(tenant, result, out)
         job.seconds = round(result.seconds, 3)
-        if verdict.status == "retrying":
+        if verdict.status == JobStatus.RETRYING:
             return self._retry(c, job, verdict)
         self._finish(c, job, verdict, result)
         return verdict
 
     def _judge(self, tenant: Tenant, r: RunResult, out: Path) -> Verdict:
         if r.exit_code == EXIT_TEMPORARY and not (r.timed_out or r.oom_killed):
-            return Verdict("retrying", "the app reported the infrastructure unavailable (exit 75)")
+            return Verdict(JobStatus.RETRYING, "the app reported the infrastructure unavailable (exit 75)")
         if not r.ok and not self.cassandra_ok():
-            return Verdict("retrying", f"the app {r.describe()} while Cassandra was unreachable")
+            return Verdict(JobStatus.RETRYING, f"the app {r.describe()} while Cassandra was unreachable")
         if not r.ok:
             tail = r.last_error or _last_line(r.log_path)
-            return Verdict("failed", f"the app {r.describe()}" + (f": {tail}" if tail else ""))
+            return Verdict(JobStatus.FAILED, f"the app {r.describe()}" + (f": {tail}" if tail else ""))
         try:
             data = json.loads(read_output(out / "result.json", MAX_RESULT_BYTES))
             if not isinstance(data, dict):
@@ -246,18 +243,18 @@ class JobRunner:
             ):
                 raise ValueError("rows_ingested and rows_rejected must be whole numbers from 0 to 10^15")
         except FileNotFoundError:
-            return Verdict("failed", "the app exited normally but wrote no /output/result.json")
+            return Verdict(JobStatus.FAILED, "the app exited normally but wrote no /output/result.json")
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)  # no host paths
-            return Verdict("failed", f"the app exited normally but its /output/result.json is not valid: {why}")
-        return Verdict("succeeded", "", rows, rejected)
+            return Verdict(JobStatus.FAILED, f"the app exited normally but its /output/result.json is not valid: {why}")
+        return Verdict(JobStatus.SUCCEEDED, "", rows, rejected)
 
     def _retry(self, c: Claimed, job: Job, verdict: Verdict) -> Verdict:
         if job.attempts >= self.cfg.batch.max_attempts:
-            failed = Verdict("failed", f"gave up after {job.attempts} attempts: {verdict.reason}")
+            failed = Verdict(JobStatus.FAILED, f"gave up after {job.attempts} attempts: {verdict.reason}")
             self._finish(c, job, failed, None)
             return failed
-        job.status, job.reason = "retrying", verdict.reason
+        job.status, job.reason = JobStatus.RETRYING, verdict.reason
         self._save(job)
         delay = backoff(job.attempts - 1, self.cfg.batch.retry_initial, self.cfg.batch.retry_max)
         c.not_before = time.monotonic() + delay
@@ -273,7 +270,7 @@ class JobRunner:
 
     def _settle(self, c: Claimed, job: Job, verdict: Verdict, *, keep_receipt: bool) -> None:
         """Move the file and its by-products to the archive or the quarantine, then write the receipt."""
-        ok = verdict.status == "succeeded"
+        ok = verdict.status == JobStatus.SUCCEEDED
         dest = (self.cfg.paths.archive if ok else self.cfg.paths.quarantine)(c.tenant) / str(c.job_id)
         dest.mkdir(parents=True, exist_ok=True)
         rejects = c.dir / "out" / "rejects.csv"
@@ -311,7 +308,7 @@ class JobRunner:
     def give_up(self, c: Claimed, why: str) -> None:
         """End a job that keeps hitting errors of the platform's own (not the app's) as failed."""
         job = self._job(c)
-        self._finish(c, job, Verdict("failed", f"the platform could not run this job: {why}"), None)
+        self._finish(c, job, Verdict(JobStatus.FAILED, f"the platform could not run this job: {why}"), None)
 
     def _discard(self, c: Claimed, why: str) -> Verdict:
         """Drop a job of a tenant that no longer exists: no receipt, no archive, no quarantine."""
@@ -321,7 +318,16 @@ class JobRunner:
             self.jobs.delete(c.tenant, c.job_id)
         except Exception:  # noqa: BLE001 - the tenant's records are deleted with it anyway
             log.debug("no record of job %s to delete", c.key)
-        return Verdict("failed", why)
+        return Verdict(JobStatus.FAILED, why)
+
+
+def _job_id_of(name: str) -> uuid.UUID | None:
+    """The job a staged file (``<job id>.<format>``) or a work folder (``<job id>``) belongs to."""
+    try:
+        job_id = uuid.UUID(name.split(".", 1)[0])
+    except ValueError:
+        return None
+    return job_id if job_id.version == 1 else None
 
 
 def _open_output(path: Path) -> int:

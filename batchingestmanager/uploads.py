@@ -29,7 +29,7 @@ from mysimbdp import names
 from mysimbdp.config import Config
 from mysimbdp.errors import ConstraintViolation, Conflict, FileTooLarge, NotFound, TenantError, TooManyFiles
 from mysimbdp.filecheck import ContentChecker
-from mysimbdp.jobs import Job, JobStore, new_job_id
+from mysimbdp.jobs import Job, JobStatus, JobStore, new_job_id
 from mysimbdp.tenants import Tenant
 
 CHUNK = 1 << 20
@@ -283,18 +283,12 @@ class Uploads:
             sha256=s.sha256,
             client_address=s.client,
             created_at=datetime.now(timezone.utc),
-            status="staged",
+            status=JobStatus.STAGED,
         )
         self.jobs.save(job)
         self.jobs.remember(job)
         staging = self.cfg.paths.staging(t.name)
         staging.mkdir(parents=True, exist_ok=True)
-        sidecar = staging / f".{job_id}.json"
-        sidecar.write_text(
-            json.dumps(
-                {"job_id": str(job_id), "file_name": s.name, "size": s.size, "sha256": s.sha256, "client": s.client}
-            )
-        )
         if os.geteuid() == 0:
             os.chown(part, 0, t.uid)
         os.chmod(part, 0o640)

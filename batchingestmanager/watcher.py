@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -20,8 +21,16 @@ from mysimbdp.errors import InvalidName
 log = logging.getLogger(__name__)
 
 
-def staged_file(root: Path, path: Path) -> tuple[str, Path] | None:
-    """(tenant, path) when ``path`` is a visible file directly in a tenant's staging folder."""
+@dataclass(frozen=True)
+class StagedFile:
+    """A file waiting in ``staging/<tenant>/``, named ``<job id>.<format>`` by the upload API."""
+
+    tenant: str
+    path: Path
+
+
+def staged_file(root: Path, path: Path) -> StagedFile | None:
+    """The staged file ``path`` is, when it is a visible file directly in a tenant's staging folder."""
     try:
         rel = path.relative_to(root)
     except ValueError:
@@ -32,11 +41,11 @@ def staged_file(root: Path, path: Path) -> tuple[str, Path] | None:
         tenant = names.tenant(rel.parts[0])
     except InvalidName:
         return None
-    return tenant, path
+    return StagedFile(tenant, path)
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, root: Path, out: "queue.Queue[tuple[str, Path]]") -> None:
+    def __init__(self, root: Path, out: "queue.Queue[StagedFile]") -> None:
         self.root = root
         self.out = out
 
@@ -58,7 +67,7 @@ class _Handler(FileSystemEventHandler):
             self._offer(event.src_path)
 
 
-def watch(root: Path, out: "queue.Queue[tuple[str, Path]]") -> Observer:
+def watch(root: Path, out: "queue.Queue[StagedFile]") -> Observer:
     root.mkdir(parents=True, exist_ok=True)
     observer = Observer()
     observer.schedule(_Handler(root, out), str(root), recursive=True)
@@ -67,7 +76,7 @@ def watch(root: Path, out: "queue.Queue[tuple[str, Path]]") -> Observer:
     return observer
 
 
-def scan(root: Path) -> list[tuple[str, Path]]:
+def scan(root: Path) -> list[StagedFile]:
     """Everything already staged (files that arrived while the manager was down), oldest first."""
     found = []
     if not root.exists():

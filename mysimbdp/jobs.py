@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -20,10 +21,32 @@ from cassandra.util import datetime_from_uuid1, min_uuid_from_time
 
 from . import names
 from .config import Config
-from .errors import NotFound
+from .errors import NotFound, TenantError
 
 log = logging.getLogger(__name__)
-STATUSES = ("staged", "running", "retrying", "succeeded", "failed")
+
+
+class JobStatus(StrEnum):
+    """Where a job is. ``staged`` -> ``running`` (-> ``retrying`` -> ``running`` ...) -> ``succeeded`` or
+    ``failed``; the last two are final."""
+
+    STAGED = "staged"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+    @classmethod
+    def parse(cls, text: str) -> "JobStatus":
+        """The status named ``text``; TenantError (with the choices) for anything else."""
+        try:
+            return cls(text)
+        except ValueError:
+            raise TenantError(f"unknown status {text[:40]!r}", hint=", ".join(s.value for s in cls)) from None
 
 
 def new_job_id() -> uuid.UUID:
@@ -46,7 +69,7 @@ class Job:
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    status: str = "staged"
+    status: JobStatus = JobStatus.STAGED
     attempts: int = 0
     rows_ingested: int | None = None
     rows_rejected: int | None = None
@@ -60,6 +83,7 @@ class Job:
     def to_dict(self, *, public: bool = False) -> dict:
         d = asdict(self)
         d["job_id"] = str(self.job_id)
+        d["status"] = str(self.status)
         for k in ("created_at", "started_at", "finished_at"):
             if d[k] is not None:
                 d[k] = d[k].replace(tzinfo=timezone.utc).isoformat() if d[k].tzinfo is None else d[k].isoformat()
@@ -77,7 +101,7 @@ class Job:
             f"{self.rows_ingested or 0} lines ingested in {self.seconds or 0:.3f} seconds - "
             f"{self.rows_rejected or 0} rejected - status: {self.status} - job {self.job_id}"
         )
-        if self.status == "failed" and self.reason:
+        if self.status == JobStatus.FAILED and self.reason:
             text += f" - reason: {self.reason}"
         return text
 
@@ -157,6 +181,7 @@ class JobStore:
 def _from_row(row) -> Job:
     data = {c: getattr(row, c) for c in _COLUMNS}
     job = Job(tenant=row.tenant, job_id=row.job_id, **data)
+    job.status = JobStatus(job.status or JobStatus.STAGED)
     for k in ("created_at", "started_at", "finished_at"):
         v = getattr(job, k)
         if v is not None and v.tzinfo is None:
