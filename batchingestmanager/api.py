@@ -13,8 +13,8 @@
     GET    /v1/jobs/<job_id>/rejects        the rejected rows (CSV)
     GET    /v1/jobs/<job_id>/log            the app's output for this job
 
-Errors are JSON ``{"error": "...", "hint": "..."}`` with a 4xx status for anything the client can fix,
-503 when a service the platform needs is down; never a traceback.
+Errors are JSON ``{"error": "...", "code": "...", "hint": "..."}`` with a 4xx status for anything the
+client can fix, 503 when a service the platform needs is down; never a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
-from flask import Flask, Response, g, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, g, jsonify, request, send_file
 from werkzeug.exceptions import ClientDisconnected
 
 from mysimbdp import config, names, web
@@ -35,6 +35,7 @@ from mysimbdp.jobs import JobStatus, JobStore
 from .uploads import Duplicate, Interrupted, Uploads
 
 log = logging.getLogger("batchingestmanager.api")
+bp = Blueprint("batch", __name__)
 
 
 class _Body:
@@ -75,158 +76,155 @@ class Backend:
         return self.parts()[1]
 
 
+def backend() -> Backend:
+    return web.get_backend()
+
+
 def create_app(cfg: config.Config | None = None) -> Flask:
-    cfg = cfg or config.load()
-    app = Flask("mysimbdp-batch")
-    app.config["MAX_CONTENT_LENGTH"] = None
-    backend = Backend(cfg)
-    app.extensions["mysimbdp"] = backend
+    return web.create_api("mysimbdp-batch", Backend(cfg or config.load()), [bp], log)
 
-    web.install_error_handlers(app, log)
-    error = web.json_error
 
-    @app.before_request
-    def authenticate():
-        if request.endpoint in (None, "healthz"):
-            return None
-        backend.directory.login()
-        return None
+def _staged(job) -> Response:
+    resp = jsonify({"status": "staged", "job": job.to_dict(public=True)})
+    resp.status_code = 201
+    return resp
 
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"ok": True})
 
-    @app.get("/v1/constraints")
-    def get_constraints():
-        return jsonify(g.tenant.constraints.raw)
+def _duplicate(dup: Duplicate, **extra) -> Response:
+    return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "message": str(dup), **extra})
 
-    @app.post("/v1/uploads")
-    def open_upload():
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            raise TenantError("send a JSON object with name, size and sha256")
-        uploads = backend.uploads
-        try:
-            s, offset = uploads.open(
-                g.tenant, data.get("name"), data.get("size"), data.get("sha256"), request.remote_addr or ""
-            )
-        except Duplicate as dup:
-            return jsonify(
-                {"status": "duplicate", "job_id": str(dup.job_id), "file_name": dup.file_name, "message": str(dup)}
-            ), 200
-        resp = jsonify({**s.public(offset), "status": "resumed" if offset else "open"})
-        resp.status_code = 200 if offset else 201
-        resp.headers["Upload-Offset"] = str(offset)
-        resp.headers["Location"] = f"/v1/uploads/{s.id}"
-        return resp
 
-    @app.route("/v1/uploads/<upload_id>", methods=["HEAD", "GET"])
-    def upload_status(upload_id: str):
-        uploads = backend.uploads
-        s, offset = uploads.get(g.tenant.name, upload_id)
-        resp = jsonify(s.public(offset)) if request.method == "GET" else Response(status=200)
-        resp.headers["Upload-Offset"] = str(offset)
-        resp.headers["Upload-Length"] = str(s.size)
-        return resp
+@bp.get("/v1/constraints")
+def get_constraints():
+    return jsonify(g.tenant.constraints.raw)
 
-    @app.patch("/v1/uploads/<upload_id>")
-    def upload_append(upload_id: str):
-        try:
-            offset = int(request.headers.get("Upload-Offset", ""))
-        except ValueError:
-            raise TenantError("the Upload-Offset header is missing or not a number") from None
-        uploads = backend.uploads
-        try:
-            new_offset, job = uploads.append(g.tenant, upload_id, offset, _Body(request.stream), request.content_length)
-        except Duplicate as dup:
-            return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "message": str(dup)}), 200
-        except Interrupted as exc:
-            return error(
-                400,
-                f"the body ended early; {exc.offset} bytes are kept",
-                "resume from Upload-Offset",
-                offset=exc.offset,
-            )
-        if job is None:
-            resp = jsonify({"upload_id": upload_id, "offset": new_offset, "status": "partial"})
-        else:
-            resp = jsonify({"status": "staged", "job": job.to_dict(public=True)})
-            resp.status_code = 201
-        resp.headers["Upload-Offset"] = str(new_offset)
-        return resp
 
-    @app.delete("/v1/uploads/<upload_id>")
-    def upload_abort(upload_id: str):
-        backend.uploads.abort(g.tenant, upload_id)
-        return Response(status=204)
+@bp.post("/v1/uploads")
+def open_upload():
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise TenantError("send a JSON object with name, size and sha256", code="bad_json")
+    try:
+        s, offset = backend().uploads.open(
+            g.tenant, data.get("name"), data.get("size"), data.get("sha256"), request.remote_addr or ""
+        )
+    except Duplicate as dup:
+        return _duplicate(dup, file_name=dup.file_name)
+    resp = jsonify({**s.public(offset), "status": "resumed" if offset else "open"})
+    resp.status_code = 200 if offset else 201
+    resp.headers["Upload-Offset"] = str(offset)
+    resp.headers["Location"] = f"/v1/uploads/{s.id}"
+    return resp
 
-    @app.put("/v1/files/<path:name>")
-    def put_file(name: str):
-        length = request.content_length
-        if length is None:
-            return error(411, "send the file with a Content-Length", "or use POST /v1/uploads")
-        safe = names.safe_file_name(name)
-        constraints_mod.check_file_name(g.tenant.constraints, safe)
-        constraints_mod.check_size(g.tenant.constraints, safe, length)
-        sha = (request.headers.get("Content-SHA256") or "").lower()
-        uploads = backend.uploads
-        if not sha:  # the checksum is what proves the file arrived whole
-            return error(
-                428,
-                "send the file's SHA-256 in a Content-SHA256 header",
-                "e.g. curl -H \"Content-SHA256: $(sha256sum FILE | cut -d' ' -f1)\"",
-            )
-        try:
+
+@bp.route("/v1/uploads/<upload_id>", methods=["HEAD", "GET"])
+def upload_status(upload_id: str):
+    s, offset = backend().uploads.get(g.tenant.name, upload_id)
+    resp = jsonify(s.public(offset)) if request.method == "GET" else Response(status=200)
+    resp.headers["Upload-Offset"] = str(offset)
+    resp.headers["Upload-Length"] = str(s.size)
+    return resp
+
+
+@bp.patch("/v1/uploads/<upload_id>")
+def upload_append(upload_id: str):
+    try:
+        offset = int(request.headers.get("Upload-Offset", ""))
+    except ValueError:
+        raise TenantError("the Upload-Offset header is missing or not a number", code="bad_offset") from None
+    try:
+        new_offset, job = backend().uploads.append(
+            g.tenant, upload_id, offset, _Body(request.stream), request.content_length
+        )
+    except Duplicate as dup:
+        return _duplicate(dup)
+    except Interrupted as exc:
+        return web.json_error(
+            400,
+            "body_ended_early",
+            f"the body ended early; {exc.offset} bytes are kept",
+            "resume from Upload-Offset",
+            offset=exc.offset,
+        )
+    if job is not None:
+        resp = _staged(job)
+    else:
+        resp = jsonify({"upload_id": upload_id, "offset": new_offset, "status": "partial"})
+    resp.headers["Upload-Offset"] = str(new_offset)
+    return resp
+
+
+@bp.delete("/v1/uploads/<upload_id>")
+def upload_abort(upload_id: str):
+    backend().uploads.abort(g.tenant, upload_id)
+    return Response(status=204)
+
+
+@bp.put("/v1/files/<path:name>")
+def put_file(name: str):
+    length = request.content_length
+    if length is None:
+        return web.json_error(411, "length_required", "send the file with a Content-Length", "or use POST /v1/uploads")
+    safe = names.safe_file_name(name)
+    constraints_mod.check_file_name(g.tenant.constraints, safe)
+    constraints_mod.check_size(g.tenant.constraints, safe, length)
+    sha = (request.headers.get("Content-SHA256") or "").lower()
+    if not sha:  # the checksum is what proves the file arrived whole
+        return web.json_error(
+            428,
+            "checksum_required",
+            "send the file's SHA-256 in a Content-SHA256 header",
+            "e.g. curl -H \"Content-SHA256: $(sha256sum FILE | cut -d' ' -f1)\"",
+        )
+    uploads = backend().uploads
+    try:
+        s, offset = uploads.open(g.tenant, safe, length, sha, request.remote_addr or "")
+        if offset:
+            uploads.abort(g.tenant, s.id)
             s, offset = uploads.open(g.tenant, safe, length, sha, request.remote_addr or "")
-            if offset:
-                uploads.abort(g.tenant, s.id)
-                s, offset = uploads.open(g.tenant, safe, length, sha, request.remote_addr or "")
-            _, job = uploads.append(g.tenant, s.id, 0, _Body(request.stream), length)
-        except Duplicate as dup:
-            return jsonify({"status": "duplicate", "job_id": str(dup.job_id), "message": str(dup)}), 200
-        except Interrupted as exc:
-            return error(400, f"the body ended early ({exc.offset} of {length} bytes)")
-        return jsonify({"status": "staged", "job": job.to_dict(public=True)}), 201
-
-    @app.get("/v1/jobs")
-    def list_jobs():
-        status = request.args.get("status")
-        try:
-            limit = max(1, min(1000, int(request.args.get("limit", "100"))))
-        except ValueError:
-            raise TenantError("limit must be a number") from None
-        if status is not None:
-            status = JobStatus.parse(status)
-        jobs = backend.jobs.list(g.tenant.name, status=status, limit=limit)
-        return jsonify({"jobs": [j.to_dict(public=True) for j in jobs]})
-
-    @app.get("/v1/jobs/<job_id>")
-    def get_job(job_id: str):
-        return jsonify(backend.jobs.get(g.tenant.name, job_id).to_dict(public=True))
-
-    @app.get("/v1/jobs/<job_id>/rejects")
-    def get_rejects(job_id: str):
-        job = backend.jobs.get(g.tenant.name, job_id)
-        return _tenant_file(cfg, g.tenant.name, job.rejects_path, "text/csv", f"{job.job_id}-rejects.csv")
-
-    @app.get("/v1/jobs/<job_id>/log")
-    def get_log(job_id: str):
-        job = backend.jobs.get(g.tenant.name, job_id)
-        return _tenant_file(cfg, g.tenant.name, job.log_path, "text/plain", f"{job.job_id}.log")
-
-    return app
+        _, job = uploads.append(g.tenant, s.id, 0, _Body(request.stream), length)
+    except Duplicate as dup:
+        return _duplicate(dup)
+    except Interrupted as exc:
+        return web.json_error(400, "body_ended_early", f"the body ended early ({exc.offset} of {length} bytes)")
+    return _staged(job)
 
 
-def _tenant_file(cfg: config.Config, tenant: str, path: str | None, mimetype: str, download: str):
+@bp.get("/v1/jobs")
+def list_jobs():
+    status = request.args.get("status")
+    try:
+        limit = max(1, min(1000, int(request.args.get("limit", "100"))))
+    except ValueError:
+        raise TenantError("limit must be a number") from None
+    jobs = backend().jobs.list(g.tenant.name, status=JobStatus.parse(status) if status else None, limit=limit)
+    return jsonify({"jobs": [j.to_dict(public=True) for j in jobs]})
+
+
+@bp.get("/v1/jobs/<job_id>")
+def get_job(job_id: str):
+    return jsonify(backend().jobs.get(g.tenant.name, job_id).to_dict(public=True))
+
+
+@bp.get("/v1/jobs/<job_id>/rejects")
+def get_rejects(job_id: str):
+    job = backend().jobs.get(g.tenant.name, job_id)
+    return _tenant_file(g.tenant.name, job.rejects_path, "text/csv", f"{job.job_id}-rejects.csv")
+
+
+@bp.get("/v1/jobs/<job_id>/log")
+def get_log(job_id: str):
+    job = backend().jobs.get(g.tenant.name, job_id)
+    return _tenant_file(g.tenant.name, job.log_path, "text/plain", f"{job.job_id}.log")
+
+
+def _tenant_file(tenant: str, path: str | None, mimetype: str, download: str):
     """Serve a file of the tenant's own archive or quarantine, and nothing outside them."""
     if not path:
         raise NotFound("there is no such file for this job")
+    paths = backend().cfg.paths
     p = Path(path).resolve()
-    allowed = [
-        cfg.paths.archive(tenant).resolve(),
-        cfg.paths.quarantine(tenant).resolve(),
-        cfg.paths.work(tenant).resolve(),
-    ]
+    allowed = [paths.archive(tenant).resolve(), paths.quarantine(tenant).resolve(), paths.work(tenant).resolve()]
     if not any(p.is_relative_to(a) for a in allowed) or not p.is_file():
         raise NotFound("there is no such file for this job (any more)")
     return send_file(p, mimetype=mimetype, as_attachment=True, download_name=download)

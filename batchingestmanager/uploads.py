@@ -189,7 +189,7 @@ class Uploads:
             try:  # one request at a time per upload
                 fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise Conflict(f"upload {upload_id} is being written by another request") from None
+                raise Conflict(f"upload {upload_id} is being written by another request", code="upload_busy") from None
             return self._append_locked(t, s, offset, body, length)
 
     def _append_locked(
@@ -199,7 +199,11 @@ class Uploads:
         have = part.stat().st_size if part.exists() else 0
         upload_id = s.id
         if offset != have:
-            raise Conflict(f"upload {upload_id} is at offset {have}, not {offset}", hint="resume from Upload-Offset")
+            raise Conflict(
+                f"upload {upload_id} is at offset {have}, not {offset}",
+                hint="resume from Upload-Offset",
+                code="offset_mismatch",
+            )
         if length is not None and have + length > s.size:
             raise FileTooLarge(f"{s.name}: {have + length} bytes would pass the declared size of {s.size}")
         checker = ContentChecker(s.fmt, s.name) if have == 0 else None

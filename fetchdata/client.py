@@ -43,25 +43,37 @@ class Sent:
     seconds: float = 0.0
 
 
+def error_code(resp: requests.Response) -> str:
+    """The machine-readable ``code`` of an error answer ("" when there is none)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    return str(body.get("code") or "") if isinstance(body, dict) else ""
+
+
 def _raise_for(resp: requests.Response, what: str) -> None:
     if resp.status_code < 400:
         return
     try:
         body = resp.json()
-        message, hint = body.get("error") or resp.reason, body.get("hint")
-    except ValueError:
-        message, hint = f"{resp.status_code} {resp.reason}", None
+        message, hint, code = body.get("error") or resp.reason, body.get("hint"), str(body.get("code") or "")
+    except (ValueError, AttributeError):
+        message, hint, code = f"{resp.status_code} {resp.reason}", None, ""
+    retry_after = int(resp.headers["Retry-After"]) if resp.headers.get("Retry-After", "").isdigit() else None
     if resp.status_code == 401:
         raise AuthenticationFailed("wrong user name or password", hint="check -u/-p")
-    if resp.status_code == 429 and "Retry-After" in resp.headers and "login" in message:
-        raise TooManyAttempts(message, retry_after=int(resp.headers["Retry-After"]), hint=hint)
-    if resp.status_code == 429:
+    if code == "too_many_attempts":
+        raise TooManyAttempts(message, retry_after=retry_after, hint=hint)
+    if code == "too_many_files":
         raise TooManyFiles(message, hint=hint)
     if resp.status_code in (413, 415, 422):
-        raise ConstraintViolation(message, hint=hint)
+        raise ConstraintViolation(message, hint=hint, code=code or None)
     if resp.status_code >= 500:
-        raise ServiceError(f"{what}: the server answered {resp.status_code}: {message}", hint=hint)
-    raise TenantError(f"{what}: {message}", hint=hint)
+        raise ServiceError(
+            f"{what}: the server answered {resp.status_code}: {message}", hint=hint, retry_after=retry_after
+        )
+    raise TenantError(f"{what}: {message}", hint=hint, code=code or None)
 
 
 class _Body:
@@ -202,7 +214,7 @@ class Client:
                 if reopen:
                     return self.upload(src, progress, attempts, reopen=False)
                 raise MysimbdpError(f"the upload of {src.name} was ended on the server", hint="run fetchdata again")
-            if resp is not None and resp.status_code == 409 and "another request" in resp.text:
+            if resp is not None and resp.status_code == 409 and error_code(resp) == "upload_busy":
                 # another fetchdata is sending this very file: wait while it gets on, then take what it left
                 if known != offset or busy_since is None:
                     busy_since = time.monotonic()

@@ -18,16 +18,24 @@ from typing import Callable
 class MysimbdpError(Exception):
     """Root of every error raised on purpose by mysimbdp.
 
-    ``exit_code`` is what a command-line entry point exits with; ``http_status`` what an API answers.
+    ``exit_code`` is what a command-line entry point exits with; ``http_status`` what an API answers, and
+    ``code`` the machine-readable name of the error in the API's JSON answer (clients match on it, never on
+    the message). ``retry_after``, when set, becomes an HTTP Retry-After header (seconds).
     """
 
     exit_code = 1
     http_status = 500
+    code = "error"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, code: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
 
     def one_line(self) -> str:
         """The message and, when there is one, what to do about it, on one line."""
@@ -41,6 +49,7 @@ class ConfigError(MysimbdpError):
     """The platform's configuration (file, environment, flags) is invalid."""
 
     exit_code = 78  # EX_CONFIG
+    code = "config_error"
 
 
 class ServiceError(MysimbdpError):
@@ -48,6 +57,7 @@ class ServiceError(MysimbdpError):
 
     exit_code = 69  # EX_UNAVAILABLE
     http_status = 503
+    code = "service_unavailable"
 
 
 class ServiceStartError(ServiceError):
@@ -57,13 +67,19 @@ class ServiceStartError(ServiceError):
 class CassandraUnavailable(ServiceError):
     """Cassandra cannot be reached or refused the operator's login."""
 
+    code = "database_unavailable"
+
 
 class BrokerUnavailable(ServiceError):
     """The MQTT broker cannot be reached."""
 
+    code = "broker_unavailable"
+
 
 class RuntimeUnavailable(ServiceError):
     """The container runtime (Docker engine) cannot be reached or failed to run a container."""
+
+    code = "sandbox_unavailable"
 
 
 # --- input from tenants and operators ----------------------------------------------------------------
@@ -74,20 +90,26 @@ class TenantError(MysimbdpError):
 
     exit_code = 65  # EX_DATAERR
     http_status = 400
+    code = "bad_request"
 
 
 class UsageError(TenantError):
     """A command was called wrongly (a missing argument, a folder that is not there)."""
 
     exit_code = 2
+    code = "usage"
 
 
 class InvalidName(TenantError):
     """An identifier (tenant, table, file name) does not match its strict pattern."""
 
+    code = "invalid_name"
+
 
 class InvalidConstraints(TenantError):
     """A constraints file is not valid JSON or breaks the schema in constraints/."""
+
+    code = "invalid_constraints"
 
 
 class TenantExists(TenantError):
@@ -95,6 +117,7 @@ class TenantExists(TenantError):
 
     exit_code = 73
     http_status = 409
+    code = "tenant_exists"
 
 
 class TenantNotFound(TenantError):
@@ -102,12 +125,14 @@ class TenantNotFound(TenantError):
 
     exit_code = 67
     http_status = 404
+    code = "no_such_tenant"
 
 
 class NotFound(TenantError):
     """The thing asked for (a job, an upload, an instance) does not exist for this tenant."""
 
     http_status = 404
+    code = "not_found"
 
 
 class AuthenticationFailed(TenantError):
@@ -115,46 +140,49 @@ class AuthenticationFailed(TenantError):
 
     exit_code = 77
     http_status = 401
+    code = "unauthorized"
 
 
 class TooManyAttempts(AuthenticationFailed):
     """Too many failed logins from this client or for this user; locked out for a while."""
 
     http_status = 429
-
-    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.retry_after = retry_after
+    code = "too_many_attempts"
 
 
 class ConstraintViolation(TenantError):
     """A file breaks one of the tenant's constraints (format, size, number of files)."""
 
     http_status = 422
+    code = "constraint_violation"
 
 
 class FileTooLarge(ConstraintViolation):
     """A file is larger than the tenant's maximum file size."""
 
     http_status = 413
+    code = "file_too_large"
 
 
 class TooManyFiles(ConstraintViolation):
     """The tenant already has as many files as its constraints allow."""
 
     http_status = 429
+    code = "too_many_files"
 
 
 class Conflict(TenantError):
     """The request conflicts with the current state (an upload offset that does not match, a duplicate)."""
 
     http_status = 409
+    code = "conflict"
 
 
 class NoApp(TenantError):
     """The tenant has no app of the kind asked for (batch or stream)."""
 
     http_status = 409
+    code = "no_app"
 
 
 def exit_status(prog: str, call: Callable[[], int], *, interrupted: str = "interrupted") -> int:

@@ -7,19 +7,48 @@ import logging
 import threading
 from typing import Callable
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import auth, config, db
 from .daemon import setup_logging  # noqa: F401 - the APIs' entry points log like the daemons
-from .errors import MysimbdpError, NotFound, ServiceError, TooManyAttempts
+from .errors import MysimbdpError, NotFound, ServiceError
 from .tenants import Registry, Tenant, TenantCache
 
 
-def json_error(status: int, message: str, hint: str | None = None, **extra) -> Response:
-    resp = jsonify({"error": message, **({"hint": hint} if hint else {}), **extra})
+def json_error(status: int, code: str, message: str, hint: str | None = None, **extra) -> Response:
+    """The one shape of an error answer: ``{"error": message, "code": code, "hint": hint, ...}``."""
+    resp = jsonify({"error": message, "code": code, **({"hint": hint} if hint else {}), **extra})
     resp.status_code = status
     return resp
+
+
+def get_backend():
+    """The API's backend object (its Cassandra session, stores, ...), made once per app by create_api."""
+    return current_app.extensions["mysimbdp"]
+
+
+def create_api(name: str, backend, blueprints: list[Blueprint], log: logging.Logger) -> Flask:
+    """A platform HTTP API: the blueprints, a ``/healthz`` without login, every other request logged in (HTTP
+    Basic) before its view runs, and errors answered as JSON with a code."""
+    app = Flask(name)
+    app.extensions["mysimbdp"] = backend
+    install_error_handlers(app, log)
+
+    @app.before_request
+    def authenticate():
+        if request.endpoint in (None, "healthz"):
+            return None
+        backend.directory.login()
+        return None
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"ok": True})
+
+    for bp in blueprints:
+        app.register_blueprint(bp)
+    return app
 
 
 def install_error_handlers(app: Flask, log: logging.Logger) -> None:
@@ -27,8 +56,8 @@ def install_error_handlers(app: Flask, log: logging.Logger) -> None:
     def on_platform_error(exc: MysimbdpError):
         if isinstance(exc, ServiceError):
             log.warning("service error: %s", exc.one_line())
-        resp = json_error(exc.http_status, exc.message, exc.hint)
-        if isinstance(exc, TooManyAttempts):
+        resp = json_error(exc.http_status, exc.code, exc.message, exc.hint)
+        if exc.retry_after is not None:
             resp.headers["Retry-After"] = str(exc.retry_after)
         if exc.http_status == 401:
             resp.headers["WWW-Authenticate"] = 'Basic realm="mysimbdp"'
@@ -36,15 +65,29 @@ def install_error_handlers(app: Flask, log: logging.Logger) -> None:
 
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException):
-        return json_error(exc.code or 400, exc.description or exc.name)
+        status = exc.code or 400
+        return json_error(status, _HTTP_CODES.get(status, f"http_{status}"), exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def on_unexpected(exc: Exception):
         if isinstance(exc, db.UNAVAILABLE):
             log.warning("Cassandra unavailable: %s", exc)
-            return json_error(503, "the platform's database is unavailable", "try again in a moment")
+            return json_error(
+                503, "database_unavailable", "the platform's database is unavailable", "try again in a moment"
+            )
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
-        return json_error(500, "internal error; the operator can find it in this API's log")
+        return json_error(500, "internal_error", "internal error; the operator can find it in this API's log")
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    411: "length_required",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 class Directory:

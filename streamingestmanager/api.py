@@ -21,112 +21,121 @@ import logging
 import sys
 import threading
 
-from flask import Flask, g, jsonify, request
+from flask import Blueprint, Flask, g, jsonify, request
 
 from mysimbdp import config, web
 from mysimbdp.errors import TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
+from mysimbdp.tenants import Tenant
 
 from . import service
 from .state import StreamStore
 
 log = logging.getLogger("streamingestmanager.api")
+bp = Blueprint("stream", __name__)
+
+
+class Backend:
+    """The tenant directory (the operator may log in too), the sandbox runtime, and the stream store on the
+    directory's session (made on first use: the API may start before Cassandra answers)."""
+
+    def __init__(self, cfg: config.Config) -> None:
+        self.cfg = cfg
+        self.directory = web.Directory(cfg, operator=True)
+        self.runtime = sandbox_runtime(cfg)
+        self._lock = threading.Lock()
+        self._store: StreamStore | None = None
+
+    @property
+    def store(self) -> StreamStore:
+        with self._lock:
+            if self._store is None:
+                self._store = StreamStore(self.cfg, self.directory.session)
+            return self._store
+
+
+def backend() -> Backend:
+    return web.get_backend()
 
 
 def create_app(cfg: config.Config | None = None) -> Flask:
-    cfg = cfg or config.load()
-    app = Flask("mysimbdp-stream")
-    directory = web.Directory(cfg, operator=True)
-    runtime = sandbox_runtime(cfg)
-    lock = threading.Lock()
-    stores: list[StreamStore] = []
+    return web.create_api("mysimbdp-stream", Backend(cfg or config.load()), [bp], log)
 
-    def store() -> StreamStore:
-        with lock:
-            if not stores:
-                stores.append(StreamStore(cfg, directory.session))
-            return stores[0]
 
-    web.install_error_handlers(app, log)
+def _who() -> str:
+    return "the operator" if g.principal.is_operator else f"tenant {g.principal.name}"
 
-    @app.before_request
-    def authenticate():
-        if request.endpoint in (None, "healthz"):
-            return None
-        directory.login()
-        return None
 
-    def who() -> str:
-        return "the operator" if g.principal.is_operator else f"tenant {g.principal.name}"
+def _target(tenant: str | None) -> Tenant:
+    if tenant is None:
+        if g.principal.is_operator:
+            raise TenantError("the operator must name the tenant", hint="use /v1/tenants/<tenant>/...")
+        tenant = g.principal.name
+    return backend().directory.acting_for(tenant)
 
-    def target(tenant: str | None):
-        if tenant is None:
-            if g.principal.is_operator:
-                raise TenantError("the operator must name the tenant", hint="use /v1/tenants/<tenant>/...")
-            tenant = g.principal.name
-        return directory.acting_for(tenant)
 
-    def limit() -> int:
-        try:
-            return max(1, min(500, int(request.args.get("limit", "50"))))
-        except ValueError:
-            raise TenantError("limit must be a number") from None
+def _limit() -> int:
+    try:
+        return max(1, min(500, int(request.args.get("limit", "50"))))
+    except ValueError:
+        raise TenantError("limit must be a number") from None
 
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"ok": True})
 
-    @app.get("/v1/stream")
-    @app.get("/v1/tenants/<tenant>/stream")
-    def status(tenant: str | None = None):
-        t = target(tenant)
-        return jsonify(service.status(cfg, store(), runtime, t))
+@bp.get("/v1/stream")
+@bp.get("/v1/tenants/<tenant>/stream")
+def status(tenant: str | None = None):
+    b, t = backend(), _target(tenant)
+    return jsonify(service.status(b.cfg, b.store, b.runtime, t))
 
-    @app.post("/v1/instances")
-    @app.post("/v1/tenants/<tenant>/instances")
-    def start(tenant: str | None = None):
-        t = target(tenant)
-        body = request.get_json(silent=True) if request.data else {}
-        if not isinstance(body, dict):
-            raise TenantError('send a JSON object, e.g. {"count": 2}')
-        service.start(cfg, store(), t, body.get("count", 1), who())
-        settled = service.wait_converged(cfg, store(), runtime, t.name)
-        out = service.status(cfg, store(), runtime, t)
-        out["settled"] = settled
-        return jsonify(out), 201 if settled else 202
 
-    @app.delete("/v1/instances")
-    @app.delete("/v1/tenants/<tenant>/instances")
-    @app.delete("/v1/instances/<instance>")
-    @app.delete("/v1/tenants/<tenant>/instances/<instance>")
-    def stop(tenant: str | None = None, instance: str | None = None):
-        t = target(tenant)
-        service.stop(cfg, store(), runtime, t, instance, who())
-        settled = service.wait_converged(cfg, store(), runtime, t.name, timeout=cfg.stream.drain_timeout + 10)
-        out = service.status(cfg, store(), runtime, t)
-        out["settled"] = settled
-        return jsonify(out), 200 if settled else 202
+@bp.post("/v1/instances")
+@bp.post("/v1/tenants/<tenant>/instances")
+def start(tenant: str | None = None):
+    b, t = backend(), _target(tenant)
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        raise TenantError('send a JSON object, e.g. {"count": 2}', code="bad_json")
+    service.start(b.cfg, b.store, t, body.get("count", 1), _who())
+    settled = service.wait_converged(b.cfg, b.store, b.runtime, t.name)
+    out = service.status(b.cfg, b.store, b.runtime, t)
+    out["settled"] = settled
+    return jsonify(out), 201 if settled else 202
 
-    @app.get("/v1/instances/<instance>/log")
-    @app.get("/v1/tenants/<tenant>/instances/<instance>/log")
-    def instance_log(instance: str, tenant: str | None = None):
-        t = target(tenant)
-        text = service.instance_log(cfg, runtime, t.name, instance, lines=limit() if "limit" in request.args else 200)
-        return text, 200, {"Content-Type": "text/plain; charset=utf-8"}
 
-    @app.get("/v1/reports")
-    @app.get("/v1/tenants/<tenant>/reports")
-    def reports(tenant: str | None = None):
-        t = target(tenant)
-        return jsonify({"reports": [service.jsonable(r) for r in store().reports(t.name, limit=limit())]})
+@bp.delete("/v1/instances")
+@bp.delete("/v1/tenants/<tenant>/instances")
+@bp.delete("/v1/instances/<instance>")
+@bp.delete("/v1/tenants/<tenant>/instances/<instance>")
+def stop(tenant: str | None = None, instance: str | None = None):
+    b, t = backend(), _target(tenant)
+    service.stop(b.cfg, b.store, b.runtime, t, instance, _who())
+    settled = service.wait_converged(b.cfg, b.store, b.runtime, t.name, timeout=b.cfg.stream.drain_timeout + 10)
+    out = service.status(b.cfg, b.store, b.runtime, t)
+    out["settled"] = settled
+    return jsonify(out), 200 if settled else 202
 
-    @app.get("/v1/decisions")
-    @app.get("/v1/tenants/<tenant>/decisions")
-    def decisions(tenant: str | None = None):
-        t = target(tenant)
-        return jsonify({"decisions": [service.jsonable(d) for d in store().decisions(t.name, limit=limit())]})
 
-    return app
+@bp.get("/v1/instances/<instance>/log")
+@bp.get("/v1/tenants/<tenant>/instances/<instance>/log")
+def instance_log(instance: str, tenant: str | None = None):
+    b, t = backend(), _target(tenant)
+    lines = _limit() if "limit" in request.args else 200
+    text = service.instance_log(b.cfg, b.runtime, t.name, instance, lines=lines)
+    return text, 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@bp.get("/v1/reports")
+@bp.get("/v1/tenants/<tenant>/reports")
+def reports(tenant: str | None = None):
+    b, t = backend(), _target(tenant)
+    return jsonify({"reports": [service.jsonable(r) for r in b.store.reports(t.name, limit=_limit())]})
+
+
+@bp.get("/v1/decisions")
+@bp.get("/v1/tenants/<tenant>/decisions")
+def decisions(tenant: str | None = None):
+    b, t = backend(), _target(tenant)
+    return jsonify({"decisions": [service.jsonable(d) for d in b.store.decisions(t.name, limit=_limit())]})
 
 
 def main(argv: list[str] | None = None) -> int:
