@@ -1,9 +1,9 @@
 """What fetchdata sends: whole files, or parts of a too-large CSV/TSV file.
 
 A part is the file's header followed by a byte range of whole records, so no temporary files are written.
-Records are found by scanning the file once: a record ends at a newline outside quotes (an even number of
-``"`` seen since the record began, which RFC 4180's doubled quotes keep right), so a quoted field with
-newlines in it is never cut.
+Records are found by scanning the file once with the platform's one record reader (mysimbdp/csvrecords.py),
+which ends records where Python's csv module does: a quoted field with line breaks in it is never cut, and
+a stray quote in an unquoted field (``N5"X``) is only a character.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from mysimbdp import csvtext
+from mysimbdp import csvrecords
 
 BLOCK = 1 << 20
 
@@ -73,47 +73,41 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def record_ends(path: Path, start: int = 0, delimiter: bytes = b",") -> Iterator[int]:
-    """Offsets just after each record's final newline, from ``start`` on (and the file's end), with
-    quotes read as Python's csv module reads them (see mysimbdp/csvtext.py)."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        pos, quoted = start, False
-        for line in fh:
-            pos += len(line)
-            if quoted or b'"' in line:
-                quoted = csvtext.still_quoted(line, quoted, delimiter)
-            if not quoted:
-                yield pos
-        if quoted:  # an unterminated quote runs to the end: one last record
-            yield size
-
-
 class CannotSplit(Exception):
     pass
 
 
 def split(path: Path, limit: int) -> list[Source]:
-    """Parts of ``path`` of at most ``limit`` bytes each, each starting with the header record."""
+    """Parts of ``path`` of at most ``limit`` bytes each, each starting with the header record. Records
+    end where Python's csv module ends them (mysimbdp/csvrecords.py), so no part cuts a quoted field."""
     stamp = _stamp(path)
-    ends = record_ends(path, delimiter=csvtext.delimiter_for(path.name))
-    try:
-        header_end = next(ends)
-    except StopIteration:
-        raise CannotSplit("the file is empty") from None
-    with open(path, "rb") as fh:
-        header = fh.read(header_end)
-    if not header.endswith(b"\n"):
-        header += b"\r\n" if header.endswith(b"\r") else b"\n"
-    room = limit - len(header)
-    if room <= 0:
-        raise CannotSplit("its header alone is larger than the maximum file size")
+    with open(path, "rb") as fh, open(path, "rb") as head:
+        ends = csvrecords.record_ends(fh, 0, csvrecords.delimiter_for(path.name))
+        try:
+            header_end = next(ends)
+        except StopIteration:
+            raise CannotSplit("the file is empty") from None
+        header = head.read(header_end)
+        if not header.endswith(b"\n"):
+            header += b"\r\n" if header.endswith(b"\r") else b"\n"
+        cuts = _cuts(ends, header_end, limit - len(header))
     stem, dot, ext = path.name.rpartition(".")
     if not dot:
         stem, ext = path.name, ""
+    n = len(cuts)
+    width = max(3, len(str(n)))
+    return [
+        Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header, stamp=stamp)
+        for i, (a, b) in enumerate(cuts)
+    ]
+
+
+def _cuts(ends, start: int, room: int) -> list[tuple[int, int]]:
+    """(start, end) byte ranges of whole records, each at most ``room`` bytes."""
+    if room <= 0:
+        raise CannotSplit("its header alone is larger than the maximum file size")
     cuts = []
-    part_start = prev = header_end
+    part_start = prev = start
     for end in ends:
         if end - part_start > room:
             if prev == part_start:
@@ -125,9 +119,4 @@ def split(path: Path, limit: int) -> list[Source]:
         prev = end
     if prev > part_start:
         cuts.append((part_start, prev))
-    n = len(cuts)
-    width = max(3, len(str(n)))
-    return [
-        Source(f"{stem}.part{i + 1:0{width}d}of{n:0{width}d}{dot}{ext}", path, a, b, header, stamp=stamp)
-        for i, (a, b) in enumerate(cuts)
-    ]
+    return cuts

@@ -24,7 +24,7 @@ from typing import Iterator
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mysimbdp import broker, credentials, csvtext, names
+from mysimbdp import broker, credentials, csvrecords, names
 from mysimbdp.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -41,43 +41,15 @@ MAX_PAYLOAD = MAX_PACKET - 1024  # room for the topic and the packet's header
 
 def records(path: Path, skip_header: bool) -> Iterator[tuple[int, bytes | None]]:
     """(first line number, whole CSV record without its line end): a quoted newline stays inside, quotes
-    read as Python's csv module reads them (mysimbdp/csvtext.py). A record larger than one message may
+    read as Python's csv module reads them (mysimbdp/csvrecords.py). A record larger than one message may
     hold comes as None (and is not kept in memory: a quote left open can make the rest of a file one record)."""
-    delimiter = csvtext.delimiter_for(path.name)
     with open(path, "rb") as fh:
-        pending = b""
-        quoted = oversize = False
-        first = True
-        start = 1
-        for n, line in enumerate(fh, 1):
-            if not pending and not oversize:
-                start = n
-            if not oversize:
-                pending += line
-                if len(pending) > MAX_PAYLOAD + 2:
-                    oversize, pending = True, b""
-            if quoted or b'"' in line:
-                quoted = csvtext.still_quoted(line, quoted, delimiter)
-            if quoted:
+        found = csvrecords.records(fh, csvrecords.delimiter_for(path.name), max_bytes=MAX_PAYLOAD)
+        for n, (line, record) in enumerate(found):
+            if n == 0 and skip_header:
                 continue
-            if oversize:
-                oversize = False
-                yield start, None
-                continue
-            record = pending.rstrip(b"\r\n")
-            pending = b""
-            if first:
-                first = False
-                if record.startswith(b"\xef\xbb\xbf"):
-                    record = record[3:]
-                if skip_header:
-                    continue
-            if record.strip():
-                yield start, record
-        if oversize:
-            yield start, None
-        elif pending.strip():
-            yield start, pending.rstrip(b"\r\n")
+            if record is None or record.strip():
+                yield line, record
 
 
 class Publisher:

@@ -22,6 +22,7 @@ from .base import ContainerInfo, RunResult, RunSpec, SandboxRuntime
 
 log = logging.getLogger(__name__)
 MAX_LOG_BYTES = 5 << 20
+SHARED_RECORD_READER = "/opt/mysimbdp/lib/mysimbdp/csvrecords.py"
 _LABEL = "mysimbdp"
 
 
@@ -64,7 +65,7 @@ class DockerRuntime(SandboxRuntime):
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONUNBUFFERED": "1",
             "LANG": "C.UTF-8",
-            "PYTHONPATH": "/opt/mysimbdp/sdk",
+            "PYTHONPATH": "/opt/mysimbdp/sdk:/opt/mysimbdp/lib",
             **spec.env,
         }
         mounts = [
@@ -72,6 +73,9 @@ class DockerRuntime(SandboxRuntime):
         ]
         sdk = self.cfg.source / "tenant_apps" / "sdk"
         mounts.append(DockerMount(target="/opt/mysimbdp/sdk", source=str(sdk), type="bind", read_only=True))
+        # the one CSV record reader, shared with fetchdata and the publisher (stdlib only)
+        reader = self.cfg.source / "mysimbdp" / "csvrecords.py"
+        mounts.append(DockerMount(target=SHARED_RECORD_READER, source=str(reader), type="bind", read_only=True))
         labels = {_LABEL: "1", "mysimbdp.tenant": spec.tenant, "mysimbdp.kind": spec.kind, **spec.labels}
         try:
             return self.client.containers.create(

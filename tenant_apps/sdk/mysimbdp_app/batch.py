@@ -14,7 +14,6 @@ once, as many as the CPUs the sandbox grants (``MYSIMBDP_CPUS``, rounded up).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import multiprocessing
@@ -24,9 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from mysimbdp import csvrecords
+
 from . import store
 from .context import EXIT_FAILED, EXIT_OK, EXIT_TEMPORARY, Context, TemporaryFailure
-from .records import RejectsFile, Rejected, Table, open_text, read_csv, sniff_dialect
+from .records import RejectsFile, Rejected, Table, open_text
 
 PARALLEL_MIN_BYTES = 8 << 20  # smaller files are not worth a second process
 
@@ -43,120 +44,25 @@ def _read_jsonl(path: str, table: Table) -> tuple[list[str], Iterator[tuple[int,
                     obj = json.loads(line)
                     if not isinstance(obj, dict):
                         raise ValueError("not an object")
-                except ValueError as exc:
-                    yield n, ["\0csv-error", f"not a JSON object: {exc}"]
+                except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+                    yield n, ["\0csv-error", f"not a JSON object: {type(exc).__name__}: {exc}"[:300]]
                     continue
                 yield n, ["" if obj.get(c) is None else str(obj.get(c)) for c in names]
 
     return names, records()
 
 
-# --- cutting a file into record-aligned ranges ------------------------------------------------------------
+# --- CSV and TSV: whole records, in one range or several --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Range:
-    start: int  # byte offset of the first record
-    end: int  # byte offset after the last record
-    first_line: int  # line number of the first record
+def _csv_ranges(path: str, procs: int) -> list[csvrecords.Range]:
+    """The file's records after the header: one range, or ``procs`` for a file large enough to share.
 
-
-def header_end(path: str) -> int:
-    """Offset just after the header record (a header may itself hold quoted newlines)."""
-    with open(path, "rb") as fh:
-        quotes, pos = 0, 0
-        for line in fh:
-            pos += len(line)
-            quotes += line.count(b'"')
-            if quotes % 2 == 0:
-                return pos
-    return pos
-
-
-def ranges(path: str, parts: int) -> list[Range]:
-    """``parts`` ranges of whole records after the header, found in one fast pass over the bytes.
-
-    A record ends at a newline with an even number of quotes before it (counted from the header's end:
-    every whole record holds an even number, RFC 4180's doubled quotes included).
-    """
-    size = os.path.getsize(path)
-    start = header_end(path)
-    with open(path, "rb") as fh:
-        head = fh.read(start)
-        lines_before = head.count(b"\n")  # the header's lines
-        fh.seek(start)
-        targets = [start + (size - start) * k // parts for k in range(1, parts)]
-        cuts, pos, quotes, newlines = [], start, 0, 0
-        line_at = []
-        for t in targets:
-            if t <= pos:
-                continue
-            while pos < t:
-                block = fh.read(min(1 << 20, t - pos))
-                if not block:
-                    break
-                quotes += block.count(b'"')
-                newlines += block.count(b"\n")
-                pos += len(block)
-            while True:  # on to the end of the record we are in
-                line = fh.readline()
-                if not line:
-                    break
-                pos += len(line)
-                quotes += line.count(b'"')
-                newlines += line.count(b"\n")
-                if quotes % 2 == 0 and line.endswith(b"\n"):
-                    break
-            if pos < size:
-                cuts.append(pos)
-                line_at.append(lines_before + newlines + 1)
-    bounds = [start, *cuts, size]
-    firsts = [lines_before + 1, *line_at]
-    return [Range(a, b, f) for a, b, f in zip(bounds, bounds[1:], firsts) if b > a]
-
-
-class _Slice(io.RawIOBase):
-    """Bytes [start, end) of a file, as a stream."""
-
-    def __init__(self, path: str, start: int, end: int) -> None:
-        self._fh = open(path, "rb")
-        self._fh.seek(start)
-        self._left = end - start
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if self._left <= 0:
-            return 0
-        n = self._fh.readinto(memoryview(b)[: min(len(b), self._left)])
-        self._left -= n
-        return n
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
-
-
-def _range_records(path: str, r: Range) -> Iterator[tuple[int, list[str]]]:
-    import csv
-
-    text = io.TextIOWrapper(
-        io.BufferedReader(_Slice(path, r.start, r.end), 1 << 20), encoding="utf-8", errors="replace", newline=""
-    )
-    reader = csv.reader(text, sniff_dialect(path))
-    offset = r.first_line - 1
-    with text:
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield offset + reader.line_num, ["\0csv-error", str(exc)]
-                continue
-            if record:
-                yield offset + reader.line_num, record
+    Where records end is found by the platform's one record reader (``mysimbdp.csvrecords``, mounted into
+    the sandbox), which reads quotes exactly as the csv module does; each range is checked to end where a
+    record ends, so no record can be cut or made up."""
+    parts = procs if procs > 1 and os.path.getsize(path) >= PARALLEL_MIN_BYTES else 1
+    return csvrecords.ranges(path, parts, csvrecords.delimiter_for(path))
 
 
 # --- the work -----------------------------------------------------------------------------------------------
@@ -219,7 +125,7 @@ def _ingest(
 
 def _worker(ctx, table, header, path, r, rejects_path, opts, out) -> None:
     try:
-        out.send(("ok", *_ingest(ctx, table, header, _range_records(path, r), rejects_path, opts)))
+        out.send(("ok", *_ingest(ctx, table, header, csvrecords.read_range(path, r), rejects_path, opts)))
     except TemporaryFailure as exc:
         out.send(("temporary", str(exc)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
@@ -265,13 +171,17 @@ def run_batch(
         if path.lower().endswith(".jsonl"):
             header, records = _read_jsonl(path, table)
             rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts)
-        elif procs > 1 and os.path.getsize(path) >= PARALLEL_MIN_BYTES:
-            header, _ = read_csv(path)
-            table.converter(header)  # a bad header fails here, once
-            rows, rejected = _parallel(ctx, table, header, path, procs, opts)
         else:
-            header, records = read_csv(path)
-            rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts)
+            header = csvrecords.read_header(path)
+            if not header:
+                raise Rejected("the file is empty")
+            table.converter(header)  # a bad header fails here, once
+            parts = _csv_ranges(path, procs)
+            if len(parts) > 1:
+                rows, rejected = _parallel(ctx, table, header, path, parts, opts)
+            else:
+                records = csvrecords.read_range(path, parts[0]) if parts else iter(())
+                rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts)
         seconds = time.monotonic() - t0
         ctx.write_result(rows, rejected, seconds=round(seconds, 3), table=table.name)
         print(f"ingested {rows} rows into {ctx.keyspace}.{table.name}, rejected {rejected}, in {seconds:.2f}s")
@@ -290,8 +200,9 @@ def run_batch(
         return EXIT_FAILED
 
 
-def _parallel(ctx: Context, table: Table, header: list[str], path: str, procs: int, opts: _Options) -> tuple[int, int]:
-    parts = ranges(path, procs)
+def _parallel(
+    ctx: Context, table: Table, header: list[str], path: str, parts: list[csvrecords.Range], opts: _Options
+) -> tuple[int, int]:
     mp = multiprocessing.get_context("fork")
     workers = []
     for k, r in enumerate(parts):

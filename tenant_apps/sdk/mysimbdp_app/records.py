@@ -1,8 +1,9 @@
-"""Rows: a declarative :class:`Table` (schema, insert, type conversion) and robust CSV reading.
+"""Rows: a declarative :class:`Table` (schema, insert, type conversion), and the rejects file.
 
-CSV is read with Python's csv module over a UTF-8 (BOM tolerated) text stream with universal newlines
-off, so quoted commas, quoted newlines and Windows line ends come out right. A record that cannot be
-converted raises :class:`Rejected`; the caller counts it, keeps it aside and goes on.
+CSV records themselves come from the platform's one record reader, ``mysimbdp.csvrecords`` (Python's csv
+module over UTF-8 with a BOM tolerated, so quoted commas, quoted newlines and Windows line ends come out
+right). A record that cannot be converted raises :class:`Rejected`; the caller counts it, keeps it aside
+and goes on.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import operator
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 _IDENT = re.compile(r"[a-z][a-z0-9_]{0,47}")
-csv.field_size_limit(1 << 24)
 
 
 class Rejected(ValueError):
@@ -196,41 +196,6 @@ class Table:
 def open_text(path: str):
     """A file opened the way CSV wants it: UTF-8 (a BOM skipped), bad bytes marked, newlines kept."""
     return open(path, "r", encoding="utf-8-sig", errors="replace", newline="")
-
-
-def sniff_dialect(path: str) -> type[csv.Dialect] | csv.Dialect:
-    if path.lower().endswith(".tsv"):
-        return csv.excel_tab
-    return csv.excel
-
-
-def read_csv(path: str) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """The header and an iterator of (line number where the record ends, record)."""
-    fh = open_text(path)
-    reader = csv.reader(fh, sniff_dialect(path))
-    try:
-        header = next(reader)
-    except StopIteration:
-        fh.close()
-        raise Rejected("the file is empty") from None
-    except csv.Error as exc:
-        fh.close()
-        raise Rejected(f"the header is not valid CSV: {exc}") from None
-
-    def records() -> Iterator[tuple[int, list[str]]]:
-        with fh:
-            while True:
-                try:
-                    record = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:  # e.g. a NUL byte or an unterminated quote
-                    yield reader.line_num, ["\0csv-error", str(exc)]
-                    continue
-                if record:
-                    yield reader.line_num, record
-
-    return header, records()
 
 
 class RejectsFile:
