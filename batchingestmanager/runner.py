@@ -17,11 +17,9 @@ duplicate rows).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
-import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mysimbdp import apps, contract, db, names
+from mysimbdp import apps, bounded, contract, db, names
 from mysimbdp.config import Config
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
 from mysimbdp.retry import Stopped, backoff, retry
@@ -42,6 +40,7 @@ from .watcher import StagedFile
 log = logging.getLogger(__name__)
 EXIT_TEMPORARY = 75
 MAX_RESULT_BYTES = 64 * 1024
+MAX_RESULT_DEPTH = 8
 MAX_COUNT = 10**15  # rows in one file: anything above is not a count but a tenant app's mistake
 
 
@@ -104,7 +103,7 @@ class JobRunner:
             os.rename(path, target)
         except FileNotFoundError:  # another worker was first
             if not any((work / "input").iterdir()):
-                shutil.rmtree(work, ignore_errors=True)
+                bounded.remove_tree(work)
             return None
         c = Claimed(tenant, job_id, work, target)
         if manual:
@@ -134,7 +133,7 @@ class JobRunner:
                     log.warning("work folder %s is not named after a job; left alone", work)
                     continue
                 if not inputs:
-                    shutil.rmtree(work, ignore_errors=True)
+                    bounded.remove_tree(work)
                     continue
                 for c in self.runtime.list(job=str(job_id)):  # an orphan container of the killed manager
                     self.runtime.stop(c.name, timeout=2)
@@ -189,7 +188,7 @@ class JobRunner:
         job.reason = None
         self._save(job)
         out = c.dir / "out"
-        shutil.rmtree(out, ignore_errors=True)
+        bounded.remove_tree(out)
         out.mkdir()
         if os.geteuid() == 0:
             os.chown(out, tenant.uid, tenant.uid)
@@ -228,10 +227,14 @@ class JobRunner:
         if not r.ok and not self.cassandra_ok():
             return Verdict(JobStatus.RETRYING, f"the app {r.describe()} while Cassandra was unreachable")
         if not r.ok:
-            tail = r.last_error or _last_line(r.log_path)
+            tail = r.last_error or bounded.last_line(r.log_path)
             return Verdict(JobStatus.FAILED, f"the app {r.describe()}" + (f": {tail}" if tail else ""))
         try:
-            data = json.loads(read_output(out / "result.json", MAX_RESULT_BYTES))
+            data = bounded.loads_json(
+                bounded.read_regular(out / "result.json", MAX_RESULT_BYTES),
+                max_bytes=MAX_RESULT_BYTES,
+                max_depth=MAX_RESULT_DEPTH,
+            )
             if not isinstance(data, dict):
                 raise ValueError("it is not a JSON object")
             missing = [k for k in ("rows_ingested", "rows_rejected") if k not in data]
@@ -274,8 +277,8 @@ class JobRunner:
         dest = (self.cfg.paths.archive if ok else self.cfg.paths.quarantine)(c.tenant) / str(c.job_id)
         dest.mkdir(parents=True, exist_ok=True)
         rejects = c.dir / "out" / "rejects.csv"
-        if _has_rows(rejects):
-            shutil.move(str(rejects), dest / "rejects.csv")
+        if _keepable(rejects, self.cfg.sandbox.max_output_mb << 20):
+            os.rename(rejects, dest / "rejects.csv")
             job.rejects_path = str(dest / "rejects.csv")
         if (c.dir / "run.log").exists():
             shutil.move(str(c.dir / "run.log"), dest / "run.log")
@@ -295,7 +298,7 @@ class JobRunner:
                 except Exception:  # noqa: BLE001
                     log.warning("could not forget the checksum of failed job %s", c.key)
             append_log(self.cfg, job)
-        shutil.rmtree(c.dir, ignore_errors=True)
+        bounded.remove_tree(c.dir)
         log.info(
             "job %s %s: %s rows, %s rejected%s",
             c.key,
@@ -313,7 +316,7 @@ class JobRunner:
     def _discard(self, c: Claimed, why: str) -> Verdict:
         """Drop a job of a tenant that no longer exists: no receipt, no archive, no quarantine."""
         log.info("job %s dropped: %s", c.key, why)
-        shutil.rmtree(c.dir, ignore_errors=True)
+        bounded.remove_tree(c.dir)
         try:
             self.jobs.delete(c.tenant, c.job_id)
         except Exception:  # noqa: BLE001 - the tenant's records are deleted with it anyway
@@ -330,41 +333,10 @@ def _job_id_of(name: str) -> uuid.UUID | None:
     return job_id if job_id.version == 1 else None
 
 
-def _open_output(path: Path) -> int:
-    """A descriptor on a file the tenant's app wrote, if it is a regular file (not a FIFO that would block
-    us, a device, a directory or a symbolic link to somewhere else); OSError otherwise."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path.name} is not a regular file")
-    return fd
-
-
-def read_output(path: Path, limit: int) -> str:
-    fd = _open_output(path)
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"it is larger than {limit // 1024} KiB")
-    return data.decode("utf-8", "replace")
-
-
-def _has_rows(path: Path) -> bool:
-    """Whether the app left a rejects file with at least one row under its header."""
+def _keepable(rejects: Path, limit: int) -> bool:
+    """Whether the app left a rejects file worth keeping: a regular file, no larger than the output limit
+    (an app stopped for writing too much may leave a sparse file of any size), with a row under its header."""
     try:
-        fd = _open_output(path)
+        return rejects.lstat().st_size <= limit and bounded.has_lines(rejects, 2)
     except OSError:
         return False
-    with os.fdopen(fd, "rb") as fh:
-        fh.readline()
-        return bool(fh.readline())
-
-
-def _last_line(path: Path | None) -> str:
-    if path is None or not path.exists():
-        return ""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 4096))
-        lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-    line = lines[-1] if lines else ""
-    return "".join(ch for ch in line if ch.isprintable())[:300]

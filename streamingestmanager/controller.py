@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mysimbdp import broker, daemon, db
+from mysimbdp import bounded, broker, daemon, db
 from mysimbdp.config import Config
 from mysimbdp.errors import MysimbdpError, TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
@@ -51,6 +51,10 @@ class Controller:
         self.instances = Instances(cfg, self.runtime)
         self.latest: dict[tuple[str, str], tuple[float, dict]] = {}  # (tenant, slot) -> (received, report)
         self.reports_in: queue.Queue = queue.Queue(maxsize=10000)
+        # an instance reports every report_interval_seconds (at least 1): 5 at once and 2 a second is plenty
+        self.report_rate = bounded.RateLimit(per_second=2.0, burst=5)
+        self.complaints: dict[tuple[str, str], int] = {}
+        self.complained_at: dict[tuple[str, str], float] = {}
         self.stopping: dict[tuple[str, str], Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stop")
         self.crashes: dict[tuple[str, str], tuple[int, float]] = {}  # -> (crashes in a row, next start allowed)
@@ -87,17 +91,46 @@ class Controller:
         return c
 
     def _on_report(self, client, userdata, msg) -> None:
+        """One report from an instance (tenant code). Whatever it holds, this returns normally: an exception
+        here would end the MQTT client's network thread, and no report of any tenant would be read again."""
         try:
-            tenant, slot = broker.parse_report_topic(msg.topic)
-            report = parse_report(tenant, slot, msg.payload)
-        except (ValueError, TenantError) as exc:
-            log.warning("ignored a report on %s: %s", msg.topic, exc)
+            self._take_report(msg.topic, msg.payload)
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.error("a report on %s could not be handled", bounded.printable(str(msg.topic), 120), exc_info=True)
+
+    def _take_report(self, topic: str, payload: bytes) -> None:
+        now = time.monotonic()
+        try:
+            tenant, slot = broker.parse_report_topic(topic)
+        except ValueError:
             return
-        self.latest[(tenant, slot)] = (time.monotonic(), report)
+        key = (tenant, slot)
+        if not self.report_rate.allow(key, now):  # a flood costs the flooder its reports, nobody else anything
+            self._complain(key, now, "reports come faster than the platform reads them; the excess is dropped")
+            return
+        try:
+            report = parse_report(tenant, slot, payload)
+        except (ValueError, TenantError) as exc:
+            self._complain(key, now, f"a report was ignored: {exc}")
+            return
+        self.latest[key] = (now, report)
         try:
             self.reports_in.put_nowait(report)
         except queue.Full:
-            log.warning("report queue full; a report of %s/%s is not stored", tenant, slot)
+            self._complain(key, now, "the report queue is full; a report was not stored")
+
+    def _complain(self, key: tuple[str, str], now: float, what: str) -> None:
+        """Log a problem with an instance's reports at most once a minute per instance."""
+        self.complaints[key] = self.complaints.get(key, 0) + 1
+        if now - self.complained_at.get(key, -1e9) >= 60:
+            log.warning(
+                "%s/%s: %s (%d such in the last minute)",
+                key[0],
+                key[1],
+                bounded.printable(what),
+                self.complaints.pop(key),
+            )
+            self.complained_at[key] = now
 
     def _store_reports(self) -> None:
         while True:

@@ -7,16 +7,17 @@ only actor, makes it so. That keeps one writer per container and lets the API ru
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from cassandra.cluster import Session
 
+from mysimbdp import bounded
 from mysimbdp.config import Config
 from mysimbdp.errors import TenantError
 
+MAX_REPORT_BYTES = 8192
 REPORT_FIELDS = (
     "window_start",
     "window_end",
@@ -68,9 +69,10 @@ def _now() -> datetime:
 
 def parse_report(tenant: str, instance: str, payload: bytes) -> dict:
     """A report from an instance, checked (it comes from tenant code: trust nothing in it)."""
-    if len(payload) > 8192:
-        raise TenantError("report too large")
-    data = json.loads(payload)
+    try:
+        data = bounded.loads_json(payload, max_bytes=MAX_REPORT_BYTES, max_depth=2)
+    except ValueError as exc:
+        raise TenantError(f"a report must be a small JSON object: {exc}") from None
     if not isinstance(data, dict) or data.get("tenant") != tenant or data.get("instance") != instance:
         raise TenantError("report does not match its topic")
     out = {"tenant": tenant, "instance": instance}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import collections
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +15,7 @@ import requests.exceptions
 from docker.types import Mount as DockerMount
 from docker.types import Ulimit
 
+from .. import bounded
 from ..config import Config
 from ..errors import RuntimeUnavailable
 from . import image, network
@@ -23,6 +24,8 @@ from .base import ContainerInfo, RunResult, RunSpec, SandboxRuntime
 log = logging.getLogger(__name__)
 MAX_LOG_BYTES = 5 << 20
 SHARED_RECORD_READER = "/opt/mysimbdp/lib/mysimbdp/csvrecords.py"
+MAX_OUTPUT_ENTRIES = 10_000  # files and folders a run may leave in its output folder
+MAX_OUTPUT_DEPTH = 8  # and how deep
 _LABEL = "mysimbdp"
 
 
@@ -126,16 +129,12 @@ class DockerRuntime(SandboxRuntime):
                     timed_out = True
                     self._kill(container)
                     break
-                if spec.output_dir is not None and _dir_size(spec.output_dir) > spec.limits.max_output_bytes:
+                if spec.output_dir is not None and _output_over(spec):
                     output_exceeded = True
                     self._kill(container)
                     break
             seconds = time.monotonic() - t0
-            if (
-                not output_exceeded
-                and spec.output_dir is not None
-                and _dir_size(spec.output_dir) > spec.limits.max_output_bytes
-            ):
+            if not output_exceeded and spec.output_dir is not None and _output_over(spec):
                 output_exceeded = True  # written (or fallocated) between two looks, just before exiting
             container.reload()
             state = container.attrs["State"]
@@ -159,16 +158,34 @@ class DockerRuntime(SandboxRuntime):
             pass
 
     def _keep_log(self, container, path: Path | None) -> None:
+        """Keep what a container wrote (its first and last MAX_LOG_BYTES / 2), streamed: never all of it in
+        memory."""
         if path is None:
             return
-        try:
-            data = container.logs(stdout=True, stderr=True, timestamps=False)
-        except docker.errors.APIError:
-            data = b"(no log: the container's output could not be read)\n"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if len(data) > MAX_LOG_BYTES:
-            data = data[: MAX_LOG_BYTES // 2] + b"\n...[truncated]...\n" + data[-MAX_LOG_BYTES // 2 :]
-        path.write_bytes(data)
+        half = MAX_LOG_BYTES // 2
+        head, tail, dropped = bytearray(), collections.deque(), 0
+        tail_bytes = 0
+        try:
+            for chunk in container.logs(stdout=True, stderr=True, timestamps=False, stream=True, follow=False):
+                if len(head) < half:
+                    take = chunk[: half - len(head)]
+                    head += take
+                    chunk = chunk[len(take) :]
+                if chunk:
+                    tail.append(chunk)
+                    tail_bytes += len(chunk)
+                    while tail_bytes - len(tail[0]) >= half:
+                        dropped += len(tail[0])
+                        tail_bytes -= len(tail.popleft())
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            head += b"\n(the rest of the container's output could not be read)\n"
+        with open(path, "wb") as fh:
+            fh.write(head)
+            if dropped:
+                fh.write(f"\n...[{dropped} bytes left out]...\n".encode())
+            for chunk in tail:
+                fh.write(chunk)
 
     def start(self, spec: RunSpec) -> str:
         container = self._create(spec)
@@ -260,20 +277,12 @@ class DockerRuntime(SandboxRuntime):
             pass
 
 
-def _dir_size(path: Path) -> int:
-    total = 0
-    try:
-        for entry in os.scandir(path):
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-                elif entry.is_dir(follow_symlinks=False):
-                    total += _dir_size(Path(entry.path))
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return total
+def _output_over(spec: RunSpec) -> bool:
+    """Whether a run's output folder passed its limit: bytes (sparse files count in full), or more entries
+    or levels than a result and a rejects file could ever need."""
+    return bounded.tree_size(spec.output_dir, max_entries=MAX_OUTPUT_ENTRIES, max_depth=MAX_OUTPUT_DEPTH).over(
+        spec.limits.max_output_bytes
+    )
 
 
 def _last_error(container) -> str:
@@ -282,4 +291,4 @@ def _last_error(container) -> str:
     except docker.errors.APIError:
         return ""
     lines = [ln for ln in tail.splitlines() if ln.strip()]
-    return "".join(ch for ch in (lines[-1] if lines else "") if ch.isprintable())[:300]
+    return bounded.printable(lines[-1] if lines else "")
