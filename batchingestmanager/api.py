@@ -38,17 +38,24 @@ log = logging.getLogger("batchingestmanager.api")
 bp = Blueprint("batch", __name__)
 
 
+BODY_IDLE_SECONDS = 30  # an upload body may pause this long between two reads, no longer
+DOWNLOAD_SECONDS = 600  # a rejects file or a log (at most a few hundred MiB) must be fetched within this
+
+
 class _Body:
-    """The request body as a plain stream: a client that goes away is an OSError here."""
+    """The request body as a plain stream: a client that goes away (or stops sending for BODY_IDLE_SECONDS)
+    is an OSError here. Every read that brings bytes gives the request BODY_IDLE_SECONDS more."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
 
     def read(self, n: int) -> bytes:
         try:
-            return self.stream.read(n)
+            data = self.stream.read(n)
         except ClientDisconnected as exc:
             raise OSError("client disconnected") from exc
+        web.extend_deadline(BODY_IDLE_SECONDS)
+        return data
 
 
 class Backend:
@@ -101,7 +108,7 @@ def get_constraints():
 
 @bp.post("/v1/uploads")
 def open_upload():
-    data = request.get_json(silent=True)
+    data = web.json_body()
     if not isinstance(data, dict):
         raise TenantError("send a JSON object with name, size and sha256", code="bad_json")
     try:
@@ -227,6 +234,7 @@ def _tenant_file(tenant: str, path: str | None, mimetype: str, download: str):
     allowed = [paths.archive(tenant).resolve(), paths.quarantine(tenant).resolve(), paths.work(tenant).resolve()]
     if not any(p.is_relative_to(a) for a in allowed) or not p.is_file():
         raise NotFound("there is no such file for this job (any more)")
+    web.extend_deadline(DOWNLOAD_SECONDS)
     return send_file(p, mimetype=mimetype, as_attachment=True, download_name=download)
 
 

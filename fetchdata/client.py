@@ -25,6 +25,8 @@ from .sources import Source
 Progress = Callable[[int], None]  # called with the number of bytes of the file sent so far
 BLOCK = 1 << 20  # bytes read from the file and written to the socket at a time
 BUSY_PATIENCE = 120  # seconds to wait for another client's upload of the same file that makes no progress
+PATIENCE = 60  # seconds to keep asking while the server answers "not now" (codes below), then give up
+WAIT_FOR = ("too_many_requests", "too_many_connections", "login_busy", "batch_manager_down")
 
 
 class ServerUnreachable(ServiceError):
@@ -141,17 +143,34 @@ class Client:
         self.rate = rate
 
     def _call(self, method: str, path: str, what: str, *, allow: tuple[int, ...] = (), **kw) -> requests.Response:
-        try:
-            resp = self.http.request(method, self.base + path, timeout=kw.pop("timeout", self.timeout), **kw)
-        except requests.ConnectionError as exc:
-            raise ServerUnreachable(
-                f"cannot reach the platform at {self.base}", hint="is it running? check --server"
-            ) from exc
-        except requests.Timeout as exc:
-            raise ServerUnreachable(f"the platform at {self.base} did not answer in time") from exc
+        timeout = kw.pop("timeout", self.timeout)
+        waited = 0.0
+        while True:
+            try:
+                resp = self.http.request(method, self.base + path, timeout=timeout, **kw)
+            except requests.ConnectionError as exc:
+                raise ServerUnreachable(
+                    f"cannot reach the platform at {self.base}", hint="is it running? check --server"
+                ) from exc
+            except requests.Timeout as exc:
+                raise ServerUnreachable(f"the platform at {self.base} did not answer in time") from exc
+            pause = self._pause(resp, waited)
+            if pause is None:
+                break
+            time.sleep(pause)
+            waited += pause
         if resp.status_code not in allow:
             _raise_for(resp, what)
         return resp
+
+    @staticmethod
+    def _pause(resp: requests.Response, waited: float) -> float | None:
+        """How long to wait before asking again when the server says "not now" (busy, or the batch manager is
+        restarting), or None to take the answer as it is."""
+        if resp.status_code not in (429, 503) or error_code(resp) not in WAIT_FOR or waited >= PATIENCE:
+            return None
+        after = resp.headers.get("Retry-After", "1")
+        return min(float(after) if after.isdigit() else 1.0, 10.0, PATIENCE - waited)
 
     def constraints(self) -> dict:
         return self._call("GET", "/v1/constraints", "reading the constraints").json()
@@ -176,6 +195,7 @@ class Client:
         if progress and offset:
             progress(offset)
         breaks = 0  # connections that broke off: at most ``attempts``
+        waited = 0.0  # seconds spent waiting on "not now" answers
         busy_since: float | None = None  # another client has been writing this upload since then
         while True:
             body = _Body(src, offset, progress, self.rate)
@@ -198,6 +218,11 @@ class Client:
                         hint="run fetchdata again: it resumes where it stopped",
                     ) from None
                 time.sleep(backoff(breaks - 1))
+                resp = None
+            pause = self._pause(resp, waited) if resp is not None else None
+            if pause is not None:  # "not now": ask again from the offset the server has
+                time.sleep(pause)
+                waited += pause
                 resp = None
             if resp is not None and resp.status_code not in (404, 409):
                 _raise_for(resp, f"uploading {src.name}")

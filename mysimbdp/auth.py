@@ -1,13 +1,19 @@
 """Logging tenants (and the operator) in to the platform's HTTP APIs.
 
-* bcrypt check of the tenant's password against the hash in the platform keyspace;
-* a short-lived cache of successful checks (keyed by a keyed hash of the password, never the password),
-  so that a client uploading many files does not pay bcrypt on every request;
-* failures are counted per user name and per client address; past ``max_failures`` for one user (or four
-  times as many from one address, which many users may share) within ``lockout`` seconds, further
-  attempts are refused with 429 and Retry-After, even with the right password; a request without any
-  credentials is not a failure (it is how HTTP asks for them);
-* an unknown user costs the same bcrypt time as a known one.
+* bcrypt check of the tenant's password against the hash in the platform keyspace, read afresh on every
+  login, so a password change takes effect at once on every API;
+* a short-lived cache of successful checks, keyed by a keyed hash of the password *and of the stored hash*
+  (never the password): a client uploading many files does not pay bcrypt on every request, and a changed
+  password misses the cache at once;
+* a lock-out only the failing client feels: failures are counted per user name *and client address*;
+  past ``max_failures`` within ``lockout`` seconds, that address is refused for that user (429 with
+  Retry-After), even with the right password. Nobody else is: not the tenant's other clients, not other
+  users behind the same address. A client whose right password passed in the last ``cache_seconds`` is
+  never locked out;
+* bcrypt costs CPU: one address has at most one check running at a time, and the API at most
+  ``checks`` (the others wait a little, then get 429 "busy"); an unknown user costs the same bcrypt
+  time as a known one, and a request without credentials is not a failure (it is how HTTP asks for them);
+* every table here is bounded (a stream of made-up user names or addresses cannot grow it).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import hmac
 import os
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,12 +32,32 @@ from .errors import AuthenticationFailed, TenantNotFound, TooManyAttempts
 
 _DUMMY_HASH = credentials.hash_password("not-a-real-password")
 OPERATOR = "operator"
+MAX_USER = 64
+MAX_PASSWORD = 1024
+MAX_KEYS = 20_000
 
 
 @dataclass(frozen=True)
 class Principal:
     name: str  # the tenant's name, or "operator"
     is_operator: bool = False
+
+
+class _Bounded(OrderedDict):
+    """An LRU dict that forgets its oldest keys past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def touch(self, key, default):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        self[key] = default
+        if len(self) > self.limit:
+            self.popitem(last=False)
+        return default
 
 
 class Authenticator:
@@ -43,6 +69,8 @@ class Authenticator:
         lockout: float = 60,
         operator_password: str | None = None,
         cache_seconds: float = 300,
+        checks: int = 2,
+        wait_for_check: float = 5.0,
     ) -> None:
         """``lookup_hash(name)`` returns the tenant's bcrypt hash, or None for no such (ready) tenant."""
         self.lookup_hash = lookup_hash
@@ -50,41 +78,79 @@ class Authenticator:
         self.lockout = lockout
         self.operator_password = operator_password
         self.cache_seconds = cache_seconds
+        self.wait_for_check = wait_for_check
         self._key = os.urandom(32)
-        self._ok: dict[tuple[str, bytes], float] = {}
-        self._fails: dict[tuple[str, str], deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
+        self._ok: _Bounded = _Bounded(MAX_KEYS)  # (user, tag) -> expiry
+        self._fails: _Bounded = _Bounded(MAX_KEYS)  # (user, client) -> deque of failure times
+        self._checking: set[str] = set()  # clients with a bcrypt check running
+        self._check_done = threading.Condition(self._lock)
+        self._checks = threading.BoundedSemaphore(checks)
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        q = self._fails[key]
+    # --- failures -------------------------------------------------------------------------------------
+    def _recent(self, key: tuple[str, str], now: float) -> deque:
+        q = self._fails.touch(key, deque())
         while q and q[0] < now - self.lockout:
             q.popleft()
         return q
 
     def _check_lockout(self, username: str, client: str, now: float) -> None:
         with self._lock:
-            for key, limit in ((("addr", client), 4 * self.max_failures), (("user", username), self.max_failures)):
-                q = self._recent(key, now)
-                if len(q) >= limit:
-                    retry = int(q[0] + self.lockout - now) + 1
-                    raise TooManyAttempts(
-                        f"too many failed logins {'from this client' if key[0] == 'addr' else 'for this user'}",
-                        retry_after=retry,
-                        hint=f"try again in {retry}s",
-                    )
+            q = self._recent((username, client), now)
+            if len(q) >= self.max_failures:
+                retry = int(q[0] + self.lockout - now) + 1
+                raise TooManyAttempts(
+                    "too many failed logins for this user from this client",
+                    retry_after=retry,
+                    hint=f"try again in {retry}s",
+                )
 
     def _failed(self, username: str, client: str, now: float) -> None:
         with self._lock:
-            self._fails[("addr", client)].append(now)
-            self._fails[("user", username)].append(now)
+            q = self._recent((username, client), now)
+            q.append(now)
+            while len(q) > self.max_failures:
+                q.popleft()
 
+    # --- bcrypt, rationed -----------------------------------------------------------------------------
+    def _bcrypt(self, password: str, stored: str, client: str) -> bool:
+        deadline = time.monotonic() + self.wait_for_check
+        with self._check_done:
+            while client in self._checking:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._check_done.wait(left):
+                    raise TooManyAttempts(
+                        "this client's logins are being checked already",
+                        retry_after=1,
+                        hint="wait for the answer before trying again",
+                        code="login_busy",
+                    )
+            self._checking.add(client)
+        try:
+            if not self._checks.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TooManyAttempts(
+                    "the platform is busy checking logins",
+                    retry_after=1,
+                    hint="try again in a second",
+                    code="login_busy",
+                )
+            try:
+                return credentials.check_password(password, stored)
+            finally:
+                self._checks.release()
+        finally:
+            with self._check_done:
+                self._checking.discard(client)
+                self._check_done.notify_all()
+
+    # --- the login ------------------------------------------------------------------------------------
     def authenticate(self, username: str | None, password: str | None, client: str = "?") -> Principal:
-        now = time.monotonic()
         if username is None or password is None:
             raise AuthenticationFailed("authentication required", hint="send the tenant's user name and password")
-        username = username[:64]
-        self._check_lockout(username, client, now)
+        now = time.monotonic()
+        username, password = username[:MAX_USER], password[:MAX_PASSWORD]
         if username == OPERATOR and self.operator_password is not None:
+            self._check_lockout(username, client, now)
             if hmac.compare_digest(password.encode(), self.operator_password.encode()):
                 return Principal(OPERATOR, True)
             self._failed(username, client, now)
@@ -94,17 +160,18 @@ class Authenticator:
         except TenantNotFound:
             stored = None
         tag = hmac.new(self._key, password.encode() + b"\0" + (stored or "").encode(), hashlib.sha256).digest()
-        with self._lock:
-            expiry = self._ok.get((username, tag))
-        if stored and expiry and expiry > now:
-            return Principal(username)
-        ok = credentials.check_password(password, stored or _DUMMY_HASH) and bool(stored)
+        if stored:
+            with self._lock:
+                expiry = self._ok.get((username, tag))
+            if expiry and expiry > now:
+                return Principal(username)
+        self._check_lockout(username, client, now)
+        ok = self._bcrypt(password, stored or _DUMMY_HASH, client) and bool(stored)
         if not ok:
-            self._failed(username, client, now)
+            self._failed(username, client, time.monotonic())
             raise AuthenticationFailed("wrong user name or password")
         with self._lock:
-            if len(self._ok) > 10000:
-                self._ok.clear()
+            self._ok.touch((username, tag), 0)
             self._ok[(username, tag)] = now + self.cache_seconds
         return Principal(username)
 

@@ -83,6 +83,7 @@ class BatchSettings:
     max_attempts: int = 20
     auth_max_failures: int = 5  # failures (per client address or per user) before a lock-out
     auth_lockout: int = 60  # seconds
+    tenant_requests: int = 8  # requests of one tenant in progress at once on one API (the rest get 429)
 
 
 @dataclass(frozen=True)

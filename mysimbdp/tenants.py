@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Callable
 
 from cassandra.cluster import Session
 
-from . import apps, broker, credentials, db, names
+from . import apps, bounded, broker, credentials, db, names
 from .config import Config
 from .constraints import Constraints, loads as load_constraints
 from .errors import MysimbdpError, TenantError, TenantExists, TenantNotFound
@@ -111,6 +112,7 @@ class Registry:
         session.execute(f"CREATE TABLE IF NOT EXISTS {ks}.tenant_uids (uid int PRIMARY KEY, tenant text)")
         self._get = session.prepare(f"SELECT * FROM {ks}.tenants WHERE name = ?")
         self._all = session.prepare(f"SELECT * FROM {ks}.tenants")
+        self._password = session.prepare(f"SELECT password_hash, state FROM {ks}.tenants WHERE name = ?")
         self._insert = session.prepare(
             f"INSERT INTO {ks}.tenants (name, state, password_hash, broker_hash, constraints, created_at, updated_at)"
             " VALUES (?, 'creating', ?, ?, ?, ?, ?) IF NOT EXISTS"
@@ -150,6 +152,11 @@ class Registry:
     def find(self, name: str) -> Tenant | None:
         row = self.session.execute(self._get, (names.tenant(name),)).one()
         return self._row_to_tenant(row) if row else None
+
+    def password_hash(self, name: str) -> str | None:
+        """The bcrypt hash of a ready tenant's password, read now (never cached: a change counts at once)."""
+        row = self.session.execute(self._password, (names.tenant(name),)).one()
+        return row.password_hash if row is not None and row.state == "ready" else None
 
     def get(self, name: str, *, ready: bool = True) -> Tenant:
         t = self.find(name)
@@ -321,9 +328,9 @@ class Registry:
             p.tenant_apps(name),
             p.sandbox_runs / name,
         ):
-            shutil.rmtree(folder, ignore_errors=True)
+            bounded.remove_tree(folder)  # what a tenant's app left may be deep: no recursion
         secret_path(self.cfg, name).unlink(missing_ok=True)
-        shutil.rmtree(self.cfg.paths.secrets / "stream" / name, ignore_errors=True)
+        bounded.remove_tree(self.cfg.paths.secrets / "stream" / name)
         self.session.execute(prepare(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = ?"), (name,))
         jobs = prepare(f"DELETE FROM {ks}.jobs WHERE tenant = ? AND bucket = ?")
         for bucket in months_since(t.created_at):
@@ -342,14 +349,18 @@ class TenantCache:
     request or per loop). ``registry`` is called when a lookup is needed, so that a Cassandra session can
     be made late."""
 
+    MAX_NAMES = 4096  # names asked for (each request may name one, existing or not): the oldest are forgotten
+
     def __init__(self, registry: Callable[[], Registry], ttl: float = 5.0) -> None:
         self.registry = registry
         self.ttl = ttl
-        self._seen: dict[str, tuple[float, Tenant | None]] = {}
+        self._seen: OrderedDict[str, tuple[float, Tenant | None]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, name: str) -> Tenant | None:
         now = time.monotonic()
-        hit = self._seen.get(name)
+        with self._lock:
+            hit = self._seen.get(name)
         if hit and hit[0] > now:
             return hit[1]
         try:
@@ -358,7 +369,11 @@ class TenantCache:
             return None
         t = self.registry().find(name)
         t = t if t is not None and t.state == "ready" else None
-        self._seen[name] = (now + self.ttl, t)
+        with self._lock:
+            self._seen[name] = (now + self.ttl, t)
+            self._seen.move_to_end(name)
+            while len(self._seen) > self.MAX_NAMES:
+                self._seen.popitem(last=False)
         return t
 
 

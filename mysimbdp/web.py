@@ -1,19 +1,137 @@
-"""What the platform's HTTP APIs share: JSON errors (never a traceback, never a 500 for bad input),
-tenant logins, cached tenant lookups, and serving with gunicorn."""
+"""What the platform's HTTP APIs share: JSON errors with a code (never a traceback, never a 500 for bad
+input), tenant logins, bounded request bodies and request times, and serving with gunicorn.
+
+Every request runs against a deadline. A request's head (line and headers) must arrive within
+``HEAD_SECONDS`` of its first byte; then the view has ``REQUEST_SECONDS`` unless it says otherwise (an
+upload extends its deadline as long as bytes keep coming). A connection past its deadline is shut down
+by a reaper thread, which frees the thread that served it: a client sending a byte at a time holds a
+thread for seconds, not minutes. Each tenant may have at most ``tenant_requests`` requests in progress.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
+from collections import Counter
 from typing import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
-from . import auth, config, db
+from . import auth, bounded, config, db
 from .daemon import setup_logging  # noqa: F401 - the APIs' entry points log like the daemons
-from .errors import MysimbdpError, NotFound, ServiceError
+from .errors import InvalidName, MysimbdpError, NotFound, ServiceError, TenantError
 from .tenants import Registry, Tenant, TenantCache
+
+HEAD_SECONDS = 10.0  # from a request's first byte to the end of its headers
+REQUEST_SECONDS = 30.0  # from the end of the headers to the end of the answer, unless a view extends it
+BODY_SECONDS = 10.0  # a JSON body, whole
+MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+
+
+class TooManyRequests(TenantError):
+    """The tenant already has as many requests in progress as it may."""
+
+    http_status = 429
+    code = "too_many_requests"
+
+
+class BodyTooLarge(TenantError):
+    http_status = 413
+    code = "body_too_large"
+
+
+class RequestTimeout(TenantError):
+    http_status = 408
+    code = "request_timeout"
+
+
+# --- deadlines ----------------------------------------------------------------------------------------------
+
+
+class Deadlines:
+    """When each connection being served must be done; a reaper shuts down those past it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[socket.socket, float] = {}
+
+    def set(self, sock: socket.socket | None, seconds: float) -> None:
+        if sock is not None:
+            with self._lock:
+                self._due[sock] = time.monotonic() + seconds
+
+    def clear(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._due.pop(sock, None)
+
+    def reap(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            late = [s for s, due in self._due.items() if due < now]
+            for s in late:
+                del self._due[s]
+        for s in late:
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # the blocked read ends (no data), the thread is free again
+            except OSError:
+                pass
+        return len(late)
+
+    def run_reaper(self, interval: float = 0.5) -> None:
+        while True:
+            time.sleep(interval)
+            self.reap()
+
+
+DEADLINES = Deadlines()  # one per process: the gunicorn worker sets head deadlines, views the rest
+
+
+def extend_deadline(seconds: float) -> None:
+    """Give the current request ``seconds`` more from now (no-op outside gunicorn, e.g. in tests)."""
+    DEADLINES.set(request.environ.get("gunicorn.socket"), seconds)
+
+
+# --- request bodies ----------------------------------------------------------------------------------------
+
+
+def json_body(*, required: bool = True) -> object:
+    """The request's JSON body, read within BODY_SECONDS and at most MAX_JSON_BYTES, parsed with a depth
+    bound; TenantError (400, 408 or 413) otherwise. An empty body is ``{}`` unless ``required``."""
+    length = request.content_length
+    if length is not None and length > MAX_JSON_BYTES:
+        raise BodyTooLarge(f"the JSON body is larger than {MAX_JSON_BYTES // 1024} KiB")
+    extend_deadline(BODY_SECONDS)
+    started = time.monotonic()
+    data = bytearray()
+    try:
+        while len(data) <= MAX_JSON_BYTES:
+            chunk = request.stream.read(min(16 * 1024, MAX_JSON_BYTES + 1 - len(data)))
+            if not chunk:
+                break
+            data += chunk
+    except (ClientDisconnected, OSError):
+        if time.monotonic() - started >= BODY_SECONDS - 1:
+            raise RequestTimeout(f"the body did not arrive within {BODY_SECONDS:.0f}s") from None
+        raise TenantError("the body ended early", code="body_ended_early") from None
+    finally:
+        extend_deadline(REQUEST_SECONDS)
+    if len(data) > MAX_JSON_BYTES:
+        raise BodyTooLarge(f"the JSON body is larger than {MAX_JSON_BYTES // 1024} KiB")
+    if not data.strip():
+        if required:
+            raise TenantError("send a JSON object", code="bad_json")
+        return {}
+    try:
+        return bounded.loads_json(bytes(data), max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH)
+    except ValueError as exc:
+        raise TenantError(f"the body is not valid JSON: {exc}"[:300], code="bad_json") from None
+
+
+# --- errors ------------------------------------------------------------------------------------------------
 
 
 def json_error(status: int, code: str, message: str, hint: str | None = None, **extra) -> Response:
@@ -21,34 +139,6 @@ def json_error(status: int, code: str, message: str, hint: str | None = None, **
     resp = jsonify({"error": message, "code": code, **({"hint": hint} if hint else {}), **extra})
     resp.status_code = status
     return resp
-
-
-def get_backend():
-    """The API's backend object (its Cassandra session, stores, ...), made once per app by create_api."""
-    return current_app.extensions["mysimbdp"]
-
-
-def create_api(name: str, backend, blueprints: list[Blueprint], log: logging.Logger) -> Flask:
-    """A platform HTTP API: the blueprints, a ``/healthz`` without login, every other request logged in (HTTP
-    Basic) before its view runs, and errors answered as JSON with a code."""
-    app = Flask(name)
-    app.extensions["mysimbdp"] = backend
-    install_error_handlers(app, log)
-
-    @app.before_request
-    def authenticate():
-        if request.endpoint in (None, "healthz"):
-            return None
-        backend.directory.login()
-        return None
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"ok": True})
-
-    for bp in blueprints:
-        app.register_blueprint(bp)
-    return app
 
 
 def install_error_handlers(app: Flask, log: logging.Logger) -> None:
@@ -90,9 +180,48 @@ _HTTP_CODES = {
 }
 
 
+# --- the app ------------------------------------------------------------------------------------------------
+
+
+def get_backend():
+    """The API's backend object (its Cassandra session, stores, ...), made once per app by create_api."""
+    return current_app.extensions["mysimbdp"]
+
+
+def create_api(
+    name: str, backend, blueprints: list[Blueprint], log: logging.Logger, request_seconds: float = REQUEST_SECONDS
+) -> Flask:
+    """A platform HTTP API: the blueprints, a ``/healthz`` without login, every other request logged in (HTTP
+    Basic) before its view runs, and errors answered as JSON with a code."""
+    app = Flask(name)
+    app.config["MAX_CONTENT_LENGTH"] = None  # uploads stream; JSON bodies are bounded by json_body()
+    app.extensions["mysimbdp"] = backend
+    install_error_handlers(app, log)
+
+    @app.before_request
+    def authenticate():
+        extend_deadline(request_seconds)
+        if request.endpoint in (None, "healthz"):
+            return None
+        backend.directory.login()
+        return None
+
+    @app.teardown_request
+    def done(exc):
+        backend.directory.logout()
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"ok": True})
+
+    for bp in blueprints:
+        app.register_blueprint(bp)
+    return app
+
+
 class Directory:
     """The platform keyspace as an API needs it, created lazily (the API may start before Cassandra answers),
-    with tenants cached for a few seconds."""
+    with tenants cached for a few seconds (their password hashes are not: see auth.py)."""
 
     def __init__(self, cfg: config.Config, *, operator: bool = False) -> None:
         self.cfg = cfg
@@ -100,6 +229,7 @@ class Directory:
         self._lock = threading.Lock()
         self._registry: Registry | None = None
         self._tenants = TenantCache(lambda: self.registry)
+        self._in_progress: Counter[str] = Counter()
         self.auth = auth.Authenticator(
             self._password_hash,
             max_failures=cfg.batch.auth_max_failures,
@@ -122,11 +252,14 @@ class Directory:
         return self._tenants.get(name)
 
     def _password_hash(self, name: str) -> str | None:
-        t = self.tenant(name)
-        return t.password_hash if t else None
+        try:
+            return self.registry.password_hash(name)
+        except InvalidName:  # not a tenant's name: an unknown user like any other
+            return None
 
     def login(self) -> auth.Principal:
-        """Authenticate this request (HTTP Basic); sets g.principal, and g.tenant for a tenant."""
+        """Authenticate this request (HTTP Basic); sets g.principal, and g.tenant for a tenant. A tenant with
+        too many requests in progress is refused (429) rather than holding more of the API's threads."""
         a = request.authorization
         principal = self.auth.authenticate(
             a.username if a else None, a.password if a else None, request.remote_addr or "?"
@@ -135,7 +268,26 @@ class Directory:
         g.tenant = None if principal.is_operator else self.tenant(principal.name)
         if not principal.is_operator and g.tenant is None:
             raise NotFound("no such tenant")
+        if not principal.is_operator:
+            with self._lock:
+                if self._in_progress[principal.name] >= self.cfg.batch.tenant_requests:
+                    raise TooManyRequests(
+                        f"{self.cfg.batch.tenant_requests} requests of this tenant are in progress already",
+                        retry_after=1,
+                        hint="wait for one to finish",
+                    )
+                self._in_progress[principal.name] += 1
+                g.counted = principal.name
         return principal
+
+    def logout(self) -> None:
+        """The end of a request: it no longer counts against its tenant."""
+        name = g.pop("counted", None)
+        if name is not None:
+            with self._lock:
+                self._in_progress[name] -= 1
+                if self._in_progress[name] <= 0:
+                    del self._in_progress[name]
 
     def acting_for(self, name: str) -> Tenant:
         """The tenant a request may act for: itself, or any tenant for the operator."""
@@ -148,6 +300,59 @@ class Directory:
         return t
 
 
+# --- serving ------------------------------------------------------------------------------------------------
+
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+_BUSY_BODY = (
+    b'{"error": "too many requests from this address are in progress", "code": "too_many_connections", '
+    b'"hint": "try again in a second"}'
+)
+
+
+def _guarded_worker(threads: int):
+    """gunicorn's threaded worker, with a deadline on each request's head, a reaper for deadlines, and at
+    most ``threads - 2`` requests of one client address served at once (two threads stay for the others)."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    per_address = max(2, threads - 2)
+    lock = threading.Lock()
+    serving: Counter[str] = Counter()
+
+    class GuardedWorker(ThreadWorker):
+        def init_process(self):
+            threading.Thread(target=DEADLINES.run_reaper, name="deadline-reaper", daemon=True).start()
+            super().init_process()
+
+        def handle(self, conn):
+            addr = conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
+            with lock:
+                if serving[addr] >= per_address:
+                    refuse = True
+                else:
+                    refuse = False
+                    serving[addr] += 1
+            if refuse:
+                try:
+                    conn.sock.setblocking(True)
+                    conn.sock.settimeout(2)
+                    conn.sock.sendall(_BUSY + b"Content-Length: %d\r\n\r\n" % len(_BUSY_BODY) + _BUSY_BODY)
+                except OSError:
+                    pass
+                return False
+            DEADLINES.set(conn.sock, HEAD_SECONDS)
+            try:
+                return super().handle(conn)
+            finally:
+                DEADLINES.clear(conn.sock)
+                with lock:
+                    serving[addr] -= 1
+                    if serving[addr] <= 0:
+                        del serving[addr]
+
+    return GuardedWorker
+
+
 def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, timeout: int = 60) -> None:
     """Serve a Flask app with gunicorn: one process, threads (request bodies stream, no buffering)."""
     from gunicorn.app.base import BaseApplication
@@ -156,13 +361,15 @@ def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, t
         def load_config(self):
             self.cfg.set("bind", bind)
             self.cfg.set("workers", 1)  # one process: login throttling and limits are per process
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", _guarded_worker(threads))
             self.cfg.set("threads", threads)
             self.cfg.set("timeout", timeout)
             self.cfg.set("graceful_timeout", 30)
             self.cfg.set("accesslog", "-")
             self.cfg.set("proc_name", name)
             self.cfg.set("control_socket_disable", True)
+            self.cfg.set("limit_request_fields", 50)
+            self.cfg.set("limit_request_field_size", 8190)
 
         def load(self):
             return factory()

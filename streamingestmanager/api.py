@@ -59,7 +59,9 @@ def backend() -> Backend:
 
 
 def create_app(cfg: config.Config | None = None) -> Flask:
-    return web.create_api("mysimbdp-stream", Backend(cfg or config.load()), [bp], log)
+    cfg = cfg or config.load()
+    # starting and stopping wait for the controller to act (an instance drains for up to drain_timeout)
+    return web.create_api("mysimbdp-stream", Backend(cfg), [bp], log, request_seconds=cfg.stream.drain_timeout + 30)
 
 
 def _who() -> str:
@@ -92,7 +94,7 @@ def status(tenant: str | None = None):
 @bp.post("/v1/tenants/<tenant>/instances")
 def start(tenant: str | None = None):
     b, t = backend(), _target(tenant)
-    body = request.get_json(silent=True) if request.data else {}
+    body = web.json_body(required=False)
     if not isinstance(body, dict):
         raise TenantError('send a JSON object, e.g. {"count": 2}', code="bad_json")
     service.start(b.cfg, b.store, t, body.get("count", 1), _who())

@@ -45,17 +45,32 @@ def test_batch_api_4xx_paths(batch_client, make_tenant):
     h = basic(t.name, pw)
     check(batch_client.get("/v1/nothing-here", headers=h), 404, "not_found")
     check(batch_client.delete("/v1/jobs", headers=h), 405, "method_not_allowed")
-    check(batch_client.post("/v1/uploads", data="not json", headers=h), 400, "bad_json", "JSON object")
+    check(batch_client.post("/v1/uploads", data="not json", headers=h), 400, "bad_json", "not valid JSON")
     check(batch_client.post("/v1/uploads", json=[1, 2], headers=h), 400, "bad_json")
     sha = "ab" * 32
-    check(batch_client.post("/v1/uploads", json={"name": "../x.csv", "size": 5, "sha256": sha}, headers=h),
-          400, "invalid_name", "contains a path")
-    check(batch_client.post("/v1/uploads", json={"name": "x.exe", "size": 5, "sha256": sha}, headers=h),
-          422, "constraint_violation", "not allowed")
-    check(batch_client.post("/v1/uploads", json={"name": "x.csv", "size": 10 << 20, "sha256": sha}, headers=h),
-          413, "file_too_large")
-    check(batch_client.post("/v1/uploads", json={"name": "x.csv", "size": 5, "sha256": "no"}, headers=h),
-          400, "bad_request", "sha256")
+    check(
+        batch_client.post("/v1/uploads", json={"name": "../x.csv", "size": 5, "sha256": sha}, headers=h),
+        400,
+        "invalid_name",
+        "contains a path",
+    )
+    check(
+        batch_client.post("/v1/uploads", json={"name": "x.exe", "size": 5, "sha256": sha}, headers=h),
+        422,
+        "constraint_violation",
+        "not allowed",
+    )
+    check(
+        batch_client.post("/v1/uploads", json={"name": "x.csv", "size": 10 << 20, "sha256": sha}, headers=h),
+        413,
+        "file_too_large",
+    )
+    check(
+        batch_client.post("/v1/uploads", json={"name": "x.csv", "size": 5, "sha256": "no"}, headers=h),
+        400,
+        "bad_request",
+        "sha256",
+    )
     check(batch_client.patch("/v1/uploads/" + "0" * 32, headers=h), 400, "bad_offset")
     check(batch_client.patch("/v1/uploads/" + "0" * 32, headers={**h, "Upload-Offset": "0"}), 404, "not_found")
     check(batch_client.put("/v1/files/x.csv", data=b"a,b\n1,2\n", headers=h), 428, "checksum_required")
@@ -73,8 +88,7 @@ def test_stream_api_4xx_paths(stream_client, make_tenant, platform):
     other, _ = make_tenant()
     h = basic(t.name, pw)
     check(stream_client.get("/v1/stream"), 401, "unauthorized")
-    check(stream_client.post("/v1/instances", data="[1]", content_type="application/json", headers=h),
-          400, "bad_json")
+    check(stream_client.post("/v1/instances", data="[1]", content_type="application/json", headers=h), 400, "bad_json")
     check(stream_client.post("/v1/instances", json={"count": 0}, headers=h), 400, "bad_request", "count")
     check(stream_client.post("/v1/instances", json={"count": 1}, headers=h), 409, "no_app")
     check(stream_client.get(f"/v1/tenants/{other.name}/stream", headers=h), 404, "not_found")

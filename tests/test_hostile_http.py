@@ -1,0 +1,135 @@
+"""Hostile HTTP against the real APIs (gunicorn): deep and huge JSON bodies, slow bodies and slow headers,
+a stranger failing logins, a password change. Every answer is a 4xx with a code, never a 500; no thread
+is held for long; a stranger cannot lock a tenant out; a new password counts at once on both APIs."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+
+import requests
+
+from conftest import Api, StreamApi, run_cli
+
+NESTED = "[" * 3000 + "]" * 3000
+
+
+def raw(port: int, data: bytes, *, source: str = "127.0.0.1", timeout: float = 30) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    if data:
+        s.sendall(data)
+    return s
+
+
+def answer(s: socket.socket) -> bytes:
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except OSError:
+        pass
+    s.close()
+    return out
+
+
+def auth_header(user: str, password: str) -> bytes:
+    return b"Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()) + b"\r\n"
+
+
+def test_deep_and_huge_json_bodies_get_a_4xx_with_a_code_never_a_500(platform, stream_tenant):
+    t, pw, sapi = stream_tenant()
+    bapi = Api(platform, t.name, pw)
+    for resp in (
+        bapi.post("/v1/uploads", data=NESTED, headers={"Content-Type": "application/json"}),
+        sapi.post("/v1/instances", data=NESTED, headers={"Content-Type": "application/json"}),
+    ):
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["code"] == "bad_json" and "deeper" in resp.json()["error"]
+    # a 100 MB body is refused from its Content-Length, before it is read
+    big = b"{" + b" " * (100 << 20) + b"}"
+    for port, path in ((platform.batch.port, "/v1/uploads"), (platform.stream.port, "/v1/instances")):
+        t0 = time.monotonic()
+        s = raw(port, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + auth_header(t.name, pw)
+                + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(big))
+        s.sendall(big[:1 << 20])  # the rest is never needed
+        got = answer(s)
+        assert got.startswith(b"HTTP/1.1 413"), got[:200]
+        assert b'"code":"body_too_large"' in got.replace(b" ", b"")
+        assert time.monotonic() - t0 < 10
+    # the same without a Content-Length (chunked): refused after 64 KiB
+    resp = bapi.post("/v1/uploads", data=iter([b"[" + b"1," * 50_000 + b"1]"]),
+                     headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413 and resp.json()["code"] == "body_too_large"
+
+
+def test_slow_bodies_and_slow_headers_hold_a_thread_for_seconds_not_minutes(platform, batch_tenant):
+    t, pw, api = batch_tenant()
+    head = b"POST /v1/uploads HTTP/1.1\r\nHost: x\r\n" + auth_header(t.name, pw) + b"Content-Length: 200\r\n\r\n{"
+    slow = []
+
+    def drip(s: socket.socket, results: list, started: float) -> None:
+        try:
+            for _ in range(120):
+                time.sleep(1)
+                s.sendall(b" ")
+        except OSError:
+            pass
+        results.append((time.monotonic() - started, answer(s)))
+
+    results: list = []
+    # 12 slow bodies and 12 slow heads: more than the API's 16 threads
+    for k in range(24):
+        data = head if k % 2 == 0 else b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n"
+        s = raw(platform.batch.port, data, timeout=180)
+        th = threading.Thread(target=drip, args=(s, results, time.monotonic()))
+        th.start()
+        slow.append(th)
+    time.sleep(1)
+    # meanwhile the tenant's normal requests are answered (retrying "busy" answers, as fetchdata does)
+    t0 = time.monotonic()
+    while True:
+        r = api.get("/v1/jobs")
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and r.json()["code"] == "too_many_connections", r.text
+        time.sleep(0.5)
+    assert time.monotonic() - t0 < 15
+    for th in slow:
+        th.join(timeout=60)
+    assert len(results) == 24
+    assert max(seconds for seconds, _ in results) < 25, sorted(s for s, _ in results)
+    bodies = [got for _, got in results if got]
+    assert all(b" 500 " not in got for got in bodies)
+
+
+def test_a_stranger_failing_logins_does_not_lock_the_tenant_out(platform, stream_tenant):
+    t, pw, sapi = stream_tenant()
+    for port, path in ((platform.batch.port, b"/v1/constraints"), (platform.stream.port, b"/v1/stream")):
+        for _ in range(platform.batch.auth_max_failures + 3):  # from another address, as anyone could
+            got = answer(raw(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             + auth_header(t.name, "guess-guess") + b"\r\n", source="127.0.0.2"))
+            assert got.startswith((b"HTTP/1.1 401", b"HTTP/1.1 429")), got[:100]
+        # the stranger's own address is now refused for this user, even with the right password ...
+        got = answer(raw(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         + auth_header(t.name, pw) + b"\r\n", source="127.0.0.2"))
+        assert got.startswith(b"HTTP/1.1 429") and b"too_many_attempts" in got
+    # ... and the tenant, from its own address, gets in at once on both APIs
+    assert Api(platform, t.name, pw).get("/v1/constraints").status_code == 200
+    assert sapi.get("/v1/stream").status_code == 200
+
+
+def test_a_new_password_counts_at_once_on_every_api(platform, stream_tenant):
+    t, old, sapi = stream_tenant()
+    batch = Api(platform, t.name, old)
+    assert batch.get("/v1/constraints").status_code == 200  # the old password is in the APIs' caches now
+    assert sapi.get("/v1/stream").status_code == 200
+    new = "a-brand-new-password"
+    res = run_cli("tenant", "update", t.name, "--password-stdin", input=new + "\n")
+    assert res.returncode == 0, res.stderr
+    for api_old, api_new in ((batch, Api(platform, t.name, new)), (sapi, StreamApi(platform, t.name, new))):
+        path = "/v1/constraints" if isinstance(api_old, Api) else "/v1/stream"
+        assert api_old.get(path).status_code == 401
+        assert api_new.get(path).status_code == 200
+    assert requests.get(platform.batch_url() + "/healthz", timeout=5).status_code == 200
