@@ -29,15 +29,17 @@ from werkzeug.exceptions import ClientDisconnected
 
 from mysimbdp import config, names, web
 from mysimbdp import constraints as constraints_mod
-from mysimbdp.errors import NotFound, TenantError
+from mysimbdp.errors import NotFound, ServiceError, TenantError
 from mysimbdp.jobs import JobStatus, JobStore
 
+from .manager import heartbeat_age
 from .uploads import Duplicate, Interrupted, Uploads
 
 log = logging.getLogger("batchingestmanager.api")
 bp = Blueprint("batch", __name__)
 
 
+MANAGER_SILENCE = 15  # seconds without a heartbeat of the batch manager before uploads are refused
 BODY_IDLE_SECONDS = 30  # an upload body may pause this long between two reads, no longer
 DOWNLOAD_SECONDS = 600  # a rejects file or a log (at most a few hundred MiB) must be fetched within this
 
@@ -106,8 +108,22 @@ def get_constraints():
     return jsonify(g.tenant.constraints.raw)
 
 
+def _manager_up() -> None:
+    """Refuse new files while the batch manager is not running (its loop has not gone round lately): they
+    would wait in staging with nobody to take them. The supervisor restarts it within seconds."""
+    age = heartbeat_age(backend().cfg)
+    if age is None or age > MANAGER_SILENCE:
+        raise ServiceError(
+            "the batch manager is not running; no file is taken until it is back",
+            hint="it is restarted by itself within seconds: try again",
+            code="batch_manager_down",
+            retry_after=5,
+        )
+
+
 @bp.post("/v1/uploads")
 def open_upload():
+    _manager_up()
     data = web.json_body()
     if not isinstance(data, dict):
         raise TenantError("send a JSON object with name, size and sha256", code="bad_json")
@@ -172,6 +188,7 @@ def put_file(name: str):
     length = request.content_length
     if length is None:
         return web.json_error(411, "length_required", "send the file with a Content-Length", "or use POST /v1/uploads")
+    _manager_up()
     safe = names.safe_file_name(name)
     constraints_mod.check_file_name(g.tenant.constraints, safe)
     constraints_mod.check_size(g.tenant.constraints, safe, length)

@@ -1,17 +1,24 @@
-"""One batch job: claim the staged file, run the tenant's app on it in the sandbox, judge the outcome,
-write the receipt, and archive or quarantine the file.
+"""One run of a tenant's batch app: claim the staged files, run the app on them in the sandbox (one file, or
+several files of one tenant when its app says it takes them), judge each file's outcome, write each file's
+receipt, and archive or quarantine each file.
 
-Outcomes:
+Outcomes, for each file of a run:
 
-* the app exits 0 with a valid result   -> ``succeeded``; file archived (or deleted), rejects kept;
-* the app exits 75, or fails while Cassandra is unreachable -> ``retrying``: the job stays claimed and is
-  run again after a back-off, once Cassandra answers (an infrastructure failure is never the tenant's);
-* anything else (an error exit, a crash, the time or memory limit, no valid result) -> ``failed``: the
-  file goes to the tenant's quarantine with the reason, and its content may be sent again.
+* it has a valid result (``rows_ingested``, ``rows_rejected``)      -> ``succeeded``; archived (or deleted),
+  rejects kept. This holds even when the run failed later, on another file: its rows were written;
+* the app exited 75, or failed while Cassandra was unreachable      -> ``retrying``: the job stays claimed
+  and runs again after a back-off, once Cassandra answers (an infrastructure failure is never the tenant's);
+* the run failed (an error exit, a crash, the time, memory or output limit) with several files in it and
+  none of this file's result                                        -> run again *alone*, so that a failure is
+  blamed on the file that caused it;
+* anything else (its result says ``error``, a failure of a run of this file alone, no valid result) ->
+  ``failed``: the file goes to the tenant's quarantine with the reason, and its content may be sent again.
 
 Claiming is a rename of the staged file into ``work/<tenant>/<job>/input/``; whatever is in ``work/`` when
 the manager starts was interrupted and is run again (writes are keyed by primary key, so a re-run does not
-duplicate rows).
+duplicate rows). A job being worked on carries a ``running`` mark; a mark found at start means the
+manager died while working on it: such a job is run again alone, with nothing else running beside it, and
+a job that was being worked on at two deaths of the manager is failed, never run a third time.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -30,10 +37,10 @@ from typing import Callable
 from mysimbdp import apps, bounded, contract, db, names
 from mysimbdp.config import Config
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
-from mysimbdp.retry import Stopped, backoff, retry
 from mysimbdp.jobs import Job, JobStatus, JobStore, append_log, new_job_id
+from mysimbdp.retry import Stopped, backoff, retry
 from mysimbdp.sandbox import RunResult, SandboxRuntime
-from mysimbdp.tenants import Registry, Tenant
+from mysimbdp.tenants import Registry
 
 from .watcher import StagedFile
 
@@ -42,9 +49,10 @@ EXIT_TEMPORARY = 75
 MAX_RESULT_BYTES = 64 * 1024
 MAX_RESULT_DEPTH = 8
 MAX_COUNT = 10**15  # rows in one file: anything above is not a count but a tenant app's mistake
+MAX_CRASHES = 2  # deaths of the manager while working on one job, after which the job is failed
 
 
-@dataclass
+@dataclass(eq=False)
 class Claimed:
     """A job whose file is in the work area, ``work/<tenant>/<job id>/input/``."""
 
@@ -54,10 +62,18 @@ class Claimed:
     input: Path
     not_before: float = 0.0  # for retries
     errors: int = 0  # unexpected errors so far (the job is put back with a growing back-off)
+    crashes: int = 0  # deaths of the manager while it was working on this job
+    solo: bool = False  # run it alone (a run it shared failed, or it may have killed the manager)
+    size: int = field(default=0)
 
     @property
     def key(self) -> str:
         return f"{self.tenant}/{self.job_id}"
+
+    @property
+    def suspect(self) -> bool:
+        """The manager died while working on it: run it with nothing else running."""
+        return self.crashes > 0
 
 
 @dataclass
@@ -66,6 +82,7 @@ class Verdict:
     reason: str = ""
     rows: int | None = None
     rejected: int | None = None
+    seconds: float | None = None
 
 
 class JobRunner:
@@ -84,6 +101,7 @@ class JobRunner:
         self.runtime = runtime
         self.cassandra_ok = cassandra_ok
         self.stopping = stopping
+        self.instance = uuid.uuid4().hex  # this manager process, in the marks it leaves
 
     # --- claiming -------------------------------------------------------------------------------------
     def claim(self, staged: StagedFile) -> Claimed | None:
@@ -105,14 +123,14 @@ class JobRunner:
             if not any((work / "input").iterdir()):
                 bounded.remove_tree(work)
             return None
-        c = Claimed(tenant, job_id, work, target)
+        c = Claimed(tenant, job_id, work, target, size=target.stat().st_size)
         if manual:
             job = Job(
                 tenant=tenant,
                 job_id=job_id,
                 file_name=names.safe_file_name(path.name),
                 stored_name=target.name,
-                size=target.stat().st_size,
+                size=c.size,
                 client_address="local",
                 created_at=datetime.now(timezone.utc),
             )
@@ -120,11 +138,14 @@ class JobRunner:
         return c
 
     def recover(self) -> list[Claimed]:
-        """Jobs a previous run of the manager left in the work area."""
+        """Jobs a previous run of the manager left in the work area, with how often the manager died while
+        working on each (a ``running`` mark left behind is one more death)."""
         found = []
         root = self.cfg.paths.home / "work"
         if not root.exists():
             return found
+        for c in self.runtime.list(kind="batch"):  # orphan containers of the manager that died
+            self.runtime.stop(c.name, timeout=2)
         for tenant_dir in sorted(root.iterdir()):
             for work in sorted(tenant_dir.iterdir()) if tenant_dir.is_dir() else []:
                 inputs = list((work / "input").glob("*")) if (work / "input").is_dir() else []
@@ -135,9 +156,22 @@ class JobRunner:
                 if not inputs:
                     bounded.remove_tree(work)
                     continue
-                for c in self.runtime.list(job=str(job_id)):  # an orphan container of the killed manager
-                    self.runtime.stop(c.name, timeout=2)
-                found.append(Claimed(tenant_dir.name, job_id, work, inputs[0]))
+                crashes = _read_int(work / "crashes")
+                if (work / "running").exists():
+                    crashes += 1
+                    (work / "crashes").write_text(f"{crashes}\n")
+                    (work / "running").unlink()
+                found.append(
+                    Claimed(
+                        tenant_dir.name,
+                        job_id,
+                        work,
+                        inputs[0],
+                        crashes=crashes,
+                        solo=crashes > 0,
+                        size=inputs[0].stat().st_size,
+                    )
+                )
         return found
 
     # --- running --------------------------------------------------------------------------------------
@@ -167,68 +201,116 @@ class JobRunner:
         except Stopped:
             log.warning("stopping before the record of job %s could be written", job.job_id)
 
-    def run(self, c: Claimed) -> Verdict:
-        """Run one attempt of a claimed job; return the verdict (and act on it)."""
-        job = self._job(c)
-        if job.status.final:  # the manager died after the receipt: just tidy up
-            self._settle(c, job, Verdict(job.status, job.reason or ""), keep_receipt=True)
-            return Verdict(job.status)
+    def run(self, pack: list[Claimed]) -> dict[Claimed, Verdict]:
+        """One run of the tenant's app over ``pack`` (one job, or several of one tenant); return each job's
+        verdict, having acted on it (receipt, archive, quarantine, or a later retry)."""
+        verdicts: dict[Claimed, Verdict] = {}
+        tenant_name = pack[0].tenant
         try:
-            tenant = self.registry.get(c.tenant)
+            tenant = self.registry.get(tenant_name)
         except TenantNotFound:
-            return self._discard(c, "the tenant no longer exists")
-        app = apps.installed(self.cfg, c.tenant, "batch")
-        if app is None:
-            verdict = Verdict(JobStatus.FAILED, "the tenant has no batch ingest app", 0, 0)
-            self._finish(c, job, verdict, None)
-            return verdict
-        job.status, job.attempts = JobStatus.RUNNING, (job.attempts or 0) + 1
-        job.started_at = datetime.now(timezone.utc)
-        job.app_name, job.app_version = app.name, app.version
-        job.reason = None
-        self._save(job)
-        out = c.dir / "out"
-        bounded.remove_tree(out)
-        out.mkdir()
-        if os.geteuid() == 0:
-            os.chown(out, tenant.uid, tenant.uid)
-        os.chmod(out, 0o700)
-        c.input.chmod(0o640)
-        if os.geteuid() == 0:
-            os.chown(c.input, 0, tenant.uid)
+            return {c: self._discard(c, "the tenant no longer exists") for c in pack}
+        app = apps.installed(self.cfg, tenant_name, "batch")
+        live: list[tuple[Claimed, Job]] = []
+        for c in pack:
+            job = self._job(c)
+            if job.status.final:  # the manager died after the receipt: just tidy up
+                self._settle(c, job, Verdict(job.status, job.reason or ""), keep_receipt=True)
+                verdicts[c] = Verdict(job.status)
+                continue
+            if app is None:
+                verdicts[c] = self._finish(
+                    c, job, Verdict(JobStatus.FAILED, "the tenant has no batch ingest app", 0, 0)
+                )
+                continue
+            job.status, job.attempts = JobStatus.RUNNING, (job.attempts or 0) + 1
+            job.started_at = datetime.now(timezone.utc)
+            job.app_name, job.app_version = app.name, app.version
+            job.reason = None
+            self._save(job)
+            self._prepare(c, tenant.uid)
+            live.append((c, job))
+        if not live:
+            return verdicts
+        first = live[0][0]
         spec = contract.batch_run(
             self.cfg,
             tenant,
             app,
-            input_file=c.input,
-            file_name=job.file_name,
-            output_dir=out,
-            job_id=f"{c.job_id}",
-            log_path=c.dir / "run.log",
+            [contract.BatchInput(str(c.job_id), c.input, job.file_name, c.dir / "out") for c, job in live],
+            log_path=first.dir / "run.log",
         )
-        spec = dataclasses.replace(spec, name=f"{spec.name}-{job.attempts}")  # a fresh container per attempt
+        spec = dataclasses.replace(spec, name=f"{spec.name}-{live[0][1].attempts}")  # a fresh container per attempt
         try:
             result = self.runtime.run(spec)
         except ServiceError as exc:
-            verdict = Verdict(JobStatus.RETRYING, f"the sandbox is unavailable: {exc.one_line()}")
-            return self._retry(c, job, verdict)
-        if self.registry.find(c.tenant) is None:  # deleted while its app ran: nothing of it may come back
-            return self._discard(c, "the tenant was deleted while the job ran")
-        verdict = self._judge(tenant, result, out)
-        job.seconds = round(result.seconds, 3)
-        if verdict.status == JobStatus.RETRYING:
-            return self._retry(c, job, verdict)
-        self._finish(c, job, verdict, result)
-        return verdict
+            for c, job in live:
+                verdicts[c] = self._retry(
+                    c, job, Verdict(JobStatus.RETRYING, f"the sandbox is unavailable: {exc.one_line()}")
+                )
+            return verdicts
+        if self.registry.find(tenant_name) is None:  # deleted while its app ran: nothing of it may come back
+            return {**verdicts, **{c: self._discard(c, "the tenant was deleted while the job ran") for c, _ in live}}
+        for c, _ in live:
+            if c is not first and (first.dir / "run.log").exists():  # one log for the run, in every receipt
+                os.link(first.dir / "run.log", c.dir / "run.log")
+        run_failure = self._run_failure(result)
+        for c, job in live:
+            verdict = self._judge(c.dir / "out", result, run_failure, shared=len(live) > 1)
+            job.seconds = round(verdict.seconds if verdict.seconds is not None else result.seconds, 3)
+            if verdict.status == JobStatus.RETRYING:
+                c.solo = c.solo or verdict.reason.startswith(SHARED)
+                verdicts[c] = self._retry(c, job, verdict)
+            else:
+                verdicts[c] = self._finish(c, job, verdict)
+        return verdicts
 
-    def _judge(self, tenant: Tenant, r: RunResult, out: Path) -> Verdict:
-        if r.exit_code == EXIT_TEMPORARY and not (r.timed_out or r.oom_killed):
+    def _prepare(self, c: Claimed, uid: int) -> None:
+        """A fresh output folder for the tenant's app, the input readable by it, and the mark that says the
+        manager is working on this job."""
+        out = c.dir / "out"
+        bounded.remove_tree(out)
+        out.mkdir()
+        if os.geteuid() == 0:
+            os.chown(out, uid, uid)
+            os.chown(c.input, 0, uid)
+        os.chmod(out, 0o700)
+        c.input.chmod(0o640)
+        (c.dir / "run.log").unlink(missing_ok=True)
+        (c.dir / "running").write_text(self.instance + "\n")
+
+    def _run_failure(self, r: RunResult) -> Verdict | None:
+        """What went wrong with the run as a whole (None: the app exited normally)."""
+        if r.exit_code == EXIT_TEMPORARY and not (r.timed_out or r.oom_killed or r.output_exceeded):
             return Verdict(JobStatus.RETRYING, "the app reported the infrastructure unavailable (exit 75)")
         if not r.ok and not self.cassandra_ok():
             return Verdict(JobStatus.RETRYING, f"the app {r.describe()} while Cassandra was unreachable")
         if not r.ok:
             tail = r.last_error or bounded.last_line(r.log_path)
             return Verdict(JobStatus.FAILED, f"the app {r.describe()}" + (f": {tail}" if tail else ""))
+        return None
+
+    def _judge(self, out: Path, r: RunResult, run_failure: Verdict | None, *, shared: bool) -> Verdict:
+        """One file's verdict, from its result and the run's outcome. When a run of several files failed, a
+        file whose result says it was ingested (or says why it could not be) keeps that verdict, and the
+        others run again alone; past the output limit, no result of the run counts."""
+        if run_failure is None:
+            own = self._result(out)
+            return own or Verdict(JobStatus.FAILED, "the app exited normally but wrote no /output/result.json")
+        if shared and not r.output_exceeded:
+            own = self._result(out)
+            if own is not None and (own.status == JobStatus.SUCCEEDED or own.reason.startswith(APP_SAYS)):
+                return own
+        if run_failure.status == JobStatus.RETRYING and not r.output_exceeded:
+            own = self._result(out)  # Cassandra went away after this file was done
+            if own is not None and own.status == JobStatus.SUCCEEDED:
+                return own
+        if run_failure.status == JobStatus.FAILED and shared:
+            return Verdict(JobStatus.RETRYING, f"{SHARED}: {run_failure.reason}")
+        return run_failure
+
+    def _result(self, out: Path) -> Verdict | None:
+        """The verdict a file's result.json gives (None when there is none)."""
         try:
             data = bounded.loads_json(
                 bounded.read_regular(out / "result.json", MAX_RESULT_BYTES),
@@ -237,6 +319,8 @@ class JobRunner:
             )
             if not isinstance(data, dict):
                 raise ValueError("it is not a JSON object")
+            if data.get("error"):
+                return Verdict(JobStatus.FAILED, APP_SAYS + bounded.printable(str(data["error"])))
             missing = [k for k in ("rows_ingested", "rows_rejected") if k not in data]
             if missing:
                 raise ValueError(f"it lacks {' and '.join(missing)}")
@@ -245,31 +329,40 @@ class JobRunner:
                 isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in (rows, rejected)
             ):
                 raise ValueError("rows_ingested and rows_rejected must be whole numbers from 0 to 10^15")
+            seconds = data.get("seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e7:
+                seconds = None
         except FileNotFoundError:
-            return Verdict(JobStatus.FAILED, "the app exited normally but wrote no /output/result.json")
+            return None
         except (OSError, ValueError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)  # no host paths
             return Verdict(JobStatus.FAILED, f"the app exited normally but its /output/result.json is not valid: {why}")
-        return Verdict(JobStatus.SUCCEEDED, "", rows, rejected)
+        return Verdict(JobStatus.SUCCEEDED, "", rows, rejected, seconds)
 
     def _retry(self, c: Claimed, job: Job, verdict: Verdict) -> Verdict:
+        (c.dir / "running").unlink(missing_ok=True)
         if job.attempts >= self.cfg.batch.max_attempts:
-            failed = Verdict(JobStatus.FAILED, f"gave up after {job.attempts} attempts: {verdict.reason}")
-            self._finish(c, job, failed, None)
-            return failed
+            return self._finish(
+                c, job, Verdict(JobStatus.FAILED, f"gave up after {job.attempts} attempts: {verdict.reason}")
+            )
         job.status, job.reason = JobStatus.RETRYING, verdict.reason
         self._save(job)
-        delay = backoff(job.attempts - 1, self.cfg.batch.retry_initial, self.cfg.batch.retry_max)
+        delay = (
+            0.0
+            if verdict.reason.startswith(SHARED)
+            else backoff(job.attempts - 1, self.cfg.batch.retry_initial, self.cfg.batch.retry_max)
+        )
         c.not_before = time.monotonic() + delay
         log.info("job %s will be retried in %.0fs: %s", c.key, delay, verdict.reason)
         return verdict
 
-    def _finish(self, c: Claimed, job: Job, verdict: Verdict, result: RunResult | None) -> None:
+    def _finish(self, c: Claimed, job: Job, verdict: Verdict) -> Verdict:
         job.status, job.reason = verdict.status, verdict.reason or None
         job.rows_ingested = verdict.rows if verdict.rows is not None else job.rows_ingested or 0
         job.rows_rejected = verdict.rejected if verdict.rejected is not None else job.rows_rejected or 0
         job.finished_at = datetime.now(timezone.utc)
         self._settle(c, job, verdict, keep_receipt=False)
+        return verdict
 
     def _settle(self, c: Claimed, job: Job, verdict: Verdict, *, keep_receipt: bool) -> None:
         """Move the file and its by-products to the archive or the quarantine, then write the receipt."""
@@ -281,7 +374,7 @@ class JobRunner:
             os.rename(rejects, dest / "rejects.csv")
             job.rejects_path = str(dest / "rejects.csv")
         if (c.dir / "run.log").exists():
-            shutil.move(str(c.dir / "run.log"), dest / "run.log")
+            os.replace(c.dir / "run.log", dest / "run.log")
             job.log_path = str(dest / "run.log")
         if c.input.exists():
             if ok and self.cfg.batch.after_success == "delete":
@@ -309,9 +402,9 @@ class JobRunner:
         )
 
     def give_up(self, c: Claimed, why: str) -> None:
-        """End a job that keeps hitting errors of the platform's own (not the app's) as failed."""
+        """End a job as failed that the platform cannot run (its own errors, or deaths of the manager)."""
         job = self._job(c)
-        self._finish(c, job, Verdict(JobStatus.FAILED, f"the platform could not run this job: {why}"), None)
+        self._finish(c, job, Verdict(JobStatus.FAILED, why))
 
     def _discard(self, c: Claimed, why: str) -> Verdict:
         """Drop a job of a tenant that no longer exists: no receipt, no archive, no quarantine."""
@@ -324,6 +417,10 @@ class JobRunner:
         return Verdict(JobStatus.FAILED, why)
 
 
+SHARED = "its run with other files failed, so it runs again alone"
+APP_SAYS = "the app could not ingest the file: "
+
+
 def _job_id_of(name: str) -> uuid.UUID | None:
     """The job a staged file (``<job id>.<format>``) or a work folder (``<job id>``) belongs to."""
     try:
@@ -331,6 +428,13 @@ def _job_id_of(name: str) -> uuid.UUID | None:
     except ValueError:
         return None
     return job_id if job_id.version == 1 else None
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _keepable(rejects: Path, limit: int) -> bool:

@@ -12,17 +12,19 @@ in tenant_apps/README.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import bounded
 from .config import Config
 from .errors import TenantError
 
 MAX_APP_BYTES = 20 << 20
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_FILES_PER_RUN = 100
 MAX_APP_FILES = 500
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}")
@@ -41,6 +43,7 @@ class App:
     entrypoint: str
     path: Path  # the installed copy
     digest: str  # sha256 over the installed files
+    files_per_run: int = 1  # a batch app may take several staged files in one run (see tenant_apps/README.md)
 
     @property
     def ref(self) -> str:
@@ -57,11 +60,13 @@ def read_manifest(folder: Path, kind: str) -> dict:
         raise InvalidApp(f"app folder {folder} does not exist")
     manifest = folder / "app.json"
     try:
-        data = json.loads(manifest.read_text())
+        data = bounded.loads_json(
+            bounded.read_regular(manifest, MAX_MANIFEST_BYTES), max_bytes=MAX_MANIFEST_BYTES, max_depth=8
+        )
     except FileNotFoundError:
         raise InvalidApp(f"{folder} has no app.json manifest", hint="see tenant_apps/README.md") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidApp(f"{manifest} is not valid JSON: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidApp(f"{manifest} is not a valid JSON manifest: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidApp(f"{manifest} must be a JSON object")
     for key, pattern in (("name", _APP_NAME), ("version", _VERSION)):
@@ -72,7 +77,10 @@ def read_manifest(folder: Path, kind: str) -> dict:
         raise InvalidApp(f"{manifest}: no entrypoints.{kind}: this is not a {kind} app")
     if not _ENTRY.fullmatch(entry) or not (folder / entry).is_file():
         raise InvalidApp(f"{manifest}: entrypoints.{kind} {entry!r} is not a .py file in {folder}")
-    return {**data, "entrypoint": entry}
+    per_run = data.get("files_per_run", 1)
+    if isinstance(per_run, bool) or not isinstance(per_run, int) or not 1 <= per_run <= MAX_FILES_PER_RUN:
+        raise InvalidApp(f"{manifest}: files_per_run must be a whole number from 1 to {MAX_FILES_PER_RUN}")
+    return {**data, "entrypoint": entry, "files_per_run": per_run}
 
 
 def _files(folder: Path) -> list[Path]:
@@ -116,7 +124,9 @@ def install(cfg: Config, tenant: str, kind: str, folder: Path, gid: int) -> App:
     _restrict(tmp, gid)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    return App(data["name"], data["version"], kind, data["entrypoint"], target, digest.hexdigest())
+    return App(
+        data["name"], data["version"], kind, data["entrypoint"], target, digest.hexdigest(), data["files_per_run"]
+    )
 
 
 def _restrict(folder: Path, gid: int) -> None:
@@ -143,4 +153,4 @@ def installed(cfg: Config, tenant: str, kind: str) -> App | None:
     if not (folder / "app.json").exists():
         return None
     data = read_manifest(folder, kind)
-    return App(data["name"], data["version"], kind, data["entrypoint"], folder, "")
+    return App(data["name"], data["version"], kind, data["entrypoint"], folder, "", data["files_per_run"])

@@ -96,6 +96,17 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class SupervisorSettings:
+    max_log_mb: int = 64  # a daemon's log is rotated past this (two old copies kept)
+    # memory caps (MiB) of the platform's daemons; past its cap the kernel kills that daemon alone and the
+    # supervisor starts it again. Cassandra: 0 = twice its heap, plus 1 GiB
+    api_memory_mb: int = 768
+    manager_memory_mb: int = 1024
+    broker_memory_mb: int = 1024
+    cassandra_memory_mb: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     home: Path
     source: Path = SOURCE_ROOT
@@ -106,6 +117,7 @@ class Config:
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
 
     # --- derived places -------------------------------------------------------------------------
     @property
@@ -208,6 +220,7 @@ _SECTIONS = {
     "sandbox": SandboxSettings,
     "batch": BatchSettings,
     "stream": StreamSettings,
+    "supervisor": SupervisorSettings,
 }
 _TOP = {"keyspace", "log_level"}
 

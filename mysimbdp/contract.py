@@ -9,7 +9,10 @@ tenant_apps/README.md and the helper library tenant_apps/sdk/mysimbdp_app.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import broker, names, tenants
@@ -48,43 +51,63 @@ def batch_limits(cfg: Config, tenant: Tenant) -> Limits:
     )
 
 
+@dataclass(frozen=True)
+class BatchInput:
+    """One staged file of a batch run, and the folder its results go to."""
+
+    job_id: str
+    input_file: Path
+    file_name: str  # the name the tenant uploaded it under
+    output_dir: Path
+
+
 def batch_run(
-    cfg: Config,
-    tenant: Tenant,
-    app: App,
-    *,
-    input_file: Path,
-    file_name: str,
-    output_dir: Path,
-    job_id: str,
-    log_path: Path,
-    limits: Limits | None = None,
+    cfg: Config, tenant: Tenant, app: App, jobs: list[BatchInput], *, log_path: Path, limits: Limits | None = None
 ) -> RunSpec:
-    """The sandboxed run of ``tenant``'s batch app over one staged file."""
-    stored = names.safe_file_name(input_file.name)
-    env = {
-        **_cassandra_env(cfg, tenant),
-        "MYSIMBDP_JOB_ID": job_id,
-        "MYSIMBDP_INPUT_FILE": f"/input/{stored}",
-        "MYSIMBDP_FILE_NAME": file_name,
-        "MYSIMBDP_OUTPUT_DIR": "/output",
-        "MYSIMBDP_CPUS": str((limits or batch_limits(cfg, tenant)).cpus),
-    }
+    """The sandboxed run of ``tenant``'s batch app over one staged file, or several.
+
+    One file: ``/input/<stored name>`` and ``/output``, named by ``MYSIMBDP_INPUT_FILE`` and
+    ``MYSIMBDP_OUTPUT_DIR``. Several (an app whose ``app.json`` says ``files_per_run`` > 1): each file at
+    ``/input/<stored name>`` with its own ``/output/<job id>``, listed in ``MYSIMBDP_JOBS`` (JSON). Each file
+    has its own result, and so its own receipt."""
+    limits = limits or batch_limits(cfg, tenant)
+    env = {**_cassandra_env(cfg, tenant), "MYSIMBDP_CPUS": str(limits.cpus)}
+    mounts = [Mount(app.path, "/app")]
+    listed = []
+    for j in jobs:
+        stored = names.safe_file_name(j.input_file.name)
+        mounts.append(Mount(j.input_file, f"/input/{stored}"))
+        out = "/output" if len(jobs) == 1 else f"/output/{j.job_id}"
+        mounts.append(Mount(j.output_dir, out, read_only=False))
+        listed.append(
+            {"job_id": j.job_id, "input_file": f"/input/{stored}", "file_name": j.file_name, "output_dir": out}
+        )
+    if len(jobs) == 1:
+        one = listed[0]
+        env.update(
+            MYSIMBDP_JOB_ID=one["job_id"],
+            MYSIMBDP_INPUT_FILE=one["input_file"],
+            MYSIMBDP_FILE_NAME=one["file_name"],
+            MYSIMBDP_OUTPUT_DIR="/output",
+        )
+    else:
+        env["MYSIMBDP_JOBS"] = json.dumps(listed)
+        limits = dataclasses.replace(
+            limits,
+            timeout=None if limits.timeout is None else min(limits.timeout * len(jobs), float(cfg.sandbox.timeout)),
+        )
+    first = jobs[0].job_id
     return RunSpec(
-        name=f"mysimbdp-batch-{tenant.name}-{job_id[:13]}".lower(),
+        name=f"mysimbdp-batch-{tenant.name}-{first[:13]}".lower(),
         tenant=tenant.name,
         kind="batch",
         command=app.command,
         uid=tenant.uid,
         env=env,
-        mounts=(
-            Mount(app.path, "/app"),
-            Mount(input_file, f"/input/{stored}"),
-            Mount(output_dir, "/output", read_only=False),
-        ),
-        limits=limits or batch_limits(cfg, tenant),
-        labels={"mysimbdp.job": job_id, "mysimbdp.app": app.ref},
-        output_dir=output_dir,
+        mounts=tuple(mounts),
+        limits=limits,
+        labels={"mysimbdp.job": first, "mysimbdp.jobs": ",".join(j.job_id for j in jobs), "mysimbdp.app": app.ref},
+        output_dirs=tuple(j.output_dir for j in jobs),
         log_path=log_path,
     )
 

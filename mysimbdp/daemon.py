@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
 from . import config as config_mod
@@ -39,6 +42,22 @@ def run_until_stopped(make: Callable[[config_mod.Config], Loop]) -> int:
     cfg.paths.run.mkdir(parents=True, exist_ok=True)
     loop.run()
     return 0
+
+
+def beat(path: Path) -> None:
+    """A daemon's heartbeat: the time its loop last went round, written atomically (a reader never sees an
+    empty file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{time.time():.3f}\n")
+    os.replace(tmp, path)
+
+
+def heartbeat_age(path: Path) -> float | None:
+    """Seconds since the daemon behind ``path`` last beat; None when it never did."""
+    try:
+        return max(0.0, time.time() - float(path.read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def when_ready(stop: threading.Event, attempt: Callable[[], T], waiting_for: str = "Cassandra") -> T | None:

@@ -313,11 +313,17 @@ _BUSY_BODY = (
 def _guarded_worker(threads: int):
     """gunicorn's threaded worker, with a deadline on each request's head, a reaper for deadlines, and at
     most ``threads - 2`` requests of one client address served at once (two threads stay for the others)."""
-    from gunicorn.workers.gthread import ThreadWorker
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gunicorn.workers.gthread import TConn, ThreadWorker
 
     per_address = max(2, threads - 2)
     lock = threading.Lock()
     serving: Counter[str] = Counter()
+    # gunicorn closes a connection "gracefully" (up to 2 s draining what the client still sends) on the
+    # thread that accepts all connections: a client that keeps sending would stall everyone. Closing
+    # happens here instead, off that thread.
+    closer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="close")
 
     class GuardedWorker(ThreadWorker):
         def init_process(self):
@@ -325,6 +331,7 @@ def _guarded_worker(threads: int):
             super().init_process()
 
         def handle(self, conn):
+            conn.close = lambda graceful=False, _c=conn: closer.submit(TConn.close, _c, graceful)
             addr = conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
             with lock:
                 if serving[addr] >= per_address:

@@ -305,7 +305,7 @@ class Controller:
                         self._stop_async(c.tenant, c.labels.get("mysimbdp.instance", ""), "leave", "no stream state")
             except Exception:  # noqa: BLE001 - keep going: Cassandra or Docker may be back next time
                 log.warning("control loop error", exc_info=True)
-            heartbeat.write_text(f"{time.time():.0f}\n")
+            daemon.beat(heartbeat)
             self.stop.wait(max(0.05, self.cfg.stream.control_interval - (time.monotonic() - t0)))
         log.info("stopping (instances keep running)")
         client.disconnect()

@@ -132,6 +132,13 @@ def test_a_failing_app_fails_its_job_and_quarantines_the_file(platform, batch_te
         ("rejectsdir", "succeeded", ""),
         ("fallocate", "failed", "wrote more than its output limit"),
         ("hugecount", "failed", "whole numbers from 0 to 10^15"),
+        ("sparse", "failed", "wrote more than its output limit"),
+        ("sparserows", "failed", "wrote more than its output limit"),
+        ("deep", "failed", "wrote more than its output limit"),
+        ("manyfiles", "failed", "wrote more than its output limit"),
+        ("nestedresult", "failed", "nested deeper than 8 levels"),
+        ("longline", "succeeded", ""),
+        ("errorresult", "failed", "could not ingest the file: [31mno such table"),
     ],
 )
 def test_what_an_app_leaves_in_its_output_cannot_stall_or_fool_the_manager(
@@ -227,20 +234,24 @@ def test_per_tenant_and_global_limits_on_concurrent_jobs(platform, batch_tenant,
     assert count_rows(cfg, a.name, "notes") == 4500 and count_rows(cfg, b.name, "notes") == 4500
 
 
-def test_files_staged_while_the_manager_is_down_are_ingested_at_start(platform, batch_tenant, cfg):
+def test_while_the_manager_is_down_uploads_are_refused_and_what_is_staged_waits_for_it(platform, batch_tenant, cfg):
     from mysimbdp.services import managers
 
     t, pw, api = batch_tenant()
     manager = next(p for p in managers.PARTS if p.name == "batch-manager")
     manager.stop(cfg)
     try:
-        job_id = api.put_file("while-down.csv", b"id,title\n1,x\n2,y\n").json()["job"]["job_id"]
-        time.sleep(1.5)
-        assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "staged"
-        # and a file an operator drops into the staging folder by hand
+        time.sleep(16)  # its heartbeat goes stale
+        r = api.put_file("while-down.csv", b"id,title\n1,x\n2,y\n")
+        assert r.status_code == 503 and r.json()["code"] == "batch_manager_down", r.text
+        assert int(r.headers["Retry-After"]) > 0 and "try again" in r.json()["hint"]
+        r = api.post("/v1/uploads", json={"name": "x.csv", "size": 10, "sha256": "ab" * 32})
+        assert r.status_code == 503 and r.json()["code"] == "batch_manager_down"
+        # a file an operator drops into the staging folder by hand waits for the manager
         (cfg.paths.staging(t.name) / "by-hand.csv").write_text("id,title\n3,z\n")
     finally:
         manager.start(cfg)
+    job_id = api.put_file("while-down.csv", b"id,title\n1,x\n2,y\n").json()["job"]["job_id"]
     assert api.wait_job(job_id)["status"] == "succeeded"
     deadline = time.monotonic() + 60
     while count_rows(cfg, t.name, "notes") < 3 and time.monotonic() < deadline:

@@ -54,14 +54,7 @@ def run_scenario(cfg, tenant, tmp_path: Path, scenario: dict, **limits):
     data.chmod(0o644)
     app = apps.installed(cfg, tenant.name, "batch")
     spec = contract.batch_run(
-        cfg,
-        tenant,
-        app,
-        input_file=data,
-        file_name="input.json",
-        output_dir=work / "out",
-        job_id=job,
-        log_path=work / "run.log",
+        cfg, tenant, app, [contract.BatchInput(job, data, "input.json", work / "out")], log_path=work / "run.log"
     )
     if limits:
         spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, **limits))

@@ -50,7 +50,7 @@ class RunSpec:
     mounts: tuple[Mount, ...] = ()
     limits: Limits = field(default_factory=Limits)
     labels: Mapping[str, str] = field(default_factory=dict)
-    output_dir: Path | None = None  # watched: the run is stopped if it writes more than max_output_bytes
+    output_dirs: tuple[Path, ...] = ()  # watched: the run is stopped if they hold more than max_output_bytes
     log_path: Path | None = None  # where the run's output is kept
 
     def __post_init__(self) -> None:
@@ -80,7 +80,10 @@ class RunResult:
         if self.oom_killed:
             return "killed: it used more memory than its limit"
         if self.output_exceeded:
-            return "stopped: it wrote more than its output limit"
+            return (
+                "stopped: it wrote more than its output limit (its bytes, or more files or deeper folders "
+                "than a result and a rejects file need)"
+            )
         if self.exit_code == 0:
             return "exited normally"
         return f"exited with status {self.exit_code}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ class DockerRuntime(SandboxRuntime):
         super().__init__(cfg)
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        self.home_key = hashlib.sha256(str(cfg.home).encode()).hexdigest()[:12]
 
     @property
     def client(self) -> docker.DockerClient:
@@ -79,7 +81,13 @@ class DockerRuntime(SandboxRuntime):
         # the one CSV record reader, shared with fetchdata and the publisher (stdlib only)
         reader = self.cfg.source / "mysimbdp" / "csvrecords.py"
         mounts.append(DockerMount(target=SHARED_RECORD_READER, source=str(reader), type="bind", read_only=True))
-        labels = {_LABEL: "1", "mysimbdp.tenant": spec.tenant, "mysimbdp.kind": spec.kind, **spec.labels}
+        labels = {
+            _LABEL: "1",
+            "mysimbdp.home": self.home_key,
+            "mysimbdp.tenant": spec.tenant,
+            "mysimbdp.kind": spec.kind,
+            **spec.labels,
+        }
         try:
             return self.client.containers.create(
                 image.image_tag(self.cfg),
@@ -129,12 +137,12 @@ class DockerRuntime(SandboxRuntime):
                     timed_out = True
                     self._kill(container)
                     break
-                if spec.output_dir is not None and _output_over(spec):
+                if spec.output_dirs and _output_over(spec):
                     output_exceeded = True
                     self._kill(container)
                     break
             seconds = time.monotonic() - t0
-            if not output_exceeded and spec.output_dir is not None and _output_over(spec):
+            if not output_exceeded and spec.output_dirs and _output_over(spec):
                 output_exceeded = True  # written (or fallocated) between two looks, just before exiting
             container.reload()
             state = container.attrs["State"]
@@ -218,7 +226,8 @@ class DockerRuntime(SandboxRuntime):
         return code
 
     def list(self, *, brief: bool = False, **labels: str) -> list[ContainerInfo]:
-        filters = [f"{_LABEL}=1"] + [f"mysimbdp.{k}={v}" for k, v in labels.items()]
+        # only this platform's containers (another state folder may share the engine)
+        filters = [f"{_LABEL}=1", f"mysimbdp.home={self.home_key}"] + [f"mysimbdp.{k}={v}" for k, v in labels.items()]
         out = []
         for summary in self.client.api.containers(all=True, filters={"label": filters}):
             if brief and summary.get("State") == "running":  # the listing says enough: no inspect per container
@@ -278,11 +287,15 @@ class DockerRuntime(SandboxRuntime):
 
 
 def _output_over(spec: RunSpec) -> bool:
-    """Whether a run's output folder passed its limit: bytes (sparse files count in full), or more entries
-    or levels than a result and a rejects file could ever need."""
-    return bounded.tree_size(spec.output_dir, max_entries=MAX_OUTPUT_ENTRIES, max_depth=MAX_OUTPUT_DEPTH).over(
-        spec.limits.max_output_bytes
-    )
+    """Whether a run's output folders passed their limit: bytes (sparse files count in full), or more entries
+    or levels than results and rejects files could ever need."""
+    total, entries = 0, 0
+    for d in spec.output_dirs:
+        size = bounded.tree_size(d, max_entries=MAX_OUTPUT_ENTRIES - entries, max_depth=MAX_OUTPUT_DEPTH)
+        if size.too_many:
+            return True
+        total, entries = total + size.bytes, entries + size.entries
+    return total > spec.limits.max_output_bytes
 
 
 def _last_error(container) -> str:

@@ -135,6 +135,16 @@ def command(cfg: Config, java: str) -> list[str]:
     ]
 
 
+def memory_cap(cfg: Config) -> int:
+    """Bytes Cassandra may use: the configured cap, or twice its heap plus 1 GiB (off-heap buffers, metaspace,
+    thread stacks)."""
+    if cfg.supervisor.cassandra_memory_mb:
+        return cfg.supervisor.cassandra_memory_mb << 20
+    heap = cfg.cassandra.heap.lower()
+    units = {"k": 10, "m": 20, "g": 30}
+    return (int(heap[:-1]) << units[heap[-1]]) * 2 + (1 << 30)
+
+
 def _can_login(cfg: Config, login: db.Login) -> bool | None:
     """True: logged in. False: reached but the login was refused. None: not reachable yet."""
     cluster = db.cluster_for(cfg, login, hosts=("127.0.0.1",))
@@ -167,7 +177,14 @@ def start(cfg: Config, timeout: float = 240.0) -> str:
                 hint=f"stop it or set MYSIMBDP_CASSANDRA_{'PORT' if port == cfg.cassandra.port else 'STORAGE_PORT'}",
             )
     install(cfg)
-    d.start(command(cfg, java), cwd=cfg.paths.cassandra)
+    d.start(
+        command(cfg, java),
+        cwd=cfg.paths.cassandra,
+        memory=memory_cap(cfg),
+        java=True,
+        oom_score_adj=-500,
+        stop_timeout=60,
+    )
     t0 = time.monotonic()
     if not wait_until(lambda: port_open("127.0.0.1", cfg.cassandra.port), timeout, 0.5, abort=d.exited_early):
         if d.exited_early():

@@ -47,13 +47,10 @@ class ManagedProcess:
                 return False
             if self.heartbeat is None:
                 return True
-            try:
-                beat = float((cfg.paths.run / self.heartbeat).read_text())
-            except (OSError, ValueError):
-                return False
-            import time
+            from ..daemon import heartbeat_age
 
-            return time.time() - beat < 15
+            age = heartbeat_age(cfg.paths.run / self.heartbeat)
+            return age is not None and age < 15
         try:
             return requests.get(url, timeout=2).status_code == 200
         except requests.RequestException:
@@ -72,7 +69,10 @@ class ManagedProcess:
             env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home))
             if self.heartbeat:
                 (cfg.paths.run / self.heartbeat).unlink(missing_ok=True)
-            d.start([sys.executable, "-m", self.module], env=env, cwd=cfg.source)
+            s = cfg.supervisor
+            memory = (s.api_memory_mb if self.health else s.manager_memory_mb) << 20
+            # oom_score_adj 500: if the whole machine runs short, these go before Cassandra and the broker
+            d.start([sys.executable, "-m", self.module], env=env, cwd=cfg.source, memory=memory, oom_score_adj=500)
         if not wait_until(lambda: self.healthy(cfg), timeout, 0.2, abort=d.exited_early):
             raise ServiceStartError(f"{self.name} did not become ready:\n" + d.log_tail())
         return "started"

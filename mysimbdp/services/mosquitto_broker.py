@@ -84,7 +84,7 @@ def start(cfg: Config, timeout: float = 20.0) -> str:
             )
     conf = render_config(cfg)
     service_login(cfg)  # the controller's user exists before the broker reads its files
-    d.start([exe, "-c", str(conf)])
+    d.start([exe, "-c", str(conf)], memory=cfg.supervisor.broker_memory_mb << 20, oom_score_adj=200)
     if not wait_until(lambda: port_open(cfg.broker.host, cfg.broker.port), timeout, 0.1, abort=d.exited_early):
         raise ServiceStartError("Mosquitto did not start:\n" + d.log_tail())
     try:

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..config import Config
 from ..errors import MysimbdpError, ServiceStartError
-from . import cassandra_node, docker_engine, managers, mosquitto_broker
+from . import cassandra_node, docker_engine, managers, mosquitto_broker, supervisor
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ def up(
     """Start what is not running, in dependency order; raise ServiceStartError naming the part that failed."""
     from ..sandbox import runtime
 
-    results: list[StepResult] = []
+    results: list[StepResult] = [_timed("supervisor", lambda: _supervisor(cfg), report)]
+    if results[-1].outcome == "failed":
+        raise ServiceStartError(results[-1].detail)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
         # Cassandra is the slowest to start: let it boot while the engine, image and network get ready.
@@ -73,6 +75,13 @@ def up(
             if res.outcome == "failed":
                 raise ServiceStartError(f"{res.part}: {res.detail}")
     return results
+
+
+def _supervisor(cfg: Config) -> str:
+    if supervisor.daemon(cfg.home).running():
+        return "running"
+    supervisor.ensure_running(cfg.home)
+    return "started"
 
 
 def _check_external_cassandra(cfg: Config) -> str:
@@ -110,6 +119,7 @@ def down(cfg: Config, report: Callable[[StepResult], None] = lambda r: None) -> 
     if cfg.cassandra.managed:
         report(StepResult("cassandra", "stopped" if cassandra_node.stop(cfg) else "not running", 0))
     report(StepResult("docker", "stopped" if docker_engine.stop(cfg) else "left running (not started by mysimbdp)", 0))
+    report(StepResult("supervisor", "stopped" if supervisor.daemon(cfg.home).stop(timeout=10) else "not running", 0))
 
 
 def _stop_tenant_containers(cfg: Config) -> int:
@@ -135,6 +145,8 @@ def status(cfg: Config) -> dict:
     from ..sandbox import network
 
     parts: dict = {}
+    sup = supervisor.daemon(cfg.home)
+    parts["supervisor"] = {"running": sup.running(), "ready": sup.running(), "pid": sup.pid(), "log": str(sup.log_file)}
     parts["cassandra"] = cassandra_node.status(cfg)
     parts["mosquitto"] = mosquitto_broker.status(cfg)
     parts["docker"] = docker_engine.status(cfg)
@@ -155,4 +167,14 @@ def status(cfg: Config) -> dict:
         parts["sandbox"] = {"ready": False}
     for part in managers.PARTS:
         parts[part.name] = part.status(cfg)
+    for name, part in parts.items():  # what the supervisor knows: restarts, the last death, the memory cap
+        if "pid" not in part and not part.get("started_by_platform"):
+            continue  # not a process of this machine's platform (an existing cluster, the system's Docker)
+        st = supervisor.read_state(cfg.home, "dockerd" if name == "docker" else name)
+        if st.restarts or st.deaths or st.memory_cap:
+            part["restarts"] = st.restarts
+            part["memory_cap"] = st.memory_cap or "none"
+            if st.deaths:
+                last = st.deaths[-1]
+                part["last_death"] = f"{last['at']} {last['cause']}"
     return {"home": str(cfg.home), "ready": all(p.get("ready") for p in parts.values()), "parts": parts}

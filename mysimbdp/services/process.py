@@ -33,6 +33,10 @@ class Daemon:
     match: str  # a substring of the process's command line that proves the pid is still ours
 
     @property
+    def home(self) -> Path:
+        return self.run_dir.parent  # $MYSIMBDP_HOME/run
+
+    @property
     def pid_file(self) -> Path:
         return self.run_dir / f"{self.name}.pid"
 
@@ -51,8 +55,41 @@ class Daemon:
     def running(self) -> bool:
         return self.pid() is not None
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
-        """Start ``argv`` detached from this process (own session), output appended to the log."""
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        memory: int = 0,
+        java: bool = False,
+        oom_score_adj: int = 0,
+        stop_timeout: float = 30.0,
+    ) -> int:
+        """Have the supervisor run ``argv`` (and run it again whenever it dies), with at most ``memory`` bytes
+        (0: no cap); its output goes to the log. Return its pid."""
+        from . import supervisor
+
+        program = supervisor.Program(
+            name=self.name,
+            argv=list(argv),
+            match=self.match,
+            log_file=str(self.log_file),
+            pid_file=str(self.pid_file),
+            env=dict(env) if env is not None else dict(os.environ),
+            cwd=str(cwd) if cwd else None,
+            memory=memory,
+            java=java,
+            oom_score_adj=oom_score_adj,
+            stop_timeout=stop_timeout,
+            want="up",
+        )
+        st = supervisor.request(self.home, program)
+        return st.pid or 0
+
+    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
+        """Start ``argv`` detached from this process (own session), output appended to the log, unsupervised
+        (the supervisor itself)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
@@ -94,14 +131,26 @@ class Daemon:
         return "\n".join(data[-lines:])
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL. True if something was stopped."""
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; the supervisor is told first, so that it does not
+        start it again. True if something was stopped."""
+        from . import supervisor
+
         pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        stop_pid(pid, timeout)
+        if supervisor.daemon(self.home).running() and self.name != "supervisor":
+            program = supervisor.Program(
+                name=self.name,
+                argv=[],
+                match=self.match,
+                log_file=str(self.log_file),
+                pid_file=str(self.pid_file),
+                stop_timeout=timeout,
+                want="down",
+            )
+            supervisor.request(self.home, program, timeout=timeout + 15)
+        if pid is not None and pid_alive(pid, self.match):  # not supervised (started before the supervisor)
+            stop_pid(pid, timeout)
         self.pid_file.unlink(missing_ok=True)
-        return True
+        return pid is not None
 
 
 def pid_alive(pid: int, match: str | None = None) -> bool:
@@ -121,7 +170,8 @@ def pid_alive(pid: int, match: str | None = None) -> bool:
     return match is None or match in cmdline
 
 
-def stop_pid(pid: int, timeout: float) -> None:
+def stop_pid(pid: int, timeout: float, *, reap: bool = True) -> None:
+    """SIGTERM, up to ``timeout`` seconds, then SIGKILL. ``reap``: wait for it if it is our child."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
@@ -131,10 +181,11 @@ def stop_pid(pid: int, timeout: float) -> None:
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 return
-            try:  # reap it if it is our child
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+            if reap:
+                try:  # reap it if it is our child
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
             time.sleep(0.1)
 
 

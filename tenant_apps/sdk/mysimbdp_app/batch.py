@@ -83,9 +83,13 @@ def _ingest(
     records: Iterator[tuple[int, list[str]]],
     rejects_path: str,
     opts: _Options,
+    session=None,
 ) -> tuple[int, int]:
-    """Write one stream of records; return (rows written, rows rejected)."""
-    session = store.connect(ctx, retry_for=opts.retry_for)
+    """Write one stream of records (on ``session``, or a session of its own); return (rows written, rows
+    rejected)."""
+    own = session is None
+    if own:
+        session = store.connect(ctx, retry_for=opts.retry_for)
     try:
         insert = session.prepare(table.insert_cql(ctx.keyspace))
         convert = table.converter(header)
@@ -120,7 +124,8 @@ def _ingest(
         rejects.close()
         return rows, rejects.count
     finally:
-        session.cluster.shutdown()
+        if own:
+            session.cluster.shutdown()
 
 
 def _worker(ctx, table, header, path, r, rejects_path, opts, out) -> None:
@@ -151,26 +156,48 @@ def run_batch(
     processes: int | None = None,
     ctx: Context | None = None,
 ) -> int:
-    """Ingest the staged file into ``table``; return the exit status.
+    """Ingest the staged file (or files) into ``table``; return the exit status.
 
     ``transform`` may change a converted row (or raise Rejected); ``retry_for`` is how long Cassandra may
     stay unreachable before the app gives up with exit 75 and lets the platform retry the job later;
     ``processes`` defaults to the CPUs the sandbox grants.
+
+    A run of several files (the app's ``files_per_run``) opens one session for all of them and writes each
+    file's own result; a file that cannot be ingested gets a result that says why, and the others go on.
     """
     ctx = ctx or Context.from_env()
-    t0 = time.monotonic()
     opts = _Options(transform, concurrency, batch_rows, retry_for)
-    path = ctx.input_file or ""
+    procs = processes or cpus()
     try:
         session = store.connect(ctx, retry_for=retry_for)
+    except TemporaryFailure as exc:
+        print(f"Cassandra unavailable, the platform will retry: {exc}", file=sys.stderr)
+        return EXIT_TEMPORARY
+    try:
         try:
             store.execute_with_retry(session, table.create_cql(ctx.keyspace), retry_for=retry_for)
-        finally:
-            session.cluster.shutdown()
-        procs = processes or cpus()
+        except TemporaryFailure as exc:
+            print(f"Cassandra unavailable, the platform will retry: {exc}", file=sys.stderr)
+            return EXIT_TEMPORARY
+        if not ctx.jobs:
+            return _one_file(ctx, table, opts, procs, session, alone=True)
+        for job in ctx.jobs:
+            status = _one_file(ctx.for_job(job), table, opts, procs, session, alone=False)
+            if status == EXIT_TEMPORARY:
+                return status  # the files without a result are run again later
+        return EXIT_OK
+    finally:
+        session.cluster.shutdown()
+
+
+def _one_file(ctx: Context, table: Table, opts: _Options, procs: int, session, *, alone: bool) -> int:
+    """Ingest ``ctx.input_file`` and write its result; the exit status it calls for."""
+    t0 = time.monotonic()
+    path = ctx.input_file or ""
+    try:
         if path.lower().endswith(".jsonl"):
             header, records = _read_jsonl(path, table)
-            rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts)
+            rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts, session)
         else:
             header = csvrecords.read_header(path)
             if not header:
@@ -181,23 +208,26 @@ def run_batch(
                 rows, rejected = _parallel(ctx, table, header, path, parts, opts)
             else:
                 records = csvrecords.read_range(path, parts[0]) if parts else iter(())
-                rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts)
+                rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts, session)
         seconds = time.monotonic() - t0
         ctx.write_result(rows, rejected, seconds=round(seconds, 3), table=table.name)
-        print(f"ingested {rows} rows into {ctx.keyspace}.{table.name}, rejected {rejected}, in {seconds:.2f}s")
+        print(
+            f"{ctx.file_name}: ingested {rows} rows into {ctx.keyspace}.{table.name}, rejected {rejected}, "
+            f"in {seconds:.2f}s"
+        )
         return EXIT_OK
     except TemporaryFailure as exc:
         print(f"Cassandra unavailable, the platform will retry: {exc}", file=sys.stderr)
         return EXIT_TEMPORARY
     except Rejected as exc:
         ctx.write_result(0, 0, error=str(exc))
-        print(f"the file cannot be ingested: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"{ctx.file_name}: the file cannot be ingested: {exc}", file=sys.stderr)
+        return EXIT_FAILED if alone else EXIT_OK
     except Exception as exc:  # noqa: BLE001 - e.g. Cassandra refusing a write: one line for the receipt
         message = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
         ctx.write_result(0, 0, error=message)
-        print(f"the ingestion stopped: {message}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"{ctx.file_name}: the ingestion stopped: {message}", file=sys.stderr)
+        return EXIT_FAILED if alone else EXIT_OK
 
 
 def _parallel(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Context:
     file_name: str | None = None
     output_dir: str | None = None
     job_id: str | None = None
+    jobs: tuple[dict, ...] = ()  # a run of several files: each one's job_id, input_file, file_name, output_dir
     # stream instances
     instance: str | None = None
     mqtt_host: str | None = None
@@ -60,6 +62,7 @@ class Context:
             file_name=e("MYSIMBDP_FILE_NAME"),
             output_dir=e("MYSIMBDP_OUTPUT_DIR"),
             job_id=e("MYSIMBDP_JOB_ID"),
+            jobs=tuple(json.loads(e("MYSIMBDP_JOBS") or "[]")),
             instance=e("MYSIMBDP_INSTANCE"),
             mqtt_host=e("MYSIMBDP_MQTT_HOST"),
             mqtt_port=int(e("MYSIMBDP_MQTT_PORT", "1883")),
@@ -69,6 +72,17 @@ class Context:
             subscription=e("MYSIMBDP_SUBSCRIPTION"),
             report_topic=e("MYSIMBDP_REPORT_TOPIC"),
             report_interval=float(e("MYSIMBDP_REPORT_INTERVAL", "5")),
+        )
+
+    def for_job(self, job: dict) -> "Context":
+        """This context for one file of a run of several."""
+        return dataclasses.replace(
+            self,
+            input_file=job["input_file"],
+            file_name=job["file_name"],
+            output_dir=job["output_dir"],
+            job_id=job["job_id"],
+            jobs=(),
         )
 
     @property

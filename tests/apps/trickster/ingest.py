@@ -26,3 +26,37 @@ elif trick == "hugecount":  # a count no column can hold
         json.dump({"rows_ingested": 2**64, "rows_rejected": 0}, fh)
 elif trick == "symlink":  # the result is a link to somewhere else
     os.symlink("/etc/hostname", result)
+elif trick == "sparse":  # a 10 GiB rejects file that costs no disk: whoever reads it line by line drowns
+    with open(os.path.join(out, "rejects.csv"), "wb") as fh:
+        fh.truncate(10 << 30)
+    with open(result, "w") as fh:
+        json.dump(good, fh)
+elif trick == "sparserows":  # the same, with a header and a row first, so that it looks worth keeping
+    with open(os.path.join(out, "rejects.csv"), "wb") as fh:
+        fh.write(b"line,reason,id\n2,bad,1\n")
+        fh.truncate(10 << 30)
+    with open(result, "w") as fh:
+        json.dump(good, fh)
+elif trick == "deep":  # a chain of folders deeper and longer than any path may be
+    os.chdir(out)
+    for _ in range(1500):
+        os.mkdir("d" * 200)
+        os.chdir("d" * 200)
+    with open(result, "w") as fh:
+        json.dump(good, fh)
+elif trick == "manyfiles":  # tens of thousands of empty files: no bytes, but every walk over them costs
+    for i in range(30000):
+        open(os.path.join(out, f"f{i}"), "w").close()
+    with open(result, "w") as fh:
+        json.dump(good, fh)
+elif trick == "nestedresult":  # a small result nested deeper than any JSON parser recurses
+    with open(result, "w") as fh:
+        fh.write("[" * 30000 + "]" * 30000)
+elif trick == "longline":  # a rejects file that is one 100 MB line
+    with open(os.path.join(out, "rejects.csv"), "wb") as fh:
+        fh.write(b"x" * (100 << 20))
+    with open(result, "w") as fh:
+        json.dump(good, fh)
+elif trick == "errorresult":  # the app says in its result why it could not ingest the file
+    with open(result, "w") as fh:
+        json.dump({"rows_ingested": 0, "rows_rejected": 0, "error": "\x1b[31mno such\x07 table\n"}, fh)

@@ -1,0 +1,1 @@
+raise SystemExit("this app takes no files")
