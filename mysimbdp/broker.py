@@ -7,7 +7,8 @@ Topic scheme (see docs/streaming.md):
 
 Users:
 
-* a tenant ``T`` (its own password): read/write ``tenants/T/#``, read ``reports/T/#``;
+* a tenant ``T`` (its own password): write ``tenants/T/in/#`` only (it reads its reports over HTTP; a
+  tenant that could read here could make the broker queue messages for sessions of its own);
 * a stream app instance ``app.T.<id>`` (generated password): read ``tenants/T/in/#``, write
   ``reports/T/<id>`` only;
 * the platform's stream controller ``svc.streammgr``: read ``reports/#``.
@@ -104,7 +105,7 @@ class BrokerUser:
 
 def tenant_user(tenant: str, password_hash: str) -> BrokerUser:
     t = names.tenant(tenant)
-    return BrokerUser(t, password_hash, (f"topic readwrite tenants/{t}/#", f"topic read reports/{t}/#"))
+    return BrokerUser(t, password_hash, (f"topic write tenants/{t}/in/#",))
 
 
 def app_instance_user(tenant: str, instance: str, password_hash: str) -> BrokerUser:
@@ -118,6 +119,16 @@ def app_instance_user(tenant: str, instance: str, password_hash: str) -> BrokerU
 
 def service_user(name: str, password_hash: str) -> BrokerUser:
     return BrokerUser(name, password_hash, ("topic read reports/#",))
+
+
+def with_current_rights(user: BrokerUser) -> BrokerUser:
+    """``user`` with the rights its kind has now (a user stored under older rules gets today's)."""
+    parts = user.name.split(".")
+    if len(parts) == 3 and parts[0] == "app":
+        return app_instance_user(parts[1], parts[2], user.password_hash)
+    if len(parts) == 2 and parts[0] == "svc":
+        return service_user(user.name, user.password_hash)
+    return tenant_user(user.name, user.password_hash)
 
 
 def password_file(users: Iterable[BrokerUser]) -> str:

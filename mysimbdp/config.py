@@ -51,9 +51,14 @@ class BrokerSettings:
     port: int = 1883
     sandbox_host: str = ""  # default: the sandbox network's gateway
     sandbox_port: int = 1883
-    # 0 = never drop queued QoS 1 messages (Mosquitto's default of 1000 silently drops them)
-    max_queued_messages: int = 0
+    # What one client's session (a stream instance's, also while it is stopped) may hold queued: past
+    # either bound the broker drops further messages for that session (docs/streaming.md). Mosquitto's
+    # default of 1000 messages would drop them at once; 0 would let one tenant grow the broker without end.
+    max_queued_messages: int = 100_000
+    max_queued_mb: int = 64
     max_inflight_messages: int = 1000
+    max_packet_kb: int = 256  # the largest MQTT packet (one CSV record and its topic); larger: disconnected
+    memory_limit_mb: int = 0  # the broker's own heap ceiling; 0: three quarters of its memory cap
     password_iterations: int = 20000  # PBKDF2-SHA512 rounds for the broker's password file
 
 

@@ -35,16 +35,16 @@ from mysimbdp.errors import (
 )
 
 NO_MATCHING_SUBSCRIBERS = 16
-MAX_PACKET = 1 << 20  # the broker's max_packet_size (mosquitto/mosquitto.conf.in)
+MAX_PACKET = 256 << 10  # the platform broker's max_packet_size (broker.max_packet_kb); MQTT 5 says it on connect
 MAX_PAYLOAD = MAX_PACKET - 1024  # room for the topic and the packet's header
 
 
-def records(path: Path, skip_header: bool) -> Iterator[tuple[int, bytes | None]]:
+def records(path: Path, skip_header: bool, max_payload: int = MAX_PAYLOAD) -> Iterator[tuple[int, bytes | None]]:
     """(first line number, whole CSV record without its line end): a quoted newline stays inside, quotes
     read as Python's csv module reads them (mysimbdp/csvrecords.py). A record larger than one message may
     hold comes as None (and is not kept in memory: a quote left open can make the rest of a file one record)."""
     with open(path, "rb") as fh:
-        found = csvrecords.records(fh, csvrecords.delimiter_for(path.name), max_bytes=MAX_PAYLOAD)
+        found = csvrecords.records(fh, csvrecords.delimiter_for(path.name), max_bytes=max_payload)
         for n, (line, record) in enumerate(found):
             if n == 0 and skip_header:
                 continue
@@ -71,6 +71,7 @@ class Publisher:
         self.wait_for_subscriber = wait_for_subscriber
         self.waiting_since: float | None = None
         self.connack = None
+        self.max_payload = MAX_PAYLOAD
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
         c.username_pw_set(user, password)
         c.max_inflight_messages_set(window)
@@ -97,6 +98,9 @@ class Publisher:
             raise BrokerUnavailable(f"the broker refused the connection: {self.connack}")
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
+        packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
+        if isinstance(packet, int) and packet > 2048:  # the broker's own bound, when it says it
+            self.max_payload = min(self.max_payload, packet - 1024)
         self.connack = rc
 
     def _on_publish(self, client, userdata, mid, rc, props) -> None:
@@ -179,8 +183,8 @@ def run(args) -> int:
     t0 = time.monotonic()
     last_draw = 0.0
     too_large: list[int] = []
-    for n, (line, rec) in enumerate(records(path, not args.no_header), 1):
-        if rec is None or len(rec) > MAX_PAYLOAD:
+    for n, (line, rec) in enumerate(records(path, not args.no_header, pub.max_payload), 1):
+        if rec is None or len(rec) > pub.max_payload:
             too_large.append(line)
             continue
         if args.rate:
@@ -209,7 +213,7 @@ def run(args) -> int:
     if too_large:
         where = ", ".join(map(str, too_large[:5])) + (" ..." if len(too_large) > 5 else "")
         print(
-            f"{len(too_large)} records were not sent: larger than {MAX_PAYLOAD // 1024} KiB, the most one message "
+            f"{len(too_large)} records were not sent: larger than {pub.max_payload // 1024} KiB, the most one message "
             f"may hold (a quote left open?), at line(s) {where}"
         )
     if pub.unrouted:

@@ -109,11 +109,18 @@ def test_broker_keeps_tenants_to_their_own_prefix(platform, pair):
     assert wrong.connack is not None and wrong.connack.is_failure
     wrong.close()
 
-    ca, cb = Client(cfg, a, pa), Client(cfg, b, pb)
+    from mysimbdp import broker, credentials
+    from mysimbdp.services import mosquitto_broker
+
+    watcher_user = broker.instance_user(b, "s7")  # reads b's data, as b's stream app instances do
+    mosquitto_broker.put_user(cfg, broker.app_instance_user(b, "s7", credentials.mosquitto_hash("w-pass", 1000)))
+    mosquitto_broker.wait_for_login(cfg, watcher_user, "w-pass")
+    ca, cb, watcher = Client(cfg, a, pa), Client(cfg, b, pb), Client(cfg, watcher_user, "w-pass")
     try:
         assert not ca.connack.is_failure and not cb.connack.is_failure
         ca.c.subscribe([(f"tenants/{b}/#", 1), ("#", 1), (f"$share/{b}/tenants/{b}/in/#", 1), (f"reports/{b}/#", 1)])
-        cb.c.subscribe(f"tenants/{b}/#", qos=1)
+        cb.c.subscribe(f"tenants/{b}/#", qos=1)  # a tenant may not read even its own topics (the broker would
+        watcher.c.subscribe(f"tenants/{b}/#", qos=1)  # otherwise keep messages for sessions of its own)
         time.sleep(0.5)
 
         # b's own traffic never reaches a
@@ -127,8 +134,11 @@ def test_broker_keeps_tenants_to_their_own_prefix(platform, pair):
         assert not ca.publish(f"tenants/{a}/in/x", b"1,mine").is_failure
         time.sleep(1.0)
         assert [m for m in ca.messages if m[0].startswith(f"tenants/{b}") or m[0].startswith(f"reports/{b}")] == []
-        assert (f"tenants/{b}/in/x", b"1,b-private") in cb.messages
-        assert all(payload != b"1,forged-by-a" for _, payload in cb.messages)
+        assert (f"tenants/{b}/in/x", b"1,b-private") in watcher.messages
+        assert all(payload != b"1,forged-by-a" for _, payload in watcher.messages)
+        assert cb.messages == []
     finally:
         ca.close()
         cb.close()
+        watcher.close()
+        mosquitto_broker.remove_users(cfg, watcher_user)

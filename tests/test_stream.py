@@ -89,12 +89,12 @@ def test_publisher_refuses_bad_options_and_a_record_too_large_for_one_message(pl
         assert res.stderr.startswith("mysimbdp-publish: error: --"), res.stderr
     assert api.post("/v1/instances", json={"count": 1}).status_code == 201
     good = notes_lines([1, 2, 3])
-    huge = good[1].replace("body 2", "b" * (1100 * 1024))  # one record larger than a broker packet
+    huge = good[1].replace("body 2", "b" * (300 * 1024))  # one record larger than a broker packet
     res = publish_lines(
-        cfg, t.name, pw, [good[0], huge, good[2], '4,"a quote left open,x,1,2024-01-01', *["y" * 1000] * 1100]
+        cfg, t.name, pw, [good[0], huge, good[2], '4,"a quote left open,x,1,2024-01-01', *["y" * 1000] * 300]
     )
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "2 acknowledged" in res.stdout and "2 records were not sent: larger than 1023 KiB" in res.stdout
+    assert "2 acknowledged" in res.stdout and "2 records were not sent: larger than 255 KiB" in res.stdout
     assert "at line(s) 2, 4" in res.stdout
     assert wait_rows(cfg, t.name, "notes", 2) == 2
 
@@ -234,12 +234,23 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         cfg, broker.app_instance_user(a.name, "s5", credentials.mosquitto_hash("inst-pass", 1000))
     )
     seen = []
-    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-    watcher.username_pw_set(b.name, bpw)  # b watches its own topics
-    watcher.on_message = lambda cl, u, m: seen.append(m.payload)
-    watcher.connect(cfg.broker.host, cfg.broker.port)
-    watcher.subscribe([(f"tenants/{b.name}/#", 1), (f"reports/{b.name}/#", 1)])
-    watcher.loop_start()
+    b_user = broker.instance_user(b.name, "s6")  # watches b's data ...
+    mosquitto_broker.put_user(
+        cfg, broker.app_instance_user(b.name, "s6", credentials.mosquitto_hash("watch-pass", 1000))
+    )
+    mosquitto_broker.wait_for_login(cfg, b_user, "watch-pass")
+    watchers = []
+    for login, topic in (
+        ((b_user, "watch-pass"), f"tenants/{b.name}/#"),
+        (mosquitto_broker.service_login(cfg), f"reports/{b.name}/#"),
+    ):  # ... and its reports
+        w = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+        w.username_pw_set(*login)
+        w.on_message = lambda cl, u, m: seen.append(m.payload)
+        w.connect(cfg.broker.host, cfg.broker.port)
+        w.subscribe(topic, qos=1)
+        w.loop_start()
+        watchers.append(w)
     try:
         time.sleep(0.5)
         assert _publish_as(cfg, user, "inst-pass", f"reports/{a.name}/s5")  # its own reports topic
@@ -265,8 +276,10 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         c.loop_stop()
         assert got == [] and len(seen) == 1
     finally:
-        watcher.loop_stop()
+        for w in watchers:
+            w.loop_stop()
         mosquitto_broker.remove_users(cfg, user)
+        mosquitto_broker.remove_users(cfg, b_user)
 
 
 def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform, stream_tenant, cfg):

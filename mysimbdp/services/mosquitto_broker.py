@@ -59,7 +59,10 @@ def render_config(cfg: Config) -> Path:
             sandbox_host=cfg.broker_sandbox_host,
             sandbox_port=cfg.broker.sandbox_port,
             max_queued=cfg.broker.max_queued_messages,
+            max_queued_bytes=cfg.broker.max_queued_mb << 20,
             max_inflight=cfg.broker.max_inflight_messages,
+            max_packet=cfg.broker.max_packet_kb << 10,
+            memory_limit=(cfg.broker.memory_limit_mb or cfg.supervisor.broker_memory_mb * 3 // 4) << 20,
             user_line="user mosquitto" if uid is not None else "",
         )
     )
@@ -208,7 +211,7 @@ def _write_files(cfg: Config) -> None:
     """Rewrite the broker's password file and ACL from users.d (caller holds the lock)."""
     rt = runtime_dir(cfg)
     rt.mkdir(parents=True, exist_ok=True)
-    users = list_users(cfg)
+    users = [broker.with_current_rights(u) for u in list_users(cfg)]
     uid, gid = _mosquitto_ids()
     for name, text in (("passwords", broker.password_file(users)), ("acl", broker.acl_file(users))):
         tmp = rt / f".{name}.tmp"
