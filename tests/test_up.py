@@ -162,3 +162,26 @@ def test_the_runtime_image_is_rebuilt_only_when_its_recipe_changes(platform, tmp
     changed.write_text(image.RECIPE.read_text().replace('"paho-mqtt==2.2.0"', '"paho-mqtt==2.1.0"'))
     monkeypatch.setattr(image, "RECIPE", changed)
     assert image.image_tag(platform) != tag and not image.image_present(platform, client())
+
+
+def test_cassandra_listens_on_loopback_only_and_the_sandbox_reaches_it_through_its_gateway(platform):
+    """CQL answers on 127.0.0.1 and, for tenant containers, at the sandbox bridge's gateway (forwarded by the
+    platform's firewall); no other address of the host answers."""
+    import socket
+    import subprocess
+
+    port = platform.cassandra.port
+    listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout.split()
+    addresses = {field.rsplit(":", 1)[0] for field in listening if field.endswith(f":{port}")}
+    assert addresses == {"127.0.0.1"}, listening
+    others = [
+        a
+        for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+        if ":" not in a and a != platform.sandbox_gateway
+    ]
+    assert others  # this host has addresses besides loopback and the bridge
+    for address in others:
+        with socket.socket() as s:
+            s.settimeout(3)
+            assert s.connect_ex((address, port)) != 0, address
+    # (tests/test_sandbox.py checks that a tenant container does reach it at the gateway)

@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import shutil
 import subprocess
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -113,6 +114,42 @@ def ensure_firewall(cfg: Config) -> None:
     forward = ["-i", bridge, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]
     if _iptables("-C", "DOCKER-USER", *forward, check=False).returncode != 0:
         _iptables("-I", "DOCKER-USER", "1", *forward)
+    _forward_cassandra(cfg)
+
+
+def _forwards_cassandra(cfg: Config) -> bool:
+    """Whether tenant containers reach the platform's own Cassandra through the gateway (it listens on
+    loopback only); an existing cluster, or an explicit cassandra.sandbox_host, they reach directly."""
+    return cfg.cassandra.managed and not cfg.cassandra.sandbox_host
+
+
+def nat_rules(cfg: Config) -> list[list[str]]:
+    """The rules of the MYSIMBDP-<BRIDGE>-NAT chain: the gateway's Cassandra port to loopback."""
+    port = str(cfg.cassandra.port)
+    return [
+        ["-d", cfg.sandbox_gateway, "-p", "tcp", "--dport", port, "-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"]
+    ]
+
+
+def _route_localnet(cfg: Config) -> Path:
+    return Path(f"/proc/sys/net/ipv4/conf/{cfg.sandbox.bridge}/route_localnet")
+
+
+def _forward_cassandra(cfg: Config) -> None:
+    if not _forwards_cassandra(cfg):
+        return
+    bridge, nat = cfg.sandbox.bridge, f"{chain(cfg)}-NAT"
+    if _iptables("-t", "nat", "-n", "-L", nat, check=False).returncode != 0:
+        _iptables("-t", "nat", "-N", nat)
+    _iptables("-t", "nat", "-F", nat)
+    for rule in nat_rules(cfg):
+        _iptables("-t", "nat", "-A", nat, *rule)
+    if _iptables("-t", "nat", "-C", "PREROUTING", "-i", bridge, "-j", nat, check=False).returncode != 0:
+        _iptables("-t", "nat", "-I", "PREROUTING", "1", "-i", bridge, "-j", nat)
+    try:  # let packets from this bridge be forwarded to a loopback address (on this bridge only)
+        _route_localnet(cfg).write_text("1")
+    except OSError as exc:
+        raise RuntimeUnavailable(f"cannot let the sandbox bridge reach Cassandra on loopback: {exc}") from None
 
 
 def firewall_ok(cfg: Config) -> bool:
@@ -121,6 +158,17 @@ def firewall_ok(cfg: Config) -> bool:
     if listed.returncode != 0:
         return False
     have = [line.split()[2:] for line in listed.stdout.splitlines() if line.startswith("-A ")]
+    if _forwards_cassandra(cfg):
+        nat = f"{name}-NAT"
+        if _iptables("-t", "nat", "-C", "PREROUTING", "-i", bridge, "-j", nat, check=False).returncode != 0 or any(
+            _iptables("-t", "nat", "-C", nat, *r, check=False).returncode != 0 for r in nat_rules(cfg)
+        ):
+            return False
+        try:
+            if _route_localnet(cfg).read_text().strip() != "1":
+                return False
+        except OSError:
+            return False
     return (
         len(have) == len(firewall_rules(cfg))
         and _iptables("-C", "INPUT", "-i", bridge, "-j", name, check=False).returncode == 0
@@ -145,6 +193,10 @@ def remove(cfg: Config, client: docker.DockerClient) -> None:
         pass
     _iptables("-F", name, check=False)
     _iptables("-X", name, check=False)
+    while _iptables("-t", "nat", "-D", "PREROUTING", "-i", bridge, "-j", f"{name}-NAT", check=False).returncode == 0:
+        pass
+    _iptables("-t", "nat", "-F", f"{name}-NAT", check=False)
+    _iptables("-t", "nat", "-X", f"{name}-NAT", check=False)
     try:
         client.networks.get(cfg.sandbox.network).remove()
     except docker.errors.NotFound:
