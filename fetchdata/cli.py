@@ -4,8 +4,14 @@
 
 It fetches the tenant's constraints, checks each file locally (format by name and by content, size),
 splits a too-large CSV into parts when the constraints allow it, uploads what passes with a progress bar,
-and prints one line per file: ``uploaded``, ``skipped`` (and why) or ``failed`` (and why). The exit status
-is 1 when any file failed, 0 otherwise. The password may also come from $MYSIMBDP_PASSWORD or a prompt.
+and prints one line per file: ``uploaded``, ``refused`` (by the constraints, and why: not sent),
+``skipped`` (hidden files, folders, content sent before) or ``failed`` (and why). The password may also
+come from $MYSIMBDP_PASSWORD or a prompt.
+
+Exit status, for scripts: 0 every file was sent (or had been already); 1 some file failed on its way (the
+server refused it, the upload broke off); 4 some files were refused by the constraints and not sent, the
+others were; 65 nothing was sent: every file was refused by the constraints. 2, 69, 77 as in
+docs/operations.md.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from .client import Client, ServerUnreachable
 from .progress import Bar
 
 DEFAULT_SERVER = "http://127.0.0.1:8801"
+EXIT_FAILED = 1  # some file failed on its way
+EXIT_REFUSED = 4  # some files were refused by the constraints (not sent); the others were sent
+EXIT_ALL_REFUSED = 65  # nothing was sent: every file was refused by the constraints
 
 
 @dataclass
@@ -92,7 +101,7 @@ def run(args) -> int:
         raise ServiceError(f"the server sent constraints this fetchdata does not understand: {exc.message}") from None
 
     entries = sorted(folder.iterdir(), key=lambda p: p.name)
-    failed = uploaded = skipped = 0
+    failed = uploaded = skipped = refused = already = 0
     limit_hit: str | None = None
     show_bar = sys.stderr.isatty() and not args.quiet
     t_all = time.monotonic()
@@ -113,8 +122,8 @@ def run(args) -> int:
         try:
             planned = plan(path, cons)
         except (ConstraintViolation, InvalidName) as exc:
-            print(f"skipped   {label}: {exc.message.removeprefix('the file: ').removeprefix(path.name + ': ')}")
-            skipped += 1
+            print(f"refused   {label}: {exc.message.removeprefix('the file: ').removeprefix(path.name + ': ')}")
+            refused += 1
             continue
         except OSError as exc:
             print(f"failed    {label}: cannot read it: {exc.strerror}")
@@ -157,6 +166,7 @@ def run(args) -> int:
             if sent.status == "duplicate":
                 print(f"skipped   {plabel}: already uploaded (job {sent.job_id})")
                 skipped += 1
+                already += 1
             else:
                 rate = (part.size - sent.resumed_from) / sent.seconds / (1 << 20) if sent.seconds else 0
                 resumed = f", resumed at {_human(sent.resumed_from)}" if sent.resumed_from else ""
@@ -166,10 +176,14 @@ def run(args) -> int:
                 uploaded += 1
     took = time.monotonic() - t_all
     print(
-        f"{uploaded} uploaded, {skipped} skipped, {failed} failed in {took:.1f}s"
+        f"{uploaded} uploaded, {refused} refused, {skipped} skipped, {failed} failed in {took:.1f}s"
         + (f" - see the receipts with: curl -u {args.user} {args.server}/v1/jobs" if uploaded else "")
     )
-    return 1 if failed else 0
+    if failed:
+        return EXIT_FAILED
+    if refused:
+        return EXIT_REFUSED if uploaded or already else EXIT_ALL_REFUSED
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

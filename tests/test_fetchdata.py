@@ -41,7 +41,7 @@ def lines(out: str) -> dict[str, str]:
     found = {}
     for line in out.splitlines():
         parts = line.split(None, 1)
-        if len(parts) == 2 and parts[0] in ("uploaded", "skipped", "failed"):
+        if len(parts) == 2 and parts[0] in ("uploaded", "refused", "skipped", "failed"):
             found[parts[1].split(" ", 1)[0].rstrip(":")] = line
     return found
 
@@ -59,15 +59,15 @@ def test_one_line_per_file_and_exit_status(platform, batch_tenant, tmp_path):
     (d / ".hidden.csv").write_text(notes_csv([99]))
     (d / "sub").mkdir()
     res = fetch(platform, t.name, pw, d)
-    assert res.returncode == 0, res.stdout + res.stderr  # skipped files are not failures
+    assert res.returncode == 4, res.stdout + res.stderr  # some refused by the constraints, the rest sent
     got = lines(res.stdout)
     assert got["good.csv"].startswith("uploaded") and "job" in got["good.csv"]
     assert got["other.csv"].startswith("uploaded")
-    assert got["image.csv"].startswith("skipped") and "NUL" in got["image.csv"]
-    assert got["notes.txt"].startswith("skipped") and "format .txt is not allowed" in got["notes.txt"]
-    assert got["empty.csv"].startswith("skipped") and "empty" in got["empty.csv"]
+    assert got["image.csv"].startswith("refused") and "NUL" in got["image.csv"]
+    assert got["notes.txt"].startswith("refused") and "format .txt is not allowed" in got["notes.txt"]
+    assert got["empty.csv"].startswith("refused") and "empty" in got["empty.csv"]
     assert (
-        got["huge.csv"].startswith("skipped")
+        got["huge.csv"].startswith("refused")
         and "maximum file size" in got["huge.csv"]
         and "splitting is not allowed" in got["huge.csv"]
     )
@@ -75,9 +75,9 @@ def test_one_line_per_file_and_exit_status(platform, batch_tenant, tmp_path):
     assert got[".hidden.csv"].startswith("skipped") and "hidden" in got[".hidden.csv"]
     assert "Traceback" not in res.stderr
 
-    # the same folder again: nothing is sent twice
+    # the same folder again: nothing is sent twice (and the refused are still refused)
     again = fetch(platform, t.name, pw, d)
-    assert again.returncode == 0
+    assert again.returncode == 4
     assert "already uploaded" in lines(again.stdout)["good.csv"]
     jobs = api.get("/v1/jobs").json()["jobs"]
     assert sorted(j["file_name"] for j in jobs) == ["good.csv", "other.csv"]
@@ -156,8 +156,8 @@ def test_a_record_larger_than_the_limit_cannot_be_split(platform, batch_tenant, 
     t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 500, "split_large_files": True})
     (tmp_path / "wide.csv").write_text(HEADER + f'1,"{"x" * 800}",b,1,2024-01-01T00:00:00Z\n')
     res = fetch(platform, t.name, pw, tmp_path)
-    assert res.returncode == 0
-    assert "cannot be split" in lines(res.stdout)["wide.csv"]
+    assert res.returncode == 65  # its only file was refused: nothing was sent
+    assert lines(res.stdout)["wide.csv"].startswith("refused") and "cannot be split" in res.stdout
 
 
 def test_an_interrupted_upload_resumes_where_it_stopped(platform, batch_tenant, tmp_path):
@@ -284,3 +284,21 @@ def test_progress_bar_on_a_terminal(platform, batch_tenant, tmp_path):
     out = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "uploaded  p.csv" in out.stdout
     assert "%" in out.stdout and "MB/s" in out.stdout and "[" in out.stdout  # the bar was drawn
+
+
+def test_a_folder_whose_every_file_is_refused_exits_65_and_says_so(platform, batch_tenant, tmp_path):
+    t, pw, api = batch_tenant()
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "notes.txt").write_text("hello")
+    (d / "empty.csv").write_text("")
+    (d / ".hidden.csv").write_text(notes_csv([1]))  # skipped, not refused: it does not count either way
+    res = fetch(platform, t.name, pw, d)
+    assert res.returncode == 65, res.stdout + res.stderr
+    assert "0 uploaded, 2 refused, 1 skipped, 0 failed" in res.stdout
+    assert api.get("/v1/jobs").json()["jobs"] == []
+    (d / "good.csv").write_text(notes_csv([1, 2]))
+    assert fetch(platform, t.name, pw, d).returncode == 4
+    (d / "notes.txt").unlink()
+    (d / "empty.csv").unlink()
+    assert fetch(platform, t.name, pw, d).returncode == 0  # all sent (good.csv already)
