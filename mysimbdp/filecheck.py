@@ -11,8 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
-
+from . import bounded
 from .errors import ConstraintViolation
 
 SAMPLE = 64 * 1024
@@ -84,8 +83,8 @@ class ContentChecker:
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                if not isinstance(json.loads(line), dict):
+            try:  # bounded: a line nested a thousand deep is not an object, not a crash
+                if not isinstance(bounded.loads_json(line, max_bytes=SAMPLE * 4, max_depth=64), dict):
                     raise ValueError
             except ValueError:
                 raise self._bad(f"line {n} is not a JSON object") from None

@@ -162,3 +162,13 @@ def test_a_new_password_counts_at_once_on_every_api(platform, stream_tenant):
         assert api_old.get(path).status_code == 401
         assert api_new.get(path).status_code == 200
     assert requests.get(platform.batch_url() + "/healthz", timeout=5).status_code == 200
+
+
+def test_a_json_lines_file_nested_too_deep_is_refused_not_a_500(platform, batch_tenant):
+    from conftest import SAMPLE_CONSTRAINTS
+
+    t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "formats": ["jsonl"]})
+    data = b'{"id": 1}\n' + b"[" * 20000 + b"]" * 20000 + b"\n"
+    r = api.put_file("deep.jsonl", data)
+    assert r.status_code == 422 and r.json()["code"] == "constraint_violation", r.text
+    assert "line 2 is not a JSON object" in r.json()["error"]
