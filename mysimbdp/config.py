@@ -213,6 +213,18 @@ class Paths:
     def tenant_apps(self, tenant: str) -> Path:
         return self.home / "apps" / tenant
 
+    def tenant_folders(self, tenant: str) -> tuple[Path, ...]:
+        """Every folder that holds something of ``tenant``'s."""
+        return (
+            self.staging(tenant),
+            self.uploads(tenant),
+            self.work(tenant),
+            self.archive(tenant),
+            self.quarantine(tenant),
+            self.tenant_apps(tenant),
+            self.sandbox_runs / tenant,
+        )
+
     def ingestion_log(self) -> Path:
         return self.logs / "ingestion.log"
 

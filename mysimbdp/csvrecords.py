@@ -81,18 +81,13 @@ def advance(data: bytes, state: int = START, delimiter: int = 44) -> int:
     return state
 
 
-def record_ends(fh: BinaryIO, start: int = 0, delimiter: bytes = b",") -> Iterator[int]:
-    """Offsets just after each line feed that ends a record, from ``start`` (a record's start) on, and
-    the end of the file when the last record has no line feed (or a quote left open runs to the end).
-
-    Records are cut only at line feeds: a file whose lines end with a lone ``\\r`` is one long record here
-    (correct, only not cut)."""
-    fh.seek(start)
+def _scan(fh: BinaryIO, delimiter: bytes, first: bool) -> Iterator[tuple[bytes, bool, int]]:
+    """Each line of ``fh`` (split at line feeds, without a BOM), whether a record ends with it, and how many
+    bytes of the file it took. ``first``: ``fh`` is at the start of the file (a BOM there is not data)."""
     delim = delimiter[0]
-    state, pos, last = START, start, start
-    first = start == 0
+    state = START
     for line in fh:
-        pos += len(line)
+        size = len(line)
         if first:
             first = False
             if line.startswith(BOM):
@@ -101,7 +96,20 @@ def record_ends(fh: BinaryIO, start: int = 0, delimiter: bytes = b",") -> Iterat
             state = START if line.endswith(b"\n") else advance(line, state, delim)
         else:
             state = advance(line, state, delim)
-        if state == START and line.endswith(b"\n"):
+        yield line, state == START and line.endswith(b"\n"), size
+
+
+def record_ends(fh: BinaryIO, start: int = 0, delimiter: bytes = b",") -> Iterator[int]:
+    """Offsets just after each line feed that ends a record, from ``start`` (a record's start) on, and
+    the end of the file when the last record has no line feed (or a quote left open runs to the end).
+
+    Records are cut only at line feeds: a file whose lines end with a lone ``\\r`` is one long record here
+    (correct, only not cut)."""
+    fh.seek(start)
+    pos = last = start
+    for _, ends, size in _scan(fh, delimiter, start == 0):
+        pos += size
+        if ends:
             last = pos
             yield pos
     if pos > last:
@@ -111,28 +119,18 @@ def record_ends(fh: BinaryIO, start: int = 0, delimiter: bytes = b",") -> Iterat
 def records(fh: BinaryIO, delimiter: bytes = b",", max_bytes: int | None = None) -> Iterator[tuple[int, bytes | None]]:
     """(line feeds before it + 1, the record's bytes without its final line break) for each record; a
     record longer than ``max_bytes`` comes as None and is never held in memory whole."""
-    delim = delimiter[0]
-    state, number, first = START, 0, True
+    number, start_line, size = 0, 1, 0
     held: list[bytes] = []
-    size, start_line = 0, 1
-    for line in fh:
+    for line, ends, _ in _scan(fh, delimiter, True):
         number += 1
-        if not held and size == 0:
+        if size == 0:
             start_line = number
-        if first:
-            first = False
-            if line.startswith(BOM):
-                line = line[3:]
-        if state != QUOTED and state != CLOSED and b'"' not in line:
-            state = START if line.endswith(b"\n") else advance(line, state, delim)
-        else:
-            state = advance(line, state, delim)
         size += len(line)
         if max_bytes is None or size <= max_bytes + 2:
             held.append(line)
         else:
             held.clear()
-        if state == START and line.endswith(b"\n"):
+        if ends:
             yield start_line, (b"".join(held).rstrip(b"\r\n") if held else None)
             held, size = [], 0
     if size:

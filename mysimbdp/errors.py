@@ -150,6 +150,27 @@ class TooManyAttempts(AuthenticationFailed):
     code = "too_many_attempts"
 
 
+class TooManyRequests(TenantError):
+    """The tenant (or the client's address) already has as many requests in progress as it may."""
+
+    http_status = 429
+    code = "too_many_requests"
+
+
+class BodyTooLarge(TenantError):
+    """A request body is larger than the API reads for that request."""
+
+    http_status = 413
+    code = "body_too_large"
+
+
+class RequestTimeout(TenantError):
+    """A request body did not arrive in time."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
 class ConstraintViolation(TenantError):
     """A file breaks one of the tenant's constraints (format, size, number of files)."""
 

@@ -253,16 +253,7 @@ class Registry:
             s.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {ks}")
 
     def _make_folders(self, name: str, uid: int) -> None:
-        p = self.cfg.paths
-        for folder in (
-            p.staging(name),
-            p.uploads(name),
-            p.work(name),
-            p.archive(name),
-            p.quarantine(name),
-            p.tenant_apps(name),
-            p.sandbox_runs / name,
-        ):
+        for folder in self.cfg.paths.tenant_folders(name):
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o750)
             if os.geteuid() == 0:
@@ -318,16 +309,7 @@ class Registry:
         mosquitto_broker.remove_users(self.cfg, broker.instance_users_prefix(name))
         self.session.execute(f"DROP KEYSPACE IF EXISTS {name}")
         self.session.execute(f"DROP ROLE IF EXISTS {name}")
-        p = self.cfg.paths
-        for folder in (
-            p.staging(name),
-            p.uploads(name),
-            p.work(name),
-            p.archive(name),
-            p.quarantine(name),
-            p.tenant_apps(name),
-            p.sandbox_runs / name,
-        ):
+        for folder in self.cfg.paths.tenant_folders(name):
             bounded.remove_tree(folder)  # what a tenant's app left may be deep: no recursion
         secret_path(self.cfg, name).unlink(missing_ok=True)
         bounded.remove_tree(self.cfg.paths.secrets / "stream" / name)

@@ -22,7 +22,16 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from . import auth, bounded, config, db
 from .daemon import setup_logging  # noqa: F401 - the APIs' entry points log like the daemons
-from .errors import InvalidName, MysimbdpError, NotFound, ServiceError, TenantError
+from .errors import (
+    BodyTooLarge,
+    InvalidName,
+    MysimbdpError,
+    NotFound,
+    RequestTimeout,
+    ServiceError,
+    TenantError,
+    TooManyRequests,
+)
 from .tenants import Registry, Tenant, TenantCache
 
 HEAD_SECONDS = 10.0  # from a request's first byte to the end of its headers
@@ -30,23 +39,6 @@ REQUEST_SECONDS = 30.0  # from the end of the headers to the end of the answer, 
 BODY_SECONDS = 10.0  # a JSON body, whole
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
-
-
-class TooManyRequests(TenantError):
-    """The tenant already has as many requests in progress as it may."""
-
-    http_status = 429
-    code = "too_many_requests"
-
-
-class BodyTooLarge(TenantError):
-    http_status = 413
-    code = "body_too_large"
-
-
-class RequestTimeout(TenantError):
-    http_status = 408
-    code = "request_timeout"
 
 
 # --- deadlines ----------------------------------------------------------------------------------------------
