@@ -168,13 +168,31 @@ def end_to_end(c, rounds: int) -> None:
     common.figure("batch upload finished -> job started (median)", common.median(starts) * 1000, "ms")
 
 
-def concurrent_clients(c, clients: int = 10, files: int = 10, rows_per_file: int = 1000) -> None:
-    print(f"# {clients} concurrent fetchdata clients over two tenants, {files} files of {rows_per_file} rows each")
+def airline_app(files_per_run: int) -> Path:
+    """The airline app, as it is but for how many files it takes per run."""
+    folder = Path(tempfile.mkdtemp()) / "app"
+    shutil.copytree(AIRLINE, folder)
+    manifest = json.loads((folder / "app.json").read_text())
+    (folder / "app.json").write_text(json.dumps({**manifest, "files_per_run": files_per_run}))
+    return folder
+
+
+def concurrent_clients(
+    c, clients: int = 10, files: int = 10, rows_per_file: int = 1000, files_per_run: int = 32
+) -> float:
+    """Return the rows a second of the whole workload (uploads started to the last row counted)."""
+    label = f"files_per_run={files_per_run}"
+    print(
+        f"# {clients} concurrent fetchdata clients over two tenants, {files} files of {rows_per_file} rows each,"
+        f" {label}"
+    )
     data = common.nycflights()
     lines = open(data, encoding="utf-8").read().splitlines()
     header, body = lines[0], lines[1:]
     cons = {**CONS, "max_files": {"count": 1000, "per": "staged"}}
-    tenants = [common.tenant(c, "bcon", cons, batch_app=AIRLINE) for _ in range(2)]
+    app = airline_app(files_per_run)
+    tenants = [common.tenant(c, "bcon", cons, batch_app=app) for _ in range(2)]
+    shutil.rmtree(app.parent)
     root = Path(tempfile.mkdtemp())
     try:
         folders = []
@@ -250,7 +268,7 @@ def concurrent_clients(c, clients: int = 10, files: int = 10, rows_per_file: int
             files_per_s=round(len(per_file) / upload_wall, 1),
         )
         common.figure(
-            "concurrent uploads: all 100 files ingested in",
+            f"concurrent uploads ({label}): all 100 files ingested in",
             all_wall,
             "s",
             jobs_succeeded=ok,
@@ -258,6 +276,7 @@ def concurrent_clients(c, clients: int = 10, files: int = 10, rows_per_file: int
             rows_per_s=round(rows / all_wall),
         )
         assert failures == 0 and ok == clients * files and rows == clients * files * rows_per_file
+        return rows / all_wall
     finally:
         shutil.rmtree(root)
         for user, _ in tenants:
@@ -431,7 +450,15 @@ def main() -> int:
     if args.only in (None, "e2e"):
         end_to_end(c, args.rounds)
     if args.only in (None, "concurrent"):
-        concurrent_clients(c)
+        # the peer: one container (and one Cassandra login) per file, as every file was run before
+        rates: dict[int, list[float]] = {1: [], 32: []}
+        for order in ((1, 32), (32, 1))[: max(1, min(args.rounds, 2))]:
+            for per_run in order:
+                rates[per_run].append(concurrent_clients(c, files_per_run=per_run))
+        one, many = statistics.median(rates[1]), statistics.median(rates[32])
+        common.figure("small files: rows/s, 32 files per run", many, "rows/s", runs=[round(r) for r in rates[32]])
+        common.figure("small files: rows/s, one file per run (peer)", one, "rows/s", runs=[round(r) for r in rates[1]])
+        common.figure("small files: several files per run is", many / one, "x the peer")
     if args.only in (None, "upload") and not args.skip_big:
         upload_throughput(c)
     return 0
