@@ -24,7 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, g, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
 from mysimbdp import config, names, web
@@ -41,7 +41,6 @@ bp = Blueprint("batch", __name__)
 
 MANAGER_SILENCE = 15  # seconds without a heartbeat of the batch manager before uploads are refused
 BODY_IDLE_SECONDS = 30  # an upload body may pause this long between two reads, no longer
-DOWNLOAD_SECONDS = 600  # a rejects file or a log (at most a few hundred MiB) must be fetched within this
 
 
 class _Body:
@@ -65,7 +64,7 @@ class Backend:
 
     def __init__(self, cfg: config.Config) -> None:
         self.cfg = cfg
-        self.directory = web.Directory(cfg)
+        self.directory = web.Directory(cfg, threads=cfg.batch.threads)
         self._lock = threading.Lock()
         self._parts: tuple[JobStore, Uploads] | None = None
 
@@ -251,8 +250,7 @@ def _tenant_file(tenant: str, path: str | None, mimetype: str, download: str):
     allowed = [paths.archive(tenant).resolve(), paths.quarantine(tenant).resolve(), paths.work(tenant).resolve()]
     if not any(p.is_relative_to(a) for a in allowed) or not p.is_file():
         raise NotFound("there is no such file for this job (any more)")
-    web.extend_deadline(DOWNLOAD_SECONDS)
-    return send_file(p, mimetype=mimetype, as_attachment=True, download_name=download)
+    return web.send_file_idle(p, mimetype=mimetype, download_name=download)
 
 
 # --- serving --------------------------------------------------------------------------------------------

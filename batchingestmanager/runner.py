@@ -39,7 +39,7 @@ from mysimbdp.config import Config
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
 from mysimbdp.jobs import Job, JobStatus, JobStore, append_log, new_job_id
 from mysimbdp.retry import Stopped, backoff, retry
-from mysimbdp.sandbox import RunResult, SandboxRuntime
+from mysimbdp.sandbox import RunResult, SandboxRuntime, outputs
 from mysimbdp.tenants import Registry
 
 from .watcher import StagedFile
@@ -146,6 +146,7 @@ class JobRunner:
             return found
         for c in self.runtime.list(kind="batch"):  # orphan containers of the manager that died
             self.runtime.stop(c.name, timeout=2)
+        outputs.release_under(root)  # and the output folders they had
         for tenant_dir in sorted(root.iterdir()):
             for work in sorted(tenant_dir.iterdir()) if tenant_dir.is_dir() else []:
                 inputs = list((work / "input").glob("*")) if (work / "input").is_dir() else []
@@ -268,13 +269,9 @@ class JobRunner:
     def _prepare(self, c: Claimed, uid: int) -> None:
         """A fresh output folder for the tenant's app, the input readable by it, and the mark that says the
         manager is working on this job."""
-        out = c.dir / "out"
-        bounded.remove_tree(out)
-        out.mkdir()
+        outputs.prepare(c.dir / "out", uid, self.cfg.sandbox.max_output_mb << 20)
         if os.geteuid() == 0:
-            os.chown(out, uid, uid)
             os.chown(c.input, 0, uid)
-        os.chmod(out, 0o700)
         c.input.chmod(0o640)
         (c.dir / "run.log").unlink(missing_ok=True)
         (c.dir / "running").write_text(self.instance + "\n")
@@ -371,7 +368,7 @@ class JobRunner:
         dest.mkdir(parents=True, exist_ok=True)
         rejects = c.dir / "out" / "rejects.csv"
         if _keepable(rejects, self.cfg.sandbox.max_output_mb << 20):
-            os.rename(rejects, dest / "rejects.csv")
+            shutil.move(str(rejects), dest / "rejects.csv")  # out of the run's tmpfs: a copy
             job.rejects_path = str(dest / "rejects.csv")
         if (c.dir / "run.log").exists():
             os.replace(c.dir / "run.log", dest / "run.log")
@@ -391,6 +388,7 @@ class JobRunner:
                 except Exception:  # noqa: BLE001
                     log.warning("could not forget the checksum of failed job %s", c.key)
             append_log(self.cfg, job)
+        outputs.release(c.dir / "out")
         bounded.remove_tree(c.dir)
         log.info(
             "job %s %s: %s rows, %s rejected%s",
@@ -409,6 +407,7 @@ class JobRunner:
     def _discard(self, c: Claimed, why: str) -> Verdict:
         """Drop a job of a tenant that no longer exists: no receipt, no archive, no quarantine."""
         log.info("job %s dropped: %s", c.key, why)
+        outputs.release(c.dir / "out")
         bounded.remove_tree(c.dir)
         try:
             self.jobs.delete(c.tenant, c.job_id)

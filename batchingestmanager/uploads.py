@@ -35,6 +35,7 @@ from mysimbdp.tenants import Tenant
 CHUNK = 1 << 20
 SESSION_TTL = 24 * 3600  # an unfinished upload can be resumed this long
 SESSION_IDLE = 600  # after this long without a byte, it no longer holds one of the tenant's max_files places
+MAX_IDLE_SESSIONS = 4  # idle sessions a tenant may keep (for resuming later); older ones are dropped
 _ID = re.compile(r"[0-9a-f]{32}")
 _SHA = re.compile(r"[0-9a-f]{64}")
 
@@ -173,7 +174,12 @@ class Uploads:
                 if s.name == name and s.size == size and s.sha256 == sha256:
                     part = self._part(s)
                     return s, part.stat().st_size if part.exists() else 0
-            self._check_count(t, sum(1 for s in sessions if self._active(s)))
+            active = [s for s in sessions if self._active(s)]
+            self._check_count(t, len(active))
+            # an idle session holds no place, and no disk either: the oldest go for the new one
+            idle = sorted((s for s in sessions if s not in active), key=lambda s: s.created)
+            for s in idle[: max(0, len(idle) - MAX_IDLE_SESSIONS + 1)]:
+                self._drop(s)
             s = Session(secrets.token_hex(16), t.name, name, fmt, size, sha256, client, time.time())
             meta = self._meta(t.name, s.id)
             meta.write_text(json.dumps(asdict(s)))
@@ -185,12 +191,25 @@ class Uploads:
     ) -> tuple[int, Job | None]:
         """Append a request body at ``offset``. Returns the new offset, and the job once complete."""
         s, _ = self.get(t.name, upload_id)
-        with open(self._meta(t.name, s.id), "r") as guard:
-            try:  # one request at a time per upload
+        with self._only_request(s):
+            try:
+                return self._append_locked(t, s, offset, body, length)
+            except FileNotFoundError:  # its files went away under it (the tenant's session expired meanwhile)
+                raise NotFound(f"upload {upload_id} was ended", hint="open it again with POST /v1/uploads") from None
+
+    @contextmanager
+    def _only_request(self, s: Session) -> Iterator[None]:
+        """One request at a time per upload (appending, or abandoning it)."""
+        try:
+            guard = open(self._meta(s.tenant, s.id), "r")
+        except FileNotFoundError:
+            raise NotFound(f"no upload {s.id!r}") from None
+        with guard:
+            try:
                 fcntl.flock(guard, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise Conflict(f"upload {upload_id} is being written by another request", code="upload_busy") from None
-            return self._append_locked(t, s, offset, body, length)
+                raise Conflict(f"upload {s.id} is being written by another request", code="upload_busy") from None
+            yield
 
     def _append_locked(
         self, t: Tenant, s: Session, offset: int, body: BinaryIO, length: int | None
@@ -302,7 +321,8 @@ class Uploads:
 
     def abort(self, t: Tenant, upload_id: str) -> None:
         s, _ = self.get(t.name, upload_id)
-        self._drop(s)
+        with self._only_request(s):  # not under a request that is appending to it
+            self._drop(s)
 
 
 class Interrupted(Exception):

@@ -182,27 +182,33 @@ def remove_tree(root: Path) -> None:
 
 def _empty(fd: int, top: int) -> list[str]:
     """Unlink everything in folder ``fd`` but its sub-folders, which are moved into ``top`` (if ``fd`` is
-    not ``top`` itself); return the sub-folders' names in ``top``."""
+    not ``top`` itself); return the sub-folders' names in ``top``. Passes over the folder until one finds
+    nothing new (entries removed while a pass reads the folder may make it skip some)."""
     folders: list[str] = []
+    kept: set[str] = set()  # sub-folders of top, which stay where they are
     while True:
+        changed = False
         with os.scandir(fd) as it:
-            batch = [e.name for _, e in zip(range(1000), it)]
-        batch = [n for n in batch if fd != top or n not in folders]
-        if not batch:
+            for entry in it:
+                name = entry.name
+                if name in kept:
+                    continue
+                try:
+                    mode = os.lstat(name, dir_fd=fd).st_mode
+                except FileNotFoundError:
+                    continue
+                changed = True
+                if not stat.S_ISDIR(mode):
+                    os.unlink(name, dir_fd=fd)
+                elif fd == top:
+                    kept.add(name)
+                    folders.append(name)
+                else:
+                    moved = f".rm-{uuid.uuid4().hex}"
+                    os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=top)
+                    folders.append(moved)
+        if not changed:
             return folders
-        for name in batch:
-            try:
-                mode = os.lstat(name, dir_fd=fd).st_mode
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISDIR(mode):
-                os.unlink(name, dir_fd=fd)
-            elif fd == top:
-                folders.append(name)
-            else:
-                moved = f".rm-{uuid.uuid4().hex}"
-                os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=top)
-                folders.append(moved)
 
 
 def _size(n: int) -> str:

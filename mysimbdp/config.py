@@ -95,7 +95,7 @@ class BatchSettings:
 class StreamSettings:
     host: str = "127.0.0.1"
     port: int = 8802
-    threads: int = 8
+    threads: int = 16
     control_interval: float = 0.5  # how often the controller reconciles instances and scales
     drain_timeout: int = 30  # seconds an instance gets to drain on stop
 

@@ -9,7 +9,6 @@ tenant_apps/README.md and the helper library tenant_apps/sdk/mysimbdp_app.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ def batch_run(
     One file: ``/input/<stored name>`` and ``/output``, named by ``MYSIMBDP_INPUT_FILE`` and
     ``MYSIMBDP_OUTPUT_DIR``. Several (an app whose ``app.json`` says ``files_per_run`` > 1): each file at
     ``/input/<stored name>`` with its own ``/output/<job id>``, listed in ``MYSIMBDP_JOBS`` (JSON). Each file
-    has its own result, and so its own receipt."""
+    has its own result, and so its own receipt; the tenant's time limit holds for the whole run."""
     limits = limits or batch_limits(cfg, tenant)
     env = {**_cassandra_env(cfg, tenant), "MYSIMBDP_CPUS": str(limits.cpus)}
     mounts = [Mount(app.path, "/app")]
@@ -90,12 +89,8 @@ def batch_run(
             MYSIMBDP_FILE_NAME=one["file_name"],
             MYSIMBDP_OUTPUT_DIR="/output",
         )
-    else:
+    else:  # the tenant's time limit holds for the run (a run that times out reruns its files alone)
         env["MYSIMBDP_JOBS"] = json.dumps(listed)
-        limits = dataclasses.replace(
-            limits,
-            timeout=None if limits.timeout is None else min(limits.timeout * len(jobs), float(cfg.sandbox.timeout)),
-        )
     first = jobs[0].job_id
     return RunSpec(
         name=f"mysimbdp-batch-{tenant.name}-{first[:13]}".lower(),

@@ -309,6 +309,9 @@ class Registry:
         mosquitto_broker.remove_users(self.cfg, broker.instance_users_prefix(name))
         self.session.execute(f"DROP KEYSPACE IF EXISTS {name}")
         self.session.execute(f"DROP ROLE IF EXISTS {name}")
+        from .sandbox import outputs
+
+        outputs.release_under(self.cfg.paths.work(name))  # output folders of runs stopped above
         for folder in self.cfg.paths.tenant_folders(name):
             bounded.remove_tree(folder)  # what a tenant's app left may be deep: no recursion
         secret_path(self.cfg, name).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ thread for seconds, not minutes. Each tenant may have at most ``tenant_requests`
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -87,6 +88,28 @@ def extend_deadline(seconds: float) -> None:
     DEADLINES.set(request.environ.get("gunicorn.socket"), seconds)
 
 
+def send_file_idle(path, *, mimetype: str, download_name: str, idle: float = 30.0) -> Response:
+    """A file as a download, streamed in 64 KiB blocks: the client may take as long as it likes in all, but
+    not ``idle`` seconds without taking a block (a client that stops reading frees its thread)."""
+    sock = request.environ.get("gunicorn.socket")
+    fh = open(path, "rb")
+    size = os.fstat(fh.fileno()).st_size
+
+    def blocks():
+        with fh:
+            while block := fh.read(64 * 1024):
+                DEADLINES.set(sock, idle)
+                yield block
+
+    DEADLINES.set(sock, idle)
+    return Response(
+        blocks(),
+        mimetype=mimetype,
+        direct_passthrough=True,
+        headers={"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{download_name}"'},
+    )
+
+
 # --- request bodies ----------------------------------------------------------------------------------------
 
 
@@ -110,7 +133,7 @@ def json_body(*, required: bool = True) -> object:
             raise RequestTimeout(f"the body did not arrive within {BODY_SECONDS:.0f}s") from None
         raise TenantError("the body ended early", code="body_ended_early") from None
     finally:
-        extend_deadline(REQUEST_SECONDS)
+        extend_deadline(current_app.config.get("REQUEST_SECONDS", REQUEST_SECONDS))
     if len(data) > MAX_JSON_BYTES:
         raise BodyTooLarge(f"the JSON body is larger than {MAX_JSON_BYTES // 1024} KiB")
     if not data.strip():
@@ -187,6 +210,7 @@ def create_api(
     Basic) before its view runs, and errors answered as JSON with a code."""
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = None  # uploads stream; JSON bodies are bounded by json_body()
+    app.config["REQUEST_SECONDS"] = request_seconds
     app.extensions["mysimbdp"] = backend
     install_error_handlers(app, log)
 
@@ -198,9 +222,19 @@ def create_api(
         backend.directory.login()
         return None
 
+    @app.after_request
+    def count_until_sent(resp):
+        # a request counts against its tenant until its answer is sent, streamed downloads included
+        name = g.pop("counted", None)
+        if name is not None:
+            resp.call_on_close(lambda: backend.directory.logout(name))
+        return resp
+
     @app.teardown_request
     def done(exc):
-        backend.directory.logout()
+        name = g.pop("counted", None)  # no answer was made (an error on the way): it counts no more
+        if name is not None:
+            backend.directory.logout(name)
 
     @app.get("/healthz")
     def healthz():
@@ -215,8 +249,10 @@ class Directory:
     """The platform keyspace as an API needs it, created lazily (the API may start before Cassandra answers),
     with tenants cached for a few seconds (their password hashes are not: see auth.py)."""
 
-    def __init__(self, cfg: config.Config, *, operator: bool = False) -> None:
+    def __init__(self, cfg: config.Config, *, operator: bool = False, threads: int = 16) -> None:
         self.cfg = cfg
+        # one tenant may hold at most half the API's threads, whatever the configuration says
+        self.tenant_requests = max(1, min(cfg.batch.tenant_requests, threads // 2))
         self.sessions = db.SessionHolder(cfg)
         self._lock = threading.Lock()
         self._registry: Registry | None = None
@@ -262,9 +298,9 @@ class Directory:
             raise NotFound("no such tenant")
         if not principal.is_operator:
             with self._lock:
-                if self._in_progress[principal.name] >= self.cfg.batch.tenant_requests:
+                if self._in_progress[principal.name] >= self.tenant_requests:
                     raise TooManyRequests(
-                        f"{self.cfg.batch.tenant_requests} requests of this tenant are in progress already",
+                        f"{self.tenant_requests} requests of this tenant are in progress already",
                         retry_after=1,
                         hint="wait for one to finish",
                     )
@@ -272,14 +308,12 @@ class Directory:
                 g.counted = principal.name
         return principal
 
-    def logout(self) -> None:
-        """The end of a request: it no longer counts against its tenant."""
-        name = g.pop("counted", None)
-        if name is not None:
-            with self._lock:
-                self._in_progress[name] -= 1
-                if self._in_progress[name] <= 0:
-                    del self._in_progress[name]
+    def logout(self, name: str) -> None:
+        """The end of a request of tenant ``name``: it no longer counts against it."""
+        with self._lock:
+            self._in_progress[name] -= 1
+            if self._in_progress[name] <= 0:
+                del self._in_progress[name]
 
     def acting_for(self, name: str) -> Tenant:
         """The tenant a request may act for: itself, or any tenant for the operator."""
@@ -367,6 +401,9 @@ def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, t
             self.cfg.set("accesslog", "-")
             self.cfg.set("proc_name", name)
             self.cfg.set("control_socket_disable", True)
+            # no user name (it comes from the client, newlines and terminal escapes included), no referer or
+            # user agent: what the log says of a request is what the server decided
+            self.cfg.set("access_log_format", '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
             self.cfg.set("limit_request_fields", 50)
             self.cfg.set("limit_request_field_size", 8190)
 

@@ -41,7 +41,7 @@ class Backend:
 
     def __init__(self, cfg: config.Config) -> None:
         self.cfg = cfg
-        self.directory = web.Directory(cfg, operator=True)
+        self.directory = web.Directory(cfg, operator=True, threads=cfg.stream.threads)
         self.runtime = sandbox_runtime(cfg)
         self._lock = threading.Lock()
         self._store: StreamStore | None = None

@@ -33,6 +33,7 @@ from mysimbdp.tenants import Tenant
 log = logging.getLogger(__name__)
 SLOT = re.compile(r"s([0-9]{1,2})")
 MAX_SLOTS = 32
+KEEP_LOGS = 5  # kept logs of a slot's containers (each at most 2 MiB)
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,12 @@ class Instances:
         return out
 
     def log_path(self, tenant: str, slot: str) -> Path:
+        """Where the next container of this slot keeps its output; only the last KEEP_LOGS are kept."""
+        folder = self.cfg.paths.sandbox_runs / tenant
+        for old in sorted(folder.glob(f"stream-{slot}-*.log"))[: -(KEEP_LOGS - 1)]:
+            old.unlink(missing_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        return self.cfg.paths.sandbox_runs / tenant / f"stream-{slot}-{stamp}.log"
+        return folder / f"stream-{slot}-{stamp}.log"
 
     def start(self, tenant: Tenant, slot: str) -> str:
         app = apps.installed(self.cfg, tenant.name, "stream")

@@ -11,6 +11,8 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -287,3 +289,69 @@ def wait_session_back(session, timeout: float = 60) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+class Bystander:
+    """A tenant minding its own business: 2 batch files (1,000 rows) and 800 stream messages into its notes
+    table while the hostile tenant does its worst. ``check()`` wants exactly 1,800 rows, every receipt
+    succeeded, and the platform ready."""
+
+    def __init__(self, cfg, make_tenant) -> None:
+        self.cfg = cfg
+        t, self.password = make_tenant(cons=STREAM_CONSTRAINTS, batch_app=APPS / "notes", stream_app=APPS / "notes")
+        self.name = t.name
+        self.batch = Api(cfg, self.name, self.password)
+        self.stream = StreamApi(cfg, self.name, self.password)
+        self.errors: list[str] = []
+        self.jobs: list[str] = []
+        self.thread = threading.Thread(target=self._work, daemon=True)
+
+    def start(self) -> "Bystander":
+        r = self.stream.post("/v1/instances", json={"count": 1})
+        assert r.status_code in (201, 202), r.text
+        self.thread.start()
+        return self
+
+    def _work(self) -> None:
+        try:
+            for k in range(2):
+                body = "id,title,body,amount,at\n" + "".join(
+                    f"{k * 500 + i},t,b,1.5,2024-01-01T00:00:00Z\n" for i in range(1, 501)
+                )
+                deadline = time.monotonic() + 90
+                while True:  # "not now" answers are waited out, as fetchdata does
+                    r = self.batch.put_file(f"bystander-{k}.csv", body.encode())
+                    if r.status_code not in (429, 503) or time.monotonic() > deadline:
+                        break
+                    time.sleep(float(r.headers.get("Retry-After", "1")))
+                if r.status_code != 201:
+                    self.errors.append(f"upload {k}: {r.status_code} {r.text}")
+                    continue
+                self.jobs.append(r.json()["job"]["job_id"])
+                time.sleep(1)
+            res = publish_lines(self.cfg, self.name, self.password, notes_lines(range(100_001, 100_801)), rate=200)
+            if res.returncode != 0 or "800 acknowledged" not in res.stdout:
+                self.errors.append(f"publish: {res.returncode} {res.stdout} {res.stderr}")
+        except Exception as exc:  # noqa: BLE001 - reported by check()
+            self.errors.append(repr(exc))
+
+    def check(self) -> None:
+        from mysimbdp.services import platform as platform_mod
+
+        self.thread.join(timeout=300)
+        assert not self.errors, self.errors
+        for job_id in self.jobs:
+            job = self.batch.wait_job(job_id, timeout=300)
+            assert job["status"] == "succeeded" and job["rows_ingested"] == 500, job
+        assert wait_rows(self.cfg, self.name, "notes", 1800, timeout=180) == 1800
+        time.sleep(2)
+        assert count_rows(self.cfg, self.name, "notes") == 1800  # none lost, none made up
+        deadline = time.monotonic() + 20
+        while not platform_mod.status(self.cfg)["ready"]:
+            assert time.monotonic() < deadline, platform_mod.status(self.cfg)
+            time.sleep(1)
+
+
+@pytest.fixture
+def bystander(platform, make_tenant):
+    return Bystander(platform, make_tenant).start()

@@ -46,7 +46,7 @@ def connect(cfg, user: str, password: str, client_id: str = "", persistent: bool
     return c, state
 
 
-def test_a_tenant_cannot_make_the_broker_hold_messages_for_it(platform, stream_tenant, cfg):
+def test_a_tenant_cannot_make_the_broker_hold_messages_for_it(platform, stream_tenant, cfg, bystander):
     t, pw, _ = stream_tenant()
     # a persistent session of the tenant's own, subscribed to its own data, then gone
     c, state = connect(cfg, t.name, pw, client_id=f"{t.name}-hoarder", persistent=True)
@@ -77,9 +77,12 @@ def test_a_tenant_cannot_make_the_broker_hold_messages_for_it(platform, stream_t
             time.sleep(0.05)
         assert state["disconnected"] is not None, topic
         p.loop_stop()
+    bystander.check()
 
 
-def test_a_stopped_streams_queue_is_bounded_and_what_it_kept_is_ingested(platform, stream_tenant, cfg, tmp_path):
+def test_a_stopped_streams_queue_is_bounded_and_what_it_kept_is_ingested(
+    platform, stream_tenant, cfg, tmp_path, bystander
+):
     t, pw, api = stream_tenant()
     assert api.post("/v1/instances", json={"count": 1}).status_code == 201
     assert api.delete("/v1/instances").status_code == 200  # stopped: its session keeps the subscription
@@ -101,3 +104,4 @@ def test_a_stopped_streams_queue_is_bounded_and_what_it_kept_is_ingested(platfor
     res = publish_lines(cfg, t.name, pw, notes_lines(range(n + 1, n + 501)))
     assert res.returncode == 0
     assert wait_rows(cfg, t.name, "notes", kept + 500) == kept + 500
+    bystander.check()

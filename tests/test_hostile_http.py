@@ -38,7 +38,7 @@ def auth_header(user: str, password: str) -> bytes:
     return b"Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()) + b"\r\n"
 
 
-def test_deep_and_huge_json_bodies_get_a_4xx_with_a_code_never_a_500(platform, stream_tenant):
+def test_deep_and_huge_json_bodies_get_a_4xx_with_a_code_never_a_500(platform, stream_tenant, bystander):
     t, pw, sapi = stream_tenant()
     bapi = Api(platform, t.name, pw)
     for resp in (
@@ -69,9 +69,10 @@ def test_deep_and_huge_json_bodies_get_a_4xx_with_a_code_never_a_500(platform, s
         "/v1/uploads", data=iter([b"[" + b"1," * 50_000 + b"1]"]), headers={"Content-Type": "application/json"}
     )
     assert resp.status_code == 413 and resp.json()["code"] == "body_too_large"
+    bystander.check()
 
 
-def test_slow_bodies_and_slow_headers_hold_a_thread_for_seconds_not_minutes(platform, batch_tenant):
+def test_slow_bodies_and_slow_headers_hold_a_thread_for_seconds_not_minutes(platform, batch_tenant, bystander):
     t, pw, api = batch_tenant()
     head = b"POST /v1/uploads HTTP/1.1\r\nHost: x\r\n" + auth_header(t.name, pw) + b"Content-Length: 200\r\n\r\n{"
     slow = []
@@ -117,9 +118,10 @@ def test_slow_bodies_and_slow_headers_hold_a_thread_for_seconds_not_minutes(plat
     assert max(seconds for seconds, _ in results) < 25, sorted(s for s, _ in results)
     bodies = [got for _, got in results if got]
     assert all(b" 500 " not in got for got in bodies)
+    bystander.check()
 
 
-def test_a_stranger_failing_logins_does_not_lock_the_tenant_out(platform, stream_tenant):
+def test_a_stranger_failing_logins_does_not_lock_the_tenant_out(platform, stream_tenant, bystander):
     t, pw, sapi = stream_tenant()
     for port, path in ((platform.batch.port, b"/v1/constraints"), (platform.stream.port, b"/v1/stream")):
         for _ in range(platform.batch.auth_max_failures + 3):  # from another address, as anyone could
@@ -147,6 +149,7 @@ def test_a_stranger_failing_logins_does_not_lock_the_tenant_out(platform, stream
     # ... and the tenant, from its own address, gets in at once on both APIs
     assert Api(platform, t.name, pw).get("/v1/constraints").status_code == 200
     assert sapi.get("/v1/stream").status_code == 200
+    bystander.check()
 
 
 def test_a_new_password_counts_at_once_on_every_api(platform, stream_tenant):
@@ -164,7 +167,7 @@ def test_a_new_password_counts_at_once_on_every_api(platform, stream_tenant):
     assert requests.get(platform.batch_url() + "/healthz", timeout=5).status_code == 200
 
 
-def test_a_json_lines_file_nested_too_deep_is_refused_not_a_500(platform, batch_tenant):
+def test_a_json_lines_file_nested_too_deep_is_refused_not_a_500(platform, batch_tenant, bystander):
     from conftest import SAMPLE_CONSTRAINTS
 
     t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "formats": ["jsonl"]})
@@ -172,3 +175,4 @@ def test_a_json_lines_file_nested_too_deep_is_refused_not_a_500(platform, batch_
     r = api.put_file("deep.jsonl", data)
     assert r.status_code == 422 and r.json()["code"] == "constraint_violation", r.text
     assert "line 2 is not a JSON object" in r.json()["error"]
+    bystander.check()

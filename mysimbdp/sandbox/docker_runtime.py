@@ -23,7 +23,7 @@ from . import image, network
 from .base import ContainerInfo, RunResult, RunSpec, SandboxRuntime
 
 log = logging.getLogger(__name__)
-MAX_LOG_BYTES = 5 << 20
+MAX_LOG_BYTES = 2 << 20  # what is kept of one run's output (its first and last MiB)
 SHARED_RECORD_READER = "/opt/mysimbdp/lib/mysimbdp/csvrecords.py"
 MAX_OUTPUT_ENTRIES = 10_000  # files and folders a run may leave in its output folder
 MAX_OUTPUT_DEPTH = 8  # and how deep

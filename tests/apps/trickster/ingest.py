@@ -60,3 +60,16 @@ elif trick == "longline":  # a rejects file that is one 100 MB line
 elif trick == "errorresult":  # the app says in its result why it could not ingest the file
     with open(result, "w") as fh:
         json.dump({"rows_ingested": 0, "rows_rejected": 0, "error": "\x1b[31mno such\x07 table\n"}, fh)
+elif trick == "unlinked":  # bytes in a file with no name any more: invisible to a walk over the folder
+    fh = open(os.path.join(out, "hidden"), "wb")
+    os.unlink(os.path.join(out, "hidden"))
+    written = 0
+    try:
+        while written < 1500 << 20:
+            fh.write(b"u" * (1 << 20))
+            fh.flush()
+            written += 1 << 20
+    except OSError as exc:
+        raise SystemExit(f"stopped after {written >> 20} MiB: {exc.strerror}") from None
+    with open(result, "w") as fh2:
+        json.dump(good, fh2)
