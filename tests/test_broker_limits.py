@@ -105,3 +105,41 @@ def test_a_stopped_streams_queue_is_bounded_and_what_it_kept_is_ingested(
     assert res.returncode == 0
     assert wait_rows(cfg, t.name, "notes", kept + 500) == kept + 500
     bystander.check()
+
+
+def test_one_address_cannot_take_all_of_the_brokers_connections(platform):
+    """Connections that never log in cost the broker a file each: one address may hold 256 (the firewall
+    resets the rest), and the platform's own clients, at other addresses, still get in."""
+    import socket
+
+    from mysimbdp.services import mosquitto_broker
+
+    held, refused = [], 0
+    try:
+        for _ in range(300):
+            s = socket.socket()
+            s.settimeout(3)
+            try:
+                s.bind(("127.0.0.9", 0))
+                s.connect((platform.broker.host, platform.broker.port))
+                s.send(b"")
+                held.append(s)
+            except OSError:
+                refused += 1
+                s.close()
+            time.sleep(0.06)  # under the 20 new connections a second
+        time.sleep(0.5)
+        alive = 0
+        for s in held:  # a reset connection reads as closed
+            try:
+                s.setblocking(False)
+                alive += s.recv(1) != b""
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        assert alive <= 256 and refused + (len(held) - alive) >= 300 - 256, (alive, refused)
+        mosquitto_broker.connect_probe(platform)  # the platform itself, from 127.0.0.1, gets in
+    finally:
+        for s in held:
+            s.close()

@@ -142,3 +142,24 @@ def test_broker_keeps_tenants_to_their_own_prefix(platform, pair):
         cb.close()
         watcher.close()
         mosquitto_broker.remove_users(cfg, watcher_user)
+
+
+def test_a_tenant_role_cannot_set_table_options_that_hurt_the_shared_node(platform, make_tenant):
+    """Cassandra's guardrails (cassandra/cassandra.yaml.in): a table that flushed every millisecond with
+    compaction off made 1,600 SSTables (and as many open files) in 20 s. A tenant's role is refused both."""
+    from cassandra import InvalidRequest
+
+    from mysimbdp import db, tenants
+
+    t, _ = make_tenant()
+    s = db.connect(platform, tenants.cassandra_login(platform, t.name), t.name)
+    try:
+        for option in (
+            "memtable_flush_period_in_ms = 1",
+            "compaction = {'class': 'SizeTieredCompactionStrategy', 'enabled': 'false'}",
+        ):
+            with pytest.raises(InvalidRequest, match="Guardrail table_properties violated"):
+                s.execute(f"CREATE TABLE t (k int PRIMARY KEY) WITH {option}")
+        s.execute("CREATE TABLE t (k int PRIMARY KEY) WITH default_time_to_live = 100")  # what apps need stays
+    finally:
+        s.cluster.shutdown()

@@ -115,6 +115,71 @@ def ensure_firewall(cfg: Config) -> None:
     if _iptables("-C", "DOCKER-USER", *forward, check=False).returncode != 0:
         _iptables("-I", "DOCKER-USER", "1", *forward)
     _forward_cassandra(cfg)
+    _limit_broker(cfg)
+
+
+def limit_rules(cfg: Config) -> list[list[str]]:
+    """The rules of MYSIMBDP-<BRIDGE>-LIMITS, on every interface: from one address, at most 256 open
+    connections to the broker, and 20 new ones a second (bursts of 200). Mosquitto 2.0 bounds neither, and
+    checks a password per connection: without these, one address could use up its connections, or guess
+    passwords as fast as the broker hashes them. (Cassandra bounds its own: 256 per address.)"""
+    ports = ",".join(str(p) for p in sorted({cfg.broker.port, cfg.broker.sandbox_port}))
+    name = f"{chain(cfg)}-LIM"
+    return [
+        [
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            ports,
+            "--syn",
+            "-m",
+            "connlimit",
+            "--connlimit-above",
+            "256",
+            "--connlimit-mask",
+            "32",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+        [
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            ports,
+            "--syn",
+            "-m",
+            "hashlimit",
+            "--hashlimit-above",
+            "20/sec",
+            "--hashlimit-burst",
+            "200",
+            "--hashlimit-mode",
+            "srcip",
+            "--hashlimit-name",
+            name.lower(),
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    ]
+
+
+def _limit_broker(cfg: Config) -> None:
+    name = f"{chain(cfg)}-LIMITS"
+    if _iptables("-n", "-L", name, check=False).returncode != 0:
+        _iptables("-N", name)
+    _iptables("-F", name)
+    for rule in limit_rules(cfg):
+        _iptables("-A", name, *rule)
+    if _iptables("-C", "INPUT", "-j", name, check=False).returncode != 0:
+        _iptables("-I", "INPUT", "1", "-j", name)  # before the sandbox chain, which accepts the broker's port
 
 
 def _forwards_cassandra(cfg: Config) -> bool:
@@ -158,6 +223,10 @@ def firewall_ok(cfg: Config) -> bool:
     if listed.returncode != 0:
         return False
     have = [line.split()[2:] for line in listed.stdout.splitlines() if line.startswith("-A ")]
+    if _iptables("-C", "INPUT", "-j", f"{name}-LIMITS", check=False).returncode != 0 or any(
+        _iptables("-C", f"{name}-LIMITS", *r, check=False).returncode != 0 for r in limit_rules(cfg)
+    ):
+        return False
     if _forwards_cassandra(cfg):
         nat = f"{name}-NAT"
         if _iptables("-t", "nat", "-C", "PREROUTING", "-i", bridge, "-j", nat, check=False).returncode != 0 or any(
@@ -193,6 +262,10 @@ def remove(cfg: Config, client: docker.DockerClient) -> None:
         pass
     _iptables("-F", name, check=False)
     _iptables("-X", name, check=False)
+    while _iptables("-D", "INPUT", "-j", f"{name}-LIMITS", check=False).returncode == 0:
+        pass
+    _iptables("-F", f"{name}-LIMITS", check=False)
+    _iptables("-X", f"{name}-LIMITS", check=False)
     while _iptables("-t", "nat", "-D", "PREROUTING", "-i", bridge, "-j", f"{name}-NAT", check=False).returncode == 0:
         pass
     _iptables("-t", "nat", "-F", f"{name}-NAT", check=False)

@@ -184,6 +184,7 @@ def start(cfg: Config, timeout: float = 240.0) -> str:
         java=True,
         oom_score_adj=-500,
         stop_timeout=60,
+        nofile=100_000,  # tenants' connections and tables cost files; 20,000 proved reachable
     )
     t0 = time.monotonic()
     if not wait_until(lambda: port_open("127.0.0.1", cfg.cassandra.port), timeout, 0.5, abort=d.exited_early):

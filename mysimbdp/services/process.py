@@ -65,6 +65,7 @@ class Daemon:
         java: bool = False,
         oom_score_adj: int = 0,
         stop_timeout: float = 30.0,
+        nofile: int = 0,
     ) -> int:
         """Have the supervisor run ``argv`` (and run it again whenever it dies), with at most ``memory`` bytes
         (0: no cap); its output goes to the log. Return its pid."""
@@ -82,6 +83,7 @@ class Daemon:
             java=java,
             oom_score_adj=oom_score_adj,
             stop_timeout=stop_timeout,
+            nofile=nofile,
             want="up",
         )
         st = supervisor.request(self.home, program)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .. import bounded
@@ -56,6 +57,7 @@ class Program:
     memory: int = 0  # bytes; 0: no cap
     java: bool = False
     oom_score_adj: int = 0
+    nofile: int = 0  # open files it may have (0: as inherited)
     stop_timeout: float = 30.0
     want: str = "up"  # up | down
     request: str = ""  # a fresh id for each start asked for: the supervisor acts on it at once
@@ -99,16 +101,22 @@ def _pid_in(pid_file: Path, match: str) -> int | None:
 
 def read_state(home: Path, name: str) -> State:
     try:
-        return State(**json.loads((_dir(home) / f"{name}.state.json").read_text()))
+        return _known(State, json.loads((_dir(home) / f"{name}.state.json").read_text()))
     except (OSError, ValueError, TypeError):
         return State()
 
 
 def _read_program(path: Path) -> Program | None:
     try:
-        return Program(**json.loads(path.read_text()))
+        return _known(Program, json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _known(cls, data: dict):
+    """``cls`` from ``data``, leaving out keys it does not know (written by a newer or older version)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def daemon(home: Path) -> Daemon:
@@ -272,6 +280,11 @@ class Supervisor:
                 return
         self.children[proc.pid] = proc
         st.memory_cap = cap.apply(proc.pid, java=p.java)
+        if p.nofile:
+            try:
+                resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (p.nofile, p.nofile))
+            except (OSError, ValueError) as exc:
+                log.info("%s: its open-file limit stays as inherited (%s)", p.name, exc)
         set_oom_score_adj(proc.pid, p.oom_score_adj)
         Path(p.pid_file).write_text(f"{proc.pid}\n")
         restart = st.request_done == p.request
