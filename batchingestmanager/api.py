@@ -40,21 +40,25 @@ bp = Blueprint("batch", __name__)
 
 
 MANAGER_SILENCE = 15  # seconds without a heartbeat of the batch manager before uploads are refused
-BODY_IDLE_SECONDS = 30  # an upload body may pause this long between two reads, no longer
+BODY_IDLE_SECONDS = 30  # an upload body must bring BODY_PIECE bytes this often
+BODY_PIECE = 64 * 1024
 
 
 class _Body:
-    """The request body as a plain stream: a client that goes away (or stops sending for BODY_IDLE_SECONDS)
-    is an OSError here. Every read that brings bytes gives the request BODY_IDLE_SECONDS more."""
+    """The request body as a plain stream, read BODY_PIECE at a time: each piece that arrives gives the
+    request BODY_IDLE_SECONDS more (so a client must send a piece that often). A client that goes away, or
+    a body gunicorn cannot parse (bad chunks), is an OSError here."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
 
     def read(self, n: int) -> bytes:
         try:
-            data = self.stream.read(n)
+            data = self.stream.read(min(n, BODY_PIECE))
         except ClientDisconnected as exc:
             raise OSError("client disconnected") from exc
+        except Exception as exc:  # noqa: BLE001 - gunicorn's parse errors of a chunked body
+            raise OSError(f"the body cannot be read: {type(exc).__name__}") from exc
         web.extend_deadline(BODY_IDLE_SECONDS)
         return data
 

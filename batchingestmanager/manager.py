@@ -280,7 +280,12 @@ class Manager:
                     self._enqueue_staged(path)
         finally:
             observer.stop()
-            log.info("stopping: waiting for running jobs")
+            log.info("stopping: ending the runs in progress (their jobs run again at the next start)")
+            try:  # a run may have minutes to go: end it, so that stopping is not taken for a crash
+                for c in self.runner.runtime.list(kind="batch"):
+                    self.runner.runtime.stop(c.name, timeout=2)
+            except Exception:  # noqa: BLE001 - the engine away: the runs end with it
+                log.warning("could not end the runs in progress", exc_info=True)
             self.pool.shutdown(wait=True)
             self.sessions.close()
 

@@ -278,6 +278,8 @@ class JobRunner:
 
     def _run_failure(self, r: RunResult) -> Verdict | None:
         """What went wrong with the run as a whole (None: the app exited normally)."""
+        if self.stopping() and not r.ok:  # stopped by the manager's own stop: not the app's doing
+            return Verdict(JobStatus.RETRYING, "the batch manager was stopped while the app ran")
         if r.exit_code == EXIT_TEMPORARY and not (r.timed_out or r.oom_killed or r.output_exceeded):
             return Verdict(JobStatus.RETRYING, "the app reported the infrastructure unavailable (exit 75)")
         if not r.ok and not self.cassandra_ok():

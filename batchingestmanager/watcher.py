@@ -82,10 +82,13 @@ def scan(root: Path) -> list[StagedFile]:
     if not root.exists():
         return found
     for tenant_dir in sorted(root.iterdir()):
-        if not tenant_dir.is_dir():
+        try:  # a file may be claimed, a folder deleted with its tenant, while this looks
+            if not tenant_dir.is_dir():
+                continue
+            for f in tenant_dir.iterdir():
+                hit = staged_file(root, f)
+                if hit and f.is_file():
+                    found.append((f.stat().st_mtime, hit))
+        except OSError:
             continue
-        for f in tenant_dir.iterdir():
-            hit = staged_file(root, f)
-            if hit and f.is_file():
-                found.append((f.stat().st_mtime, hit))
     return [hit for _, hit in sorted(found, key=lambda x: x[0])]

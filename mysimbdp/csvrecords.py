@@ -118,7 +118,8 @@ def record_ends(fh: BinaryIO, start: int = 0, delimiter: bytes = b",") -> Iterat
 
 def records(fh: BinaryIO, delimiter: bytes = b",", max_bytes: int | None = None) -> Iterator[tuple[int, bytes | None]]:
     """(line feeds before it + 1, the record's bytes without its final line break) for each record; a
-    record longer than ``max_bytes`` comes as None and is never held in memory whole."""
+    record longer than ``max_bytes`` comes as None and is not gathered (one of its lines is read at a time;
+    the publisher runs on the tenant's own machine, over the tenant's own file)."""
     number, start_line, size = 0, 1, 0
     held: list[bytes] = []
     for line, ends, _ in _scan(fh, delimiter, True):

@@ -76,7 +76,7 @@ class ContentChecker:
             raise self._bad("has a header row but no data rows")
 
     def _check_jsonl(self, text: str, truncated: bool) -> None:
-        lines = text.splitlines()
+        lines = text.split("\n")  # not splitlines(): U+2028 and friends may stand in a JSON string
         if truncated and lines:
             lines = lines[:-1]
         good = 0

@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.exceptions import HTTPException
 
 from . import auth, bounded, config, db
 from .daemon import setup_logging  # noqa: F401 - the APIs' entry points log like the daemons
@@ -105,7 +105,6 @@ def send_file_idle(path, *, mimetype: str, download_name: str, idle: float = 30.
     return Response(
         blocks(),
         mimetype=mimetype,
-        direct_passthrough=True,
         headers={"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{download_name}"'},
     )
 
@@ -128,7 +127,7 @@ def json_body(*, required: bool = True) -> object:
             if not chunk:
                 break
             data += chunk
-    except (ClientDisconnected, OSError):
+    except Exception:  # noqa: BLE001 - a client that went away, or a body gunicorn cannot parse (bad chunks)
         if time.monotonic() - started >= BODY_SECONDS - 1:
             raise RequestTimeout(f"the body did not arrive within {BODY_SECONDS:.0f}s") from None
         raise TenantError("the body ended early", code="body_ended_early") from None
@@ -226,8 +225,10 @@ def create_api(
     def count_until_sent(resp):
         # a request counts against its tenant until its answer is sent, streamed downloads included
         name = g.pop("counted", None)
-        if name is not None:
+        if name is not None and resp.is_streamed:
             resp.call_on_close(lambda: backend.directory.logout(name))
+        elif name is not None:
+            backend.directory.logout(name)
         return resp
 
     @app.teardown_request
@@ -341,7 +342,7 @@ def _guarded_worker(threads: int):
     most ``threads - 2`` requests of one client address served at once (two threads stay for the others)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gunicorn.workers.gthread import TConn, ThreadWorker
+    from gunicorn.workers.gthread import ThreadWorker
 
     per_address = max(2, threads - 2)
     lock = threading.Lock()
@@ -349,7 +350,15 @@ def _guarded_worker(threads: int):
     # gunicorn closes a connection "gracefully" (up to 2 s draining what the client still sends) on the
     # thread that accepts all connections: a client that keeps sending would stall everyone. Closing
     # happens here instead, off that thread.
-    closer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="close")
+    closer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="close")
+
+    def close(sock, graceful: bool) -> None:  # a short linger: a client that keeps sending is not waited for
+        from gunicorn import util
+
+        if graceful:
+            util.close_graceful(sock, timeout=0.25)
+        else:
+            util.close(sock)
 
     class GuardedWorker(ThreadWorker):
         def init_process(self):
@@ -357,7 +366,7 @@ def _guarded_worker(threads: int):
             super().init_process()
 
         def handle(self, conn):
-            conn.close = lambda graceful=False, _c=conn: closer.submit(TConn.close, _c, graceful)
+            conn.close = lambda graceful=False, _c=conn: closer.submit(close, _c.sock, graceful)
             addr = conn.client[0] if isinstance(conn.client, tuple) else str(conn.client)
             with lock:
                 if serving[addr] >= per_address:

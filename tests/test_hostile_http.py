@@ -176,3 +176,29 @@ def test_a_json_lines_file_nested_too_deep_is_refused_not_a_500(platform, batch_
     assert r.status_code == 422 and r.json()["code"] == "constraint_violation", r.text
     assert "line 2 is not a JSON object" in r.json()["error"]
     bystander.check()
+
+
+def test_downloads_and_malformed_bodies_leave_the_tenant_its_requests(platform, batch_tenant):
+    """A download counts against its tenant while it is sent, and no longer after; a chunked body gunicorn
+    cannot parse is a 400, not a 500."""
+    t, pw, api = batch_tenant()
+    data = b"id,title,body,amount,at\n1,a,b,1,2024-01-01T00:00:00Z\nx,a,b,1,2024-01-01T00:00:00Z\n"
+    job = api.wait_job(api.put_file("d.csv", data).json()["job"]["job_id"])
+    for _ in range(3 * platform.batch.tenant_requests):
+        assert api.get(f"/v1/jobs/{job['job_id']}/rejects").status_code == 200
+        assert api.get(f"/v1/jobs/{job['job_id']}/log").status_code == 200
+    assert api.get("/v1/jobs").status_code == 200
+    r = api.post("/v1/uploads", json={"name": "c.csv", "size": 10, "sha256": "ab" * 32})
+    upload = r.json()["upload_id"]
+    got = answer(
+        raw(
+            platform.batch.port,
+            b"PATCH /v1/uploads/"
+            + upload.encode()
+            + b" HTTP/1.1\r\nHost: x\r\n"
+            + auth_header(t.name, pw)
+            + b"Upload-Offset: 0\r\nTransfer-Encoding: chunked\r\n"
+            + b"Connection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        )
+    )
+    assert got.startswith(b"HTTP/1.1 400"), got[:300]

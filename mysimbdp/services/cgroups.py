@@ -93,15 +93,6 @@ class MemoryCap:
                 continue
         return 0
 
-    def usage(self) -> int | None:
-        d = self._dir()
-        for name in ("memory.current", "memory.usage_in_bytes"):
-            try:
-                return int((d / name).read_text()) if d else None
-            except (OSError, ValueError):
-                continue
-        return None
-
 
 def set_oom_score_adj(pid: int, value: int) -> None:
     """How readily the kernel picks ``pid`` when the whole machine runs out of memory (-1000..1000)."""

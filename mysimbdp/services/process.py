@@ -34,7 +34,7 @@ class Daemon:
 
     @property
     def home(self) -> Path:
-        return self.run_dir.parent  # $MYSIMBDP_HOME/run
+        return self.run_dir.parent  # the state folder: run_dir is $MYSIMBDP_HOME/run
 
     @property
     def pid_file(self) -> Path:

@@ -161,11 +161,6 @@ def request(home: Path, program: Program, timeout: float = 20.0) -> State:
         time.sleep(0.05)
 
 
-def wanted_down(home: Path, name: str) -> bool:
-    p = _read_program(_dir(home) / f"{name}.json")
-    return p is not None and p.want == "down"
-
-
 # --- the supervisor process ---------------------------------------------------------------------------------
 
 
@@ -315,7 +310,11 @@ class Supervisor:
         Path(p.pid_file).unlink(missing_ok=True)
         if p.want == "up":
             st.restarts += 1
-            quick = sum(1 for d in st.deaths[-5:] if d["ran_seconds"] < STABLE)
+            quick = 0  # deaths in a row, each within STABLE seconds of its start
+            for d in reversed(st.deaths):
+                if d["ran_seconds"] >= STABLE:
+                    break
+                quick += 1
             delay = 0.0 if ran >= STABLE else min(2 ** (quick - 1), MAX_BACKOFF)
             self.next_start[p.name] = now + delay
             log.error(

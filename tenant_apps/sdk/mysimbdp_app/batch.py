@@ -168,14 +168,10 @@ def run_batch(
     ctx = ctx or Context.from_env()
     opts = _Options(transform, concurrency, batch_rows, retry_for)
     procs = processes or cpus()
-    try:
-        session = store.connect(ctx, retry_for=retry_for)
-    except TemporaryFailure as exc:
-        print(f"Cassandra unavailable, the platform will retry: {exc}", file=sys.stderr)
-        return EXIT_TEMPORARY
+    session = _Session(ctx, retry_for)
     try:
         try:
-            store.execute_with_retry(session, table.create_cql(ctx.keyspace), retry_for=retry_for)
+            store.execute_with_retry(session.get(), table.create_cql(ctx.keyspace), retry_for=retry_for)
         except TemporaryFailure as exc:
             print(f"Cassandra unavailable, the platform will retry: {exc}", file=sys.stderr)
             return EXIT_TEMPORARY
@@ -187,17 +183,35 @@ def run_batch(
                 return status  # the files without a result are run again later
         return EXIT_OK
     finally:
-        session.cluster.shutdown()
+        session.close()
 
 
-def _one_file(ctx: Context, table: Table, opts: _Options, procs: int, session, *, alone: bool) -> int:
+class _Session:
+    """The run's one Cassandra session, made when first needed and closed before the run forks worker
+    processes (the driver's threads must not be copied into a child half-way through something)."""
+
+    def __init__(self, ctx: Context, retry_for: float) -> None:
+        self.ctx, self.retry_for, self._session = ctx, retry_for, None
+
+    def get(self):
+        if self._session is None:
+            self._session = store.connect(self.ctx, retry_for=self.retry_for)
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.cluster.shutdown()
+            self._session = None
+
+
+def _one_file(ctx: Context, table: Table, opts: _Options, procs: int, session: _Session, *, alone: bool) -> int:
     """Ingest ``ctx.input_file`` and write its result; the exit status it calls for."""
     t0 = time.monotonic()
     path = ctx.input_file or ""
     try:
         if path.lower().endswith(".jsonl"):
             header, records = _read_jsonl(path, table)
-            rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts, session)
+            rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts, session.get())
         else:
             header = csvrecords.read_header(path)
             if not header:
@@ -205,10 +219,11 @@ def _one_file(ctx: Context, table: Table, opts: _Options, procs: int, session, *
             table.converter(header)  # a bad header fails here, once
             parts = _csv_ranges(path, procs)
             if len(parts) > 1:
+                session.close()  # before forking
                 rows, rejected = _parallel(ctx, table, header, path, parts, opts)
             else:
                 records = csvrecords.read_range(path, parts[0]) if parts else iter(())
-                rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts, session)
+                rows, rejected = _ingest(ctx, table, header, records, ctx.rejects_path, opts, session.get())
         seconds = time.monotonic() - t0
         ctx.write_result(rows, rejected, seconds=round(seconds, 3), table=table.name)
         print(
