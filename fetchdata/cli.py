@@ -43,6 +43,7 @@ from .client import Client, ServerUnreachable
 from .progress import Bar
 
 DEFAULT_SERVER = "http://127.0.0.1:8801"
+MIN_RATE = 32 * 1024  # bytes a second: the upload API wants 1 MiB of a body every 60 s
 EXIT_FAILED = 1  # some file failed on its way
 EXIT_REFUSED = 4  # some files were refused by the constraints (not sent); the others were sent
 EXIT_ALL_REFUSED = 65  # nothing was sent: every file was refused by the constraints
@@ -89,6 +90,11 @@ def plan(path: Path, cons: constraints_mod.Constraints) -> Planned:
 
 
 def run(args) -> int:
+    if args.limit_rate is not None and args.limit_rate < MIN_RATE:
+        raise UsageError(
+            f"--limit-rate must be at least {MIN_RATE} bytes a second",
+            hint="the upload API cuts a body that brings less than 1 MiB a minute",
+        )
     folder = Path(args.dir)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", hint="use -d DIR")

@@ -84,6 +84,7 @@ class Authenticator:
         self._ok: _Bounded = _Bounded(MAX_KEYS)  # (user, tag) -> expiry
         self._fails: _Bounded = _Bounded(MAX_KEYS)  # (user, client) -> deque of failure times
         self._checking: set[str] = set()  # clients with a bcrypt check running
+        self._same: set[tuple[str, bytes]] = set()  # (user, password tag) being checked right now
         self._check_done = threading.Condition(self._lock)
         self._checks = threading.BoundedSemaphore(checks)
 
@@ -143,6 +144,30 @@ class Authenticator:
                 self._checking.discard(client)
                 self._check_done.notify_all()
 
+    def _check_once(self, username: str, tag: bytes, password: str, stored: str | None, client: str) -> bool:
+        """bcrypt, once for all the requests that bring the same password at the same moment (ten clients of
+        one tenant starting together cost one check, not ten in a row)."""
+        key = (username, tag)
+        with self._check_done:
+            while key in self._same:
+                if not self._check_done.wait(self.wait_for_check):
+                    break
+            expiry = self._ok.get(key)
+            if stored and expiry and expiry > time.monotonic():
+                return True  # the check that was going on said yes
+            self._same.add(key)
+        ok = False
+        try:
+            ok = self._bcrypt(password, stored or _DUMMY_HASH, client) and bool(stored)
+            return ok
+        finally:
+            with self._check_done:
+                if ok:  # remembered before the others waiting for this check look
+                    self._ok.touch(key, 0)
+                    self._ok[key] = time.monotonic() + self.cache_seconds
+                self._same.discard(key)
+                self._check_done.notify_all()
+
     # --- the login ------------------------------------------------------------------------------------
     def authenticate(self, username: str | None, password: str | None, client: str = "?") -> Principal:
         if username is None or password is None:
@@ -166,13 +191,10 @@ class Authenticator:
             if expiry and expiry > now:
                 return Principal(username)
         self._check_lockout(username, client, now)
-        ok = self._bcrypt(password, stored or _DUMMY_HASH, client) and bool(stored)
+        ok = self._check_once(username, tag, password, stored, client)
         if not ok:
             self._failed(username, client, time.monotonic())
             raise AuthenticationFailed("wrong user name or password")
-        with self._lock:
-            self._ok.touch((username, tag), 0)
-            self._ok[(username, tag)] = now + self.cache_seconds
         return Principal(username)
 
 

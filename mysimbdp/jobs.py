@@ -147,9 +147,13 @@ class JobStore:
             raise NotFound(f"no job {job_id!s} for tenant {tenant}")
         return _from_row(row)
 
-    def list(self, tenant: str, *, status: str | None = None, limit: int = 100, months: int = 13) -> list[Job]:
+    def list(
+        self, tenant: str, *, status: str | None = None, limit: int = 100, since: datetime | None = None
+    ) -> list[Job]:
+        """The tenant's jobs, newest first, from the month of ``since`` (the tenant's creation: nothing is
+        older) or the last 13 months."""
         out: list[Job] = []
-        for bucket in _recent_buckets(months):
+        for bucket in reversed(months_since(since)):
             for row in self.session.execute(self._page, (names.tenant(tenant), bucket)):
                 if status is None or row.status == status:
                     out.append(_from_row(row))
@@ -208,10 +212,11 @@ def _buckets_between(start: datetime, end: datetime) -> list[str]:
 
 
 def months_since(start: datetime | None) -> list[str]:
-    """Every yyyy-mm bucket from ``start``'s month to this one (13 months when ``start`` is unknown)."""
+    """Every yyyy-mm bucket from ``start``'s month to this one, oldest first (the last 13 months when
+    ``start`` is unknown)."""
     now = datetime.now(timezone.utc)
     if start is None:
-        return list(_recent_buckets(13))
+        return list(reversed(list(_recent_buckets(13))))
     start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
     return _buckets_between(start, now)
 

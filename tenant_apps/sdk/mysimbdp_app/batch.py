@@ -91,7 +91,7 @@ def _ingest(
     if own:
         session = store.connect(ctx, retry_for=opts.retry_for)
     try:
-        insert = session.prepare(table.insert_cql(ctx.keyspace))
+        insert = store.prepared(session, table.insert_cql(ctx.keyspace))
         convert = table.converter(header)
         rejects = RejectsFile(rejects_path, header)
         writer = store.Writer(
@@ -177,13 +177,54 @@ def run_batch(
             return EXIT_TEMPORARY
         if not ctx.jobs:
             return _one_file(ctx, table, opts, procs, session, alone=True)
-        for job in ctx.jobs:
-            status = _one_file(ctx.for_job(job), table, opts, procs, session, alone=False)
-            if status == EXIT_TEMPORARY:
-                return status  # the files without a result are run again later
-        return EXIT_OK
+        if procs > 1 and len(ctx.jobs) > 1:  # the files shared out over the CPUs the sandbox grants
+            session.close()  # before forking
+            return _pack_in_processes(ctx, table, opts, procs, retry_for)
+        return _pack(ctx, ctx.jobs, table, opts, procs, session)
     finally:
         session.close()
+
+
+def _pack(ctx: Context, jobs, table: Table, opts: _Options, procs: int, session: "_Session") -> int:
+    """Each file of ``jobs`` in turn, on one session; 75 as soon as Cassandra is away (the files without a
+    result run again later)."""
+    for job in jobs:
+        if _one_file(ctx.for_job(job), table, opts, procs, session, alone=False) == EXIT_TEMPORARY:
+            return EXIT_TEMPORARY
+    return EXIT_OK
+
+
+def _pack_worker(ctx, table, opts, jobs, retry_for, out) -> None:
+    session = _Session(ctx, retry_for)
+    try:
+        out.send(_pack(ctx, jobs, table, opts, 1, session))
+    except BaseException as exc:  # noqa: BLE001 - the parent decides
+        print(f"a worker stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+        out.send(EXIT_FAILED)
+    finally:
+        session.close()
+        out.close()
+
+
+def _pack_in_processes(ctx: Context, table: Table, opts: _Options, procs: int, retry_for: float) -> int:
+    mp = multiprocessing.get_context("fork")
+    workers = []
+    for k in range(min(procs, len(ctx.jobs))):
+        recv, send = mp.Pipe(duplex=False)
+        p = mp.Process(target=_pack_worker, args=(ctx, table, opts, ctx.jobs[k::procs], retry_for, send))
+        p.start()
+        send.close()
+        workers.append((p, recv))
+    statuses = []
+    for p, recv in workers:
+        try:
+            statuses.append(recv.recv())
+        except EOFError:
+            statuses.append(EXIT_FAILED)  # its files without a result run again, alone
+        p.join()
+    if EXIT_TEMPORARY in statuses:
+        return EXIT_TEMPORARY
+    return EXIT_FAILED if EXIT_FAILED in statuses else EXIT_OK
 
 
 class _Session:

@@ -79,6 +79,14 @@ def connect(ctx: Context, retry_for: float = 60.0) -> Session:
             delay = min(delay * 2, 5.0)
 
 
+def prepared(session: Session, cql: str) -> PreparedStatement:
+    """``session.prepare(cql)``, once per session (a run of many small files prepares its insert once)."""
+    cache = session.__dict__.setdefault("_mysimbdp_prepared", {})
+    if cql not in cache:
+        cache[cql] = session.prepare(cql)
+    return cache[cql]
+
+
 def execute_with_retry(session: Session, statement, params=None, retry_for: float = 60.0):
     deadline = time.monotonic() + retry_for
     delay = 0.2
