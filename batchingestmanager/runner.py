@@ -433,7 +433,7 @@ def _job_id_of(name: str) -> uuid.UUID | None:
 
 def _read_int(path: Path) -> int:
     try:
-        return int(path.read_text().strip() or 0)
+        return int(path.read_text().strip() or 0)  # bounded: written by the manager
     except (OSError, ValueError):
         return 0
 

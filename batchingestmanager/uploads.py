@@ -95,7 +95,7 @@ class Uploads:
         now = time.time()
         for meta in self._dir(tenant).glob("*.json"):
             try:
-                s = Session(**json.loads(meta.read_text()))
+                s = Session(**json.loads(meta.read_text()))  # bounded: written by this API (a checked name, numbers)
             except (OSError, ValueError, TypeError):
                 continue
             if now - s.created > SESSION_TTL:  # abandoned: forget it
@@ -120,7 +120,7 @@ class Uploads:
         if not _ID.fullmatch(upload_id or ""):
             raise NotFound(f"no upload {upload_id!r}")
         try:
-            s = Session(**json.loads(self._meta(tenant, upload_id).read_text()))
+            s = Session(**json.loads(self._meta(tenant, upload_id).read_text()))  # bounded: as above
         except (OSError, ValueError, TypeError):
             raise NotFound(f"no upload {upload_id!r}") from None
         part = self._part(s)

@@ -100,22 +100,29 @@ def firewall_rules(cfg: Config) -> list[list[str]]:
     return rules
 
 
+def _chain(table: str, name: str, rules: list[list[str]], hook: str, *match: str) -> None:
+    """Make chain ``name`` of ``table`` hold exactly ``rules``, and jump to it first from ``hook``."""
+    t = ("-t", table)
+    if _iptables(*t, "-n", "-L", name, check=False).returncode != 0:
+        _iptables(*t, "-N", name)
+    _iptables(*t, "-F", name)
+    for rule in rules:
+        _iptables(*t, "-A", name, *rule)
+    if _iptables(*t, "-C", hook, *match, "-j", name, check=False).returncode != 0:
+        _iptables(*t, "-I", hook, "1", *match, "-j", name)
+
+
 def ensure_firewall(cfg: Config) -> None:
     bridge, name = cfg.sandbox.bridge, chain(cfg)
-    if _iptables("-n", "-L", name, check=False).returncode != 0:
-        _iptables("-N", name)
-    _iptables("-F", name)
-    for rule in firewall_rules(cfg):
-        _iptables("-A", name, *rule)
-    if _iptables("-C", "INPUT", "-i", bridge, "-j", name, check=False).returncode != 0:
-        _iptables("-I", "INPUT", "1", "-i", bridge, "-j", name)
+    _chain("filter", name, firewall_rules(cfg), "INPUT", "-i", bridge)
     if _iptables("-n", "-L", "DOCKER-USER", check=False).returncode != 0:
         _iptables("-N", "DOCKER-USER")
     forward = ["-i", bridge, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]
     if _iptables("-C", "DOCKER-USER", *forward, check=False).returncode != 0:
         _iptables("-I", "DOCKER-USER", "1", *forward)
     _forward_cassandra(cfg)
-    _limit_broker(cfg)
+    # inserted last, so first on INPUT: before the sandbox chain, which accepts the broker's port
+    _chain("filter", f"{name}-LIMITS", limit_rules(cfg), "INPUT")
 
 
 def limit_rules(cfg: Config) -> list[list[str]]:
@@ -124,62 +131,14 @@ def limit_rules(cfg: Config) -> list[list[str]]:
     checks a password per connection: without these, one address could use up its connections, or guess
     passwords as fast as the broker hashes them. (Cassandra bounds its own: 256 per address.)"""
     ports = ",".join(str(p) for p in sorted({cfg.broker.port, cfg.broker.sandbox_port}))
-    name = f"{chain(cfg)}-LIM"
-    return [
-        [
-            "-p",
-            "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-            ports,
-            "--syn",
-            "-m",
-            "connlimit",
-            "--connlimit-above",
-            "256",
-            "--connlimit-mask",
-            "32",
-            "-j",
-            "REJECT",
-            "--reject-with",
-            "tcp-reset",
-        ],
-        [
-            "-p",
-            "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-            ports,
-            "--syn",
-            "-m",
-            "hashlimit",
-            "--hashlimit-above",
-            "20/sec",
-            "--hashlimit-burst",
-            "200",
-            "--hashlimit-mode",
-            "srcip",
-            "--hashlimit-name",
-            name.lower(),
-            "-j",
-            "REJECT",
-            "--reject-with",
-            "tcp-reset",
-        ],
-    ]
-
-
-def _limit_broker(cfg: Config) -> None:
-    name = f"{chain(cfg)}-LIMITS"
-    if _iptables("-n", "-L", name, check=False).returncode != 0:
-        _iptables("-N", name)
-    _iptables("-F", name)
-    for rule in limit_rules(cfg):
-        _iptables("-A", name, *rule)
-    if _iptables("-C", "INPUT", "-j", name, check=False).returncode != 0:
-        _iptables("-I", "INPUT", "1", "-j", name)  # before the sandbox chain, which accepts the broker's port
+    new = "-p tcp -m multiport --dports {ports} --syn".format(ports=ports).split()
+    reset = "-j REJECT --reject-with tcp-reset".split()
+    too_many = "-m connlimit --connlimit-above 256 --connlimit-mask 32".split()
+    too_fast = (
+        "-m hashlimit --hashlimit-above 20/sec --hashlimit-burst 200 --hashlimit-mode srcip "
+        f"--hashlimit-name {chain(cfg).lower()}-lim"
+    ).split()
+    return [new + too_many + reset, new + too_fast + reset]
 
 
 def _forwards_cassandra(cfg: Config) -> bool:
@@ -203,14 +162,7 @@ def _route_localnet(cfg: Config) -> Path:
 def _forward_cassandra(cfg: Config) -> None:
     if not _forwards_cassandra(cfg):
         return
-    bridge, nat = cfg.sandbox.bridge, f"{chain(cfg)}-NAT"
-    if _iptables("-t", "nat", "-n", "-L", nat, check=False).returncode != 0:
-        _iptables("-t", "nat", "-N", nat)
-    _iptables("-t", "nat", "-F", nat)
-    for rule in nat_rules(cfg):
-        _iptables("-t", "nat", "-A", nat, *rule)
-    if _iptables("-t", "nat", "-C", "PREROUTING", "-i", bridge, "-j", nat, check=False).returncode != 0:
-        _iptables("-t", "nat", "-I", "PREROUTING", "1", "-i", bridge, "-j", nat)
+    _chain("nat", f"{chain(cfg)}-NAT", nat_rules(cfg), "PREROUTING", "-i", cfg.sandbox.bridge)
     try:  # let packets from this bridge be forwarded to a loopback address (on this bridge only)
         _route_localnet(cfg).write_text("1")
     except OSError as exc:

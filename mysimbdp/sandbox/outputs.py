@@ -55,7 +55,7 @@ def release_under(folder: Path) -> None:
     """Unmount every output tmpfs under ``folder`` (left by a manager that died, or a tenant deleted)."""
     prefix = str(folder.resolve()) + "/"
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()  # bounded: the kernel's
     except OSError:
         return
     points = [ln.split()[4] for ln in lines if len(ln.split()) > 4]
