@@ -128,15 +128,23 @@ def _count(host, port, user, password, topic, total, out, ready):
 
 
 def raw_broker(c, user, password, total, publishers) -> float:
+    from mysimbdp import broker, credentials
+    from mysimbdp.services import mosquitto_broker
+
     topic = f"tenants/{user}/in/raw"
+    # the subscriber reads as a stream app instance would (a tenant's own user may only publish)
+    reader, reader_pw = broker.instance_user(user, "s31"), credentials.generate_password()
+    mosquitto_broker.put_user(c, broker.app_instance_user(user, "s31", credentials.mosquitto_hash(reader_pw, 1000)))
+    mosquitto_broker.wait_for_login(c, reader, reader_pw)
     out, ready = mp.Queue(), mp.Event()
-    sub = mp.Process(target=_count, args=(c.broker.host, c.broker.port, user, password, topic, total, out, ready))
+    sub = mp.Process(target=_count, args=(c.broker.host, c.broker.port, reader, reader_pw, topic, total, out, ready))
     sub.start()
     ready.wait(10)
     time.sleep(0.5)
     pub = publish(c, user, password, topic, total, publishers)
     got = out.get(timeout=900)
     sub.join()
+    mosquitto_broker.remove_users(c, reader)
     assert got["received"] == total, (got, pub)
     return total / (got["last"] - pub["t0"])
 
