@@ -1,4 +1,8 @@
-"""The Docker engine: started if it is not running (by systemd where there is one, else directly)."""
+"""The Docker engine: started if it is not running (by systemd where there is one, else directly).
+
+The engine is the machine's service, not one of the platform's daemons: where there is no systemd the
+platform starts it once, detached, and does not supervise it (``mysimbdp up`` starts it again if it died).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def ping() -> bool:
         return False
 
 
-def start(cfg: Config, timeout: float = 60.0) -> str:
+def start(cfg: Config, timeout: float = 90.0) -> str:
     if ping():
         return "running"
     dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None)
@@ -40,15 +44,18 @@ def start(cfg: Config, timeout: float = 60.0) -> str:
     else:
         d = daemon(cfg)
         if not d.running():
-            d.start([dockerd])
+            d.spawn([dockerd])
     if not wait_until(ping, timeout, 0.3, abort=lambda: _ours_died(cfg)):
-        raise ServiceStartError("the Docker engine did not start:\n" + daemon(cfg).log_tail())
+        d = daemon(cfg)
+        why = "it exited" if _ours_died(cfg) else f"it did not answer within {timeout:.0f}s"
+        raise ServiceStartError(f"the Docker engine did not start ({why}); the end of {d.log_file}:\n" + d.log_tail())
     return "started"
 
 
 def _ours_died(cfg: Config) -> bool:
+    """True when the engine this platform started is gone (not merely still starting)."""
     d = daemon(cfg)
-    return d.pid_file.exists() and not d.running()
+    return d.pid_file.exists() and d.exited_early()
 
 
 def stop(cfg: Config) -> bool:

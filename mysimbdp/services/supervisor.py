@@ -1,6 +1,6 @@
-"""The supervisor: the one process that starts the platform's daemons (Cassandra, Mosquitto, the Docker engine
-when the platform runs it, the APIs and managers), restarts each one when it dies, records every death with
-its cause, caps each one's memory, and keeps their logs from growing without end.
+"""The supervisor: the one process that starts the platform's daemons (Cassandra, Mosquitto, the APIs and
+managers; not the Docker engine, which is the machine's service), restarts each one when it dies, records
+every death with its cause, caps each one's memory, and keeps their logs from growing without end.
 
 Clients (``mysimbdp up``, ``down``, the tests) never talk to it directly: :class:`~.process.Daemon` writes
 what it wants into ``$MYSIMBDP_HOME/run/supervised/<name>.json`` (the command, its memory cap, up or
@@ -89,6 +89,13 @@ def _write(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(data))
     os.replace(tmp, path)
+
+
+def _write_pid(pid_file: Path, pid: int) -> None:
+    """Atomically: a client polling the file never reads it empty."""
+    tmp = pid_file.with_name(f".{pid_file.name}.tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, pid_file)
 
 
 def _pid_in(pid_file: Path, match: str) -> int | None:
@@ -281,7 +288,7 @@ class Supervisor:
             except (OSError, ValueError) as exc:
                 log.info("%s: its open-file limit stays as inherited (%s)", p.name, exc)
         set_oom_score_adj(proc.pid, p.oom_score_adj)
-        Path(p.pid_file).write_text(f"{proc.pid}\n")
+        _write_pid(Path(p.pid_file), proc.pid)
         restart = st.request_done == p.request
         st.pid, st.started_at, st.error = proc.pid, time.time(), ""
         st.request_done = p.request
