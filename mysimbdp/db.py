@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cassandra import AuthenticationFailed as _CassAuthFailed
@@ -42,7 +42,14 @@ UNAVAILABLE = (
 @dataclass(frozen=True)
 class Login:
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a traceback or a log line
+
+
+def login_refused(exc: NoHostAvailable) -> bool:
+    """True when Cassandra was reached and refused the credentials. The driver gives the reasons per host
+    (a dict), or only the hosts it tried (a list) when no pool could be opened."""
+    reasons = exc.errors.values() if isinstance(exc.errors, dict) else ()
+    return any(isinstance(r, _CassAuthFailed) for r in reasons)
 
 
 def operator_secret_path(cfg: Config) -> Path:
@@ -92,8 +99,7 @@ def connect(cfg: Config, login: Login | None = None, keyspace: str | None = None
         return cluster.connect(keyspace)
     except NoHostAvailable as exc:
         cluster.shutdown()
-        reasons = list(exc.errors.values())
-        if any(isinstance(r, _CassAuthFailed) for r in reasons):
+        if login_refused(exc):
             raise CassandraUnavailable(f"Cassandra refused the login of role {login.username!r}") from None
         where = ",".join(cfg.cassandra.contact_points)
         raise CassandraUnavailable(

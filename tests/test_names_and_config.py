@@ -158,3 +158,16 @@ def test_secret_files_are_private(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
     assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_a_login_refused_is_told_from_a_node_not_reachable_and_a_password_is_never_printed():
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    from mysimbdp import db
+
+    assert db.login_refused(NoHostAvailable("no", {"127.0.0.1:9042": AuthenticationFailed("bad")}))
+    assert not db.login_refused(NoHostAvailable("no", {"127.0.0.1:9042": OSError("refused")}))
+    # when no pool could be opened the driver gives only the hosts it tried (seen while Cassandra restarts)
+    assert not db.login_refused(NoHostAvailable("Unable to connect to any servers using keyspace", ["127.0.0.1"]))
+    assert "s3cret" not in repr(db.Login("op", "s3cret"))

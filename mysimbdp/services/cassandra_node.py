@@ -152,11 +152,7 @@ def _can_login(cfg: Config, login: db.Login) -> bool | None:
         cluster.connect().execute("SELECT release_version FROM system.local")
         return True
     except NoHostAvailable as exc:
-        from cassandra import AuthenticationFailed
-
-        if any(isinstance(e, AuthenticationFailed) for e in exc.errors.values()):
-            return False
-        return None
+        return False if db.login_refused(exc) else None
     except Exception:  # noqa: BLE001 - still starting: treat any driver error as "not yet"
         return None
     finally:
