@@ -246,16 +246,19 @@ def stream_api(c, user, password, method, path, **kw):
 
 
 class Reports:
-    """Every report of a tenant's instances, as the tenant may read them (reports/<tenant>/#)."""
+    """Every report of a tenant's instances (reports/<tenant>/#), read as the stream controller reads them: a
+    tenant's own broker user may only publish."""
 
     def __init__(self, c, user, password) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
+        from mysimbdp.services import mosquitto_broker
+
         self.messages = 0
         self.first_message_at: dict[str, float] = {}
         self.cl = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-        self.cl.username_pw_set(user, password)
+        self.cl.username_pw_set(*mosquitto_broker.service_login(c))
         self.cl.on_message = self._on
         self.cl.connect(c.broker.host, c.broker.port)
         self.cl.subscribe(f"reports/{user}/#", qos=1)
