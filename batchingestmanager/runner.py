@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class JobRunner:
         self.cassandra_ok = cassandra_ok
         self.stopping = stopping
         self.instance = uuid.uuid4().hex  # this manager process, in the marks it leaves
+        self._rejects_lock = threading.Lock()  # the per-tenant count of kept rejects
 
     # --- claiming -------------------------------------------------------------------------------------
     def claim(self, staged: StagedFile) -> Claimed | None:
@@ -368,12 +370,13 @@ class JobRunner:
         ok = verdict.status == JobStatus.SUCCEEDED
         dest = (self.cfg.paths.archive if ok else self.cfg.paths.quarantine)(c.tenant) / str(c.job_id)
         dest.mkdir(parents=True, exist_ok=True)
-        rejects = c.dir / "out" / "rejects.csv"
-        if _keepable(rejects, self.cfg.sandbox.max_output_mb << 20):
-            shutil.move(str(rejects), dest / "rejects.csv")  # out of the run's tmpfs: a copy
-            job.rejects_path = str(dest / "rejects.csv")
+        note = self._keep_rejects(c, job, dest)
         if (c.dir / "run.log").exists():
             os.replace(c.dir / "run.log", dest / "run.log")
+            job.log_path = str(dest / "run.log")
+        if note:
+            with open(dest / "run.log", "a", encoding="utf-8") as fh:
+                fh.write(f"[mysimbdp] {note}\n")
             job.log_path = str(dest / "run.log")
         if c.input.exists():
             if ok and self.cfg.batch.after_success == "delete":
@@ -400,6 +403,38 @@ class JobRunner:
             job.rows_rejected,
             f" ({job.reason})" if job.reason else "",
         )
+
+    def _keep_rejects(self, c: Claimed, job: Job, dest: Path) -> str:
+        """Copy the app's rejects.csv out of the run's tmpfs (a new file of the platform's own, whatever the
+        app made of it), within the per-job and per-tenant bounds; return a note for the log when it was cut
+        or not kept."""
+        rejects = c.dir / "out" / "rejects.csv"
+        if not _keepable(rejects, self.cfg.sandbox.max_output_mb << 20):
+            return ""
+        with self._rejects_lock:
+            spent_file = self.cfg.paths.archive(c.tenant) / ".rejects-kept-bytes"
+            try:
+                spent = int(bounded.read_regular(spent_file, 32))  # written by this class only
+            except (OSError, ValueError):
+                spent = 0
+            left = (self.cfg.batch.max_rejects_kept_total_mb << 20) - spent
+            cap = min(self.cfg.batch.max_rejects_kept_mb << 20, left)
+            if cap <= 0:
+                return (
+                    f"rejects.csv not kept: the tenant's kept rejects reached "
+                    f"{self.cfg.batch.max_rejects_kept_total_mb} MiB"
+                )
+            try:
+                kept, whole = bounded.copy_head(rejects, dest / "rejects.csv", cap)
+            except OSError as exc:
+                log.warning("job %s: rejects.csv not kept: %s", c.key, exc)
+                return "rejects.csv not kept: it could not be read"
+            spent_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = spent_file.with_name(spent_file.name + ".tmp")
+            tmp.write_text(str(spent + kept))
+            os.replace(tmp, spent_file)
+        job.rejects_path = str(dest / "rejects.csv")
+        return "" if whole else f"rejects.csv kept only its first {kept} bytes (at most {cap >> 20} MiB are kept)"
 
     def give_up(self, c: Claimed, why: str) -> None:
         """End a job as failed that the platform cannot run (its own errors, or deaths of the manager)."""

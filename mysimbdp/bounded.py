@@ -68,6 +68,31 @@ def read_regular(path: Path, limit: int) -> bytes:
     return data
 
 
+def copy_head(src: Path, dst: Path, limit: int, mode: int = 0o640) -> tuple[int, bool]:
+    """Copy at most ``limit`` bytes of the regular file ``src`` into a new file ``dst`` with ``mode`` (never
+    the source's mode or owner: a tenant's file may be set-uid and world-writable). When ``src`` is larger,
+    the copy ends at its last whole line within ``limit``. Return (bytes kept, whether that is all of it)."""
+    with os.fdopen(open_regular(src), "rb") as fh:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        kept, last_newline = 0, 0
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)  # whatever the umask
+            while kept < limit:
+                block = fh.read(min(1 << 20, limit - kept))
+                if not block:
+                    return kept, True
+                out.write(block)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    last_newline = kept + nl + 1
+                kept += len(block)
+            whole = not fh.read(1)
+            if not whole:
+                out.truncate(last_newline)
+                kept = last_newline
+        return kept, whole
+
+
 def has_lines(path: Path, lines: int = 2, scan: int = 1 << 20) -> bool:
     """Whether a regular file has at least ``lines`` lines within its first ``scan`` bytes (a header and
     one row, say); False for anything that is not a regular file."""

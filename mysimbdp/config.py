@@ -89,6 +89,10 @@ class BatchSettings:
     auth_max_failures: int = 5  # failures (per client address or per user) before a lock-out
     auth_lockout: int = 60  # seconds
     tenant_requests: int = 8  # requests of one tenant in progress at once on one API (the rest get 429)
+    # rejected rows kept for the tenant: at most this much of one job's rejects.csv (its first lines), and
+    # of all its jobs together (after that a job's rejects are counted in its receipt but not kept)
+    max_rejects_kept_mb: int = 16
+    max_rejects_kept_total_mb: int = 1024
 
 
 @dataclass(frozen=True)

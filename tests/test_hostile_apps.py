@@ -51,6 +51,33 @@ def test_what_an_app_leaves_behind_fails_its_job_and_nothing_else(
     assert not cfg.paths.quarantine(t.name).exists()
 
 
+def test_kept_rejects_are_the_platforms_own_files_and_bounded(platform, batch_tenant, cfg):
+    """The rejects an app leaves are copied out of its tmpfs as a new file (never its set-uid, world-writable
+    mode), and at most max_rejects_kept_mb of them per job: a tiny upload must not leave 40 MiB behind."""
+    import stat
+
+    t, pw, api = batch_tenant(
+        "trickster", cons={**SAMPLE_CONSTRAINTS, "batch": {"max_concurrent_jobs": 1, "timeout_seconds": 60}}
+    )
+    data = b"id,title,body,amount,at\n1,a,b,1,2024-01-01T00:00:00Z\n"
+    job = api.wait_job(api.put_file("setuidrejects.csv", data).json()["job"]["job_id"], timeout=120)
+    assert job["status"] == "succeeded" and job["has_rejects"], job
+    kept = cfg.paths.archive(t.name) / job["job_id"] / "rejects.csv"
+    mode = kept.stat().st_mode
+    assert stat.S_IMODE(mode) == 0o640 and kept.stat().st_uid == os.geteuid(), oct(mode)
+    assert api.get(f"/v1/jobs/{job['job_id']}/rejects").text.splitlines() == ["line,reason", "2,bad"]
+
+    data = data.replace(b"1,a,b", b"2,a,b")  # (the same bytes again would be refused as a duplicate)
+    job = api.wait_job(api.put_file("bigrejects.csv", data).json()["job"]["job_id"], timeout=120)
+    assert job["status"] == "succeeded" and job["rows_rejected"] == 40000 and job["has_rejects"], job
+    kept = cfg.paths.archive(t.name) / job["job_id"] / "rejects.csv"
+    size = kept.stat().st_size
+    assert size <= cfg.batch.max_rejects_kept_mb << 20 and size > (cfg.batch.max_rejects_kept_mb - 1) << 20
+    assert kept.read_bytes().endswith(b"r\n")  # cut at a whole line
+    log = api.get(f"/v1/jobs/{job['job_id']}/log").text
+    assert f"rejects.csv kept only its first {size} bytes" in log
+
+
 def test_reports_cannot_make_the_stream_controller_deaf(platform, stream_tenant, bystander, cfg):
     from mysimbdp.services import managers
 

@@ -73,3 +73,18 @@ elif trick == "unlinked":  # bytes in a file with no name any more: invisible to
         raise SystemExit(f"stopped after {written >> 20} MiB: {exc.strerror}") from None
     with open(result, "w") as fh2:
         json.dump(good, fh2)
+elif trick == "setuidrejects":  # rejects that would be a set-uid, world-writable root file if copied as they are
+    p = os.path.join(out, "rejects.csv")
+    with open(p, "w") as fh:
+        fh.write("line,reason\n2,bad\n")
+    os.chmod(p, 0o6777)
+    with open(result, "w") as fh:
+        json.dump({"rows_ingested": 1, "rows_rejected": 1}, fh)
+elif trick == "bigrejects":  # 40 MiB of rejected rows from a 60-byte upload: kept whole, they would fill the disk
+    with open(os.path.join(out, "rejects.csv"), "w") as fh:
+        fh.write("line,reason\n")
+        row = "2," + "r" * 1000 + "\n"
+        for _ in range((40 << 20) // len(row)):
+            fh.write(row)
+    with open(result, "w") as fh:
+        json.dump({"rows_ingested": 1, "rows_rejected": 40000}, fh)
