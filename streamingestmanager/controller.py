@@ -110,7 +110,7 @@ class Controller:
             return
         try:
             report = parse_report(tenant, slot, payload)
-        except (ValueError, TenantError) as exc:
+        except (ValueError, ArithmeticError, TenantError) as exc:
             self._complain(key, now, f"a report was ignored: {exc}")
             return
         self.latest[key] = (now, report)

@@ -85,8 +85,8 @@ def parse_report(tenant: str, instance: str, payload: bytes) -> dict:
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or not low <= value <= high
+            or (isinstance(value, float) and not math.isfinite(value))
+            or not low <= value <= high  # exact for an int of any size (math.isfinite(10**400) overflows)
         ):
             raise TenantError(f"report field {key} is not a number from {low:g} to {high:g}")
         out[key] = int(value) if key in _COUNTS else value
