@@ -61,7 +61,8 @@ def stream(name: object) -> str:
 def safe_file_name(raw: object) -> str:
     """Normalise an uploaded file name, or refuse it.
 
-    Refused: empty names, absolute paths, any path component ('..', '/', '\\'), control characters,
+    Refused: empty names, absolute paths, any path component ('..', '/', '\\'), control characters and
+    line or paragraph separators (U+2028, U+2029: they split a log line for many readers),
     hidden files (leading '.'), names longer than 200 bytes. Unicode is normalised to NFC; spaces and
     other printable characters are kept, because a tenant will look for its file under its own name.
     """
@@ -72,8 +73,8 @@ def safe_file_name(raw: object) -> str:
         raise InvalidName(f"file name {raw!r} is an absolute path", hint="send the bare file name")
     if "/" in name or "\\" in name:
         raise InvalidName(f"file name {raw!r} contains a path", hint="send the bare file name")
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
-        raise InvalidName(f"file name {raw!r} contains control characters")
+    if any(unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp") for ch in name):
+        raise InvalidName(f"file name {raw!r} contains control characters or line breaks")
     if name in (".", "..") or name.startswith("."):
         raise InvalidName(f"file name {raw!r} is hidden or a relative path", hint="rename it without a leading '.'")
     if name != name.strip():

@@ -58,6 +58,8 @@ def test_valid_tenant_names(good):
         "x\x00.csv",
         "x\n.csv",
         "x\x1b[31m.csv",
+        "line\u2028sep.csv",  # a line separator: many readers split the ingestion log there
+        "para\u2029sep.csv",
         " x.csv",
         "é" * 150,
     ],
