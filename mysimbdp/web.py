@@ -395,6 +395,21 @@ def _guarded_worker(threads: int):
     return GuardedWorker
 
 
+def _access_logger():
+    from gunicorn.glogging import Logger
+
+    class AccessLogger(Logger):
+        """gunicorn's logger, with every text field of the access log made printable and cut to 300
+        characters: the path is the client's, and its %0a, %1b or %00 would forge a line, colour a
+        terminal or make the log binary."""
+
+        def atoms(self, resp, req, environ, request_time):
+            atoms = super().atoms(resp, req, environ, request_time)
+            return {k: bounded.printable(v) if isinstance(v, str) else v for k, v in atoms.items()}
+
+    return AccessLogger
+
+
 def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, timeout: int = 60) -> None:
     """Serve a Flask app with gunicorn: one process, threads (request bodies stream, no buffering)."""
     from gunicorn.app.base import BaseApplication
@@ -413,6 +428,7 @@ def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, t
             # no user name (it comes from the client, newlines and terminal escapes included), no referer or
             # user agent: what the log says of a request is what the server decided
             self.cfg.set("access_log_format", '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
+            self.cfg.set("logger_class", _access_logger())
             self.cfg.set("limit_request_fields", 50)
             self.cfg.set("limit_request_field_size", 8190)
 

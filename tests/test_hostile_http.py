@@ -202,3 +202,22 @@ def test_downloads_and_malformed_bodies_leave_the_tenant_its_requests(platform, 
         )
     )
     assert got.startswith(b"HTTP/1.1 400"), got[:300]
+
+
+def test_a_path_cannot_forge_or_colour_a_line_of_the_access_log(platform, cfg):
+    """The access log records the path, which is the client's: %0a, %1b and %00 in it must not start a new
+    line, reach a terminal or make the log binary."""
+    marker = f"forged{time.monotonic_ns()}"
+    for port, log in ((cfg.batch.port, "batch-api.log"), (cfg.stream.port, "stream-api.log")):
+        path = f"/x%0a127.0.0.1%20[01/Jan/2026:00:00:00%20+0000]%20%22GET%20/{marker}%22%20200%1b%5b31m%00"
+        assert requests.get(f"http://127.0.0.1:{port}{path}", timeout=10).status_code == 404
+        deadline = time.monotonic() + 10
+        while True:
+            lines = (cfg.paths.logs / log).read_bytes()[-20000:].splitlines()
+            ours = [line for line in lines if marker.encode() in line]
+            if ours or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(ours) == 1, ours  # one line, the request's own
+        assert ours[0].startswith(b"127.0.0.1 [") and b'"GET /x127.0.0.1' in ours[0]
+        assert b"\x1b" not in ours[0] and b"\x00" not in ours[0]
