@@ -55,3 +55,23 @@ def test_rate_limit_forgets_old_keys_and_refills():
     for k in range(100):
         r.allow(k, now=1)
     assert len(r._buckets) == 10
+
+
+def test_copy_head_makes_a_new_file_of_its_own_mode_and_cuts_at_a_whole_line(tmp_path):
+    import stat
+
+    src = tmp_path / "rejects.csv"
+    src.write_bytes(b"line,reason\n" + b"2,xxxxxxxx\n" * 100)
+    src.chmod(0o6777)
+    kept, whole = bounded.copy_head(src, tmp_path / "all.csv", 1 << 20)
+    assert (kept, whole) == (src.stat().st_size, True)
+    assert stat.S_IMODE((tmp_path / "all.csv").stat().st_mode) == 0o640
+    kept, whole = bounded.copy_head(src, tmp_path / "head.csv", 50)  # 12 + 3 * 11 = 45 bytes of whole lines
+    assert (kept, whole) == (45, False) and (tmp_path / "head.csv").read_bytes().endswith(b"xx\n")
+    with pytest.raises(FileExistsError):  # never over a file that is there already (or a link planted there)
+        bounded.copy_head(src, tmp_path / "head.csv", 50)
+    os.symlink("/etc/hostname", tmp_path / "link.csv")
+    os.mkfifo(tmp_path / "fifo.csv")
+    for bad in ("link.csv", "fifo.csv"):  # not regular files: refused at once, the FIFO never blocks
+        with pytest.raises(OSError):
+            bounded.copy_head(tmp_path / bad, tmp_path / f"copy-{bad}", 50)
