@@ -374,9 +374,9 @@ class JobRunner:
         if (c.dir / "run.log").exists():
             os.replace(c.dir / "run.log", dest / "run.log")
             job.log_path = str(dest / "run.log")
-        if note:
+        if note:  # the log of a run of several files is one file linked into each: say which file
             with open(dest / "run.log", "a", encoding="utf-8") as fh:
-                fh.write(f"[mysimbdp] {note}\n")
+                fh.write(f"[mysimbdp] {bounded.printable(job.file_name)}: {note}\n")
             job.log_path = str(dest / "run.log")
         if c.input.exists():
             if ok and self.cfg.batch.after_success == "delete":
