@@ -37,6 +37,7 @@ from typing import Callable
 
 from mysimbdp import apps, bounded, contract, db, names
 from mysimbdp.config import Config
+from mysimbdp.daemon import write_atomic
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
 from mysimbdp.jobs import Job, JobStatus, JobStore, append_log, new_job_id
 from mysimbdp.retry import Stopped, backoff, retry
@@ -430,9 +431,7 @@ class JobRunner:
                 log.warning("job %s: rejects.csv not kept: %s", c.key, exc)
                 return "rejects.csv not kept: it could not be read"
             spent_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = spent_file.with_name(spent_file.name + ".tmp")
-            tmp.write_text(str(spent + kept))
-            os.replace(tmp, spent_file)
+            write_atomic(spent_file, str(spent + kept))
         job.rejects_path = str(dest / "rejects.csv")
         return "" if whole else f"rejects.csv kept only its first {kept} bytes (at most {cap >> 20} MiB are kept)"
 

@@ -113,18 +113,23 @@ def has_lines(path: Path, lines: int = 2, scan: int = 1 << 20) -> bool:
     return False
 
 
+def tail(path: Path, scan: int) -> bytes:
+    """The last ``scan`` bytes of a regular file (a log of any size is never read whole); OSError if it is
+    not one."""
+    with os.fdopen(open_regular(path), "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        fh.seek(max(0, size - scan))
+        return fh.read(scan)
+
+
 def last_line(path: Path | None, scan: int = 4096, width: int = 300) -> str:
     """The last non-empty line of a regular file, printable characters only, at most ``width`` of them."""
     if path is None:
         return ""
     try:
-        fd = open_regular(path)
+        text = tail(path, scan).decode("utf-8", "replace")
     except OSError:
         return ""
-    with os.fdopen(fd, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        fh.seek(max(0, size - scan))
-        text = fh.read(scan).decode("utf-8", "replace")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return printable(lines[-1] if lines else "", width)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import config as config_mod
+from .auth import MAX_PASSWORD
 from .errors import MysimbdpError, TenantError
 
 PROG = "mysimbdp"
@@ -31,9 +32,11 @@ def _print_json(data) -> None:
 def _read_password(args) -> str:
     if not args.password_stdin:
         raise TenantError("the password is read from standard input only", hint="pass --password-stdin")
-    line = sys.stdin.readline()
+    line = sys.stdin.readline(MAX_PASSWORD + 2)  # bounded: a password, not a stream
     if not line:
         raise TenantError("no password on standard input")
+    if len(line.rstrip("\r\n")) > MAX_PASSWORD:
+        raise TenantError(f"the password is longer than {MAX_PASSWORD} characters")
     return line.rstrip("\r\n")
 
 

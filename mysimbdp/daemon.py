@@ -44,12 +44,17 @@ def run_until_stopped(make: Callable[[config_mod.Config], Loop]) -> int:
     return 0
 
 
-def beat(path: Path) -> None:
-    """A daemon's heartbeat: the time its loop last went round, written atomically (a reader never sees an
-    empty file)."""
+def write_atomic(path: Path, text: str) -> None:
+    """A small state file of the platform's (a heartbeat, a pid, a count) written through a temporary file
+    and a rename, so that a reader never sees it empty or half-written."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{time.time():.3f}\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def beat(path: Path) -> None:
+    """A daemon's heartbeat: the time its loop last went round."""
+    write_atomic(path, f"{time.time():.3f}\n")
 
 
 def heartbeat_age(path: Path) -> float | None:

@@ -107,7 +107,7 @@ class Registry:
     def __init__(self, cfg: Config, session: Session) -> None:
         self.cfg = cfg
         self.session = session
-        ks = cfg.keyspace
+        ks = cfg.keyspace  # an identifier checked against config's keyspace pattern when it was loaded
         db.ensure_platform_schema(session, cfg)
         session.execute(f"CREATE TABLE IF NOT EXISTS {ks}.tenant_uids (uid int PRIMARY KEY, tenant text)")
         self._get = session.prepare(f"SELECT * FROM {ks}.tenants WHERE name = ?")
@@ -238,7 +238,7 @@ class Registry:
 
     def _provision_cassandra(self, name: str) -> None:
         """The tenant's keyspace, and a role that can use only that keyspace."""
-        ks = names.tenant(name)
+        ks = names.tenant(name)  # the strict tenant-name pattern: it reaches CQL as a keyspace and a role
         path = secret_path(self.cfg, name)
         fresh = not path.exists()
         if fresh:

@@ -30,11 +30,12 @@ DEFAULT_MIRROR_FILES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/e
 
 
 def recipe() -> dict:
-    return json.loads(RECIPE.read_text())
+    return json.loads(RECIPE.read_text())  # bounded: the project's own recipe
 
 
 def image_tag(cfg: Config) -> str:
-    digest = hashlib.sha256(RECIPE.read_bytes() + cfg.sandbox.debian_suite.encode()).hexdigest()[:12]
+    recipe_bytes = RECIPE.read_bytes()  # bounded: the project's own recipe
+    digest = hashlib.sha256(recipe_bytes + cfg.sandbox.debian_suite.encode()).hexdigest()[:12]
     return f"{cfg.sandbox.image}:{digest}"
 
 
@@ -51,7 +52,7 @@ def debian_mirror() -> str:
     for path in DEFAULT_MIRROR_FILES:
         if not path.exists():
             continue
-        text = path.read_text()
+        text = path.read_text()  # bounded: the machine's apt configuration, root's
         m = re.search(r"^URIs:\s*(\S+)", text, re.M) or re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", text, re.M)
         if m:
             return m.group(1)

@@ -186,7 +186,7 @@ def firewall_ok(cfg: Config) -> bool:
         ):
             return False
         try:
-            if _route_localnet(cfg).read_text().strip() != "1":
+            if _route_localnet(cfg).read_text().strip() != "1":  # bounded: a /proc/sys flag
                 return False
         except OSError:
             return False

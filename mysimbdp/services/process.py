@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .. import bounded
 from ..errors import ServiceStartError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Daemon:
     def pid(self) -> int | None:
         """The pid of the running process, or None."""
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid = int(self.pid_file.read_text().strip())  # bounded: a pid file the platform wrote
         except (OSError, ValueError):
             return None
         return pid if pid_alive(pid, self.match) else None
@@ -120,14 +121,14 @@ class Daemon:
         Right after the fork the child may not have exec'd its program yet, so only its existence counts.
         """
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid = int(self.pid_file.read_text().strip())  # bounded: a pid file the platform wrote
         except (OSError, ValueError):
             return True
         return not pid_alive(pid)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
-            data = self.log_file.read_bytes()[-20000:].decode("utf-8", "replace").splitlines()
+            data = bounded.tail(self.log_file, 20000).decode("utf-8", "replace").splitlines()
         except OSError:
             return ""
         return "\n".join(data[-lines:])

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .. import bounded
+from ..daemon import write_atomic
 from ..config import SOURCE_ROOT, Config
 from ..errors import ServiceStartError
 from .cgroups import MemoryCap, set_oom_score_adj
@@ -89,13 +90,6 @@ def _write(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps(data))
     os.replace(tmp, path)
-
-
-def _write_pid(pid_file: Path, pid: int) -> None:
-    """Atomically: a client polling the file never reads it empty."""
-    tmp = pid_file.with_name(f".{pid_file.name}.tmp")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, pid_file)
 
 
 def _pid_in(pid_file: Path, match: str) -> int | None:
@@ -288,7 +282,7 @@ class Supervisor:
             except (OSError, ValueError) as exc:
                 log.info("%s: its open-file limit stays as inherited (%s)", p.name, exc)
         set_oom_score_adj(proc.pid, p.oom_score_adj)
-        _write_pid(Path(p.pid_file), proc.pid)
+        write_atomic(Path(p.pid_file), f"{proc.pid}\n")  # a client polling it never reads it empty
         restart = st.request_done == p.request
         st.pid, st.started_at, st.error = proc.pid, time.time(), ""
         st.request_done = p.request
