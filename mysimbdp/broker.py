@@ -2,16 +2,21 @@
 
 Topic scheme (see docs/streaming.md):
 
-* ``tenants/<tenant>/in/<stream>``  - a tenant publishes one CSV line per message here (QoS 1);
-* ``reports/<tenant>/<instance>``   - each stream app instance publishes its timing reports here.
+* ``tenants/<tenant>/in/<stream>``    - one CSV record per message (any MQTT client, QoS 1);
+* ``tenants/<tenant>/batch/<stream>`` - envelopes of numbered records (``mysimbdp-publish``, :mod:`.inbox`);
+* ``confirm/<tenant>/<publisher>``    - the inbox writer confirms envelopes once they are in the inbox;
+* ``inbox/<tenant>/notify``, ``inbox/<tenant>/plan`` - the platform tells the tenant's instances that a
+  chunk was written, and which lanes each instance reads;
+* ``reports/<tenant>/<instance>``     - each stream app instance publishes its timing reports here.
 
 Users:
 
-* a tenant ``T`` (its own password): write ``tenants/T/in/#`` only (it reads its reports over HTTP; a
-  tenant that could read here could make the broker queue messages for sessions of its own);
-* a stream app instance ``app.T.<id>`` (generated password): read ``tenants/T/in/#``, write
-  ``reports/T/<id>`` only;
-* the platform's stream controller ``svc.streammgr``: read ``reports/#``.
+* a tenant ``T`` (its own password): write ``tenants/T/in/#`` and ``tenants/T/batch/#``, read
+  ``confirm/T/#`` (sent at QoS 0, which the broker never queues for an absent session);
+* a stream app instance ``app.T.<id>`` (generated password): read ``inbox/T/#``, write ``reports/T/<id>``
+  only: tenant code never subscribes to the data topics;
+* the platform's inbox writer ``svc.inbox``: read every tenant's data topics, write notices and
+  confirmations; the stream controller ``svc.streammgr``: read ``reports/#``, write the lane plans.
 
 The files Mosquitto reads, the reloads and the connection probes are in
 :mod:`mysimbdp.services.mosquitto_broker`.
@@ -25,12 +30,12 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import names
+from . import inbox, names
 from .errors import InvalidName
 
 STREAM_CONTROLLER_USER = "svc.streammgr"
+INBOX_WRITER_USER = "svc.inbox"
 _USER = re.compile(r"(svc\.[a-z]+|[a-z][a-z0-9_]{2,31}|app\.[a-z][a-z0-9_]{2,31}\.[a-z0-9]{1,32})")
-_GROUP = re.compile(r"g[0-9a-f]{24}")
 
 # --- topics ------------------------------------------------------------------------------------------
 
@@ -42,16 +47,39 @@ def data_topic(tenant: str, stream: str = "default") -> str:
     return f"tenants/{names.tenant(tenant)}/in/{names.stream(stream)}"
 
 
-def data_filter(tenant: str) -> str:
-    return f"tenants/{names.tenant(tenant)}/in/#"
+def batch_topic(tenant: str, stream: str = "default") -> str:
+    """Where ``mysimbdp-publish`` sends envelopes of numbered records (:mod:`.inbox`)."""
+    return f"tenants/{names.tenant(tenant)}/batch/{names.stream(stream)}"
 
 
-def shared_data_filter(tenant: str, group: str) -> str:
-    """The shared subscription all instances of one tenant join: the broker splits messages among them.
-    ``group`` is the tenant's secret group name (tenants.stream_group)."""
-    if not _GROUP.fullmatch(group):
-        raise InvalidName("bad stream group name")
-    return f"$share/{group}/{data_filter(tenant)}"
+INBOX_WRITER_FILTERS = ("tenants/+/in/+", "tenants/+/batch/+")  # what the inbox writer takes in
+
+
+def parse_data_topic(topic: str) -> tuple[str, bool, str]:
+    """(tenant, is an envelope, stream) of a data topic; InvalidName for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "tenants" or parts[2] not in ("in", "batch"):
+        raise InvalidName("not a data topic")
+    return names.tenant(parts[1]), parts[2] == "batch", names.stream(parts[3])
+
+
+def confirm_topic(tenant: str, publisher: str) -> str:
+    if not inbox.PUBLISHER_ID.fullmatch(publisher):
+        raise InvalidName("bad publisher id")
+    return f"confirm/{names.tenant(tenant)}/{publisher}"
+
+
+def instance_filter(tenant: str) -> str:
+    """What a tenant's instances subscribe to: the platform's notices about its inbox."""
+    return f"inbox/{names.tenant(tenant)}/#"
+
+
+def notify_topic(tenant: str) -> str:
+    return f"inbox/{names.tenant(tenant)}/notify"
+
+
+def plan_topic(tenant: str) -> str:
+    return f"inbox/{names.tenant(tenant)}/plan"
 
 
 def report_topic(tenant: str, instance: str) -> str:
@@ -105,7 +133,11 @@ class BrokerUser:
 
 def tenant_user(tenant: str, password_hash: str) -> BrokerUser:
     t = names.tenant(tenant)
-    return BrokerUser(t, password_hash, (f"topic write tenants/{t}/in/#",))
+    return BrokerUser(
+        t,
+        password_hash,
+        (f"topic write tenants/{t}/in/#", f"topic write tenants/{t}/batch/#", f"topic read confirm/{t}/#"),
+    )
 
 
 def app_instance_user(tenant: str, instance: str, password_hash: str) -> BrokerUser:
@@ -113,12 +145,23 @@ def app_instance_user(tenant: str, instance: str, password_hash: str) -> BrokerU
     return BrokerUser(
         instance_user(t, instance),
         password_hash,
-        (f"topic read tenants/{t}/in/#", f"topic write reports/{t}/{instance}"),
+        (f"topic read inbox/{t}/#", f"topic write reports/{t}/{instance}"),
     )
 
 
+_SERVICE_RIGHTS = {
+    STREAM_CONTROLLER_USER: ("topic read reports/#", "topic write inbox/+/plan"),
+    INBOX_WRITER_USER: (
+        "topic read tenants/+/in/+",
+        "topic read tenants/+/batch/+",
+        "topic write inbox/+/notify",
+        "topic write confirm/+/+",
+    ),
+}
+
+
 def service_user(name: str, password_hash: str) -> BrokerUser:
-    return BrokerUser(name, password_hash, ("topic read reports/#",))
+    return BrokerUser(name, password_hash, _SERVICE_RIGHTS.get(name, ()))
 
 
 def with_current_rights(user: BrokerUser) -> BrokerUser:

@@ -102,6 +102,9 @@ class StreamSettings:
     threads: int = 16
     control_interval: float = 0.5  # how often the controller reconciles instances and scales
     drain_timeout: int = 30  # seconds an instance gets to drain on stop
+    inbox_flush_ms: float = 5.0  # how long the inbox writer lets a round gather
+    inbox_retention_hours: int = 48  # a record not turned into a row by then expires from the inbox
+    inbox_max_backlog: int = 2_000_000  # records waiting per tenant; past it the writer answers "full"
 
 
 @dataclass(frozen=True)

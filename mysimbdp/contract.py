@@ -2,7 +2,7 @@
 
 A batch run gets the one staged file read-only at /input, an output folder at /output (for result.json
 and rejects.csv), its tenant's keyspace and Cassandra credentials, nothing else. A stream instance gets
-its own broker credentials, the shared subscription of its tenant and the topic for its reports. Both run
+its own broker credentials, the topic of its tenant's inbox notices and the topic for its reports. Both run
 in the sandbox with the tenant's limits from its constraints. The tenant-facing side of the contract is
 tenant_apps/README.md and the helper library tenant_apps/sdk/mysimbdp_app.
 """
@@ -128,7 +128,7 @@ def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_pas
         "MYSIMBDP_MQTT_USERNAME": broker.instance_user(tenant.name, instance),
         "MYSIMBDP_MQTT_PASSWORD": mqtt_password,
         "MYSIMBDP_MQTT_CLIENT_ID": broker.session_client_id(f"mysimbdp-{tenant.name}-{instance}", mqtt_password),
-        "MYSIMBDP_SUBSCRIPTION": broker.shared_data_filter(tenant.name, tenants.stream_group(cfg, tenant.name)),
+        "MYSIMBDP_SUBSCRIPTION": broker.instance_filter(tenant.name),
         "MYSIMBDP_REPORT_TOPIC": broker.report_topic(tenant.name, instance),
         "MYSIMBDP_REPORT_INTERVAL": str(tenant.constraints.stream["report_interval_seconds"]),
     }
@@ -141,7 +141,6 @@ def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_pas
         env=env,
         mounts=(Mount(app.path, "/app"),),
         limits=stream_limits(cfg, tenant),
-        # on `mysimbdp down` an instance is paused (SIGINT): its session keeps its subscription
         labels={
             "mysimbdp.instance": instance,
             "mysimbdp.app": app.ref,

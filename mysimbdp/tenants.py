@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -24,10 +23,10 @@ from typing import Callable
 
 from cassandra.cluster import Session
 
-from . import apps, bounded, broker, credentials, db, names
+from . import inbox, apps, bounded, broker, credentials, db, names
 from .config import Config
 from .constraints import Constraints, loads as load_constraints
-from .errors import MysimbdpError, TenantError, TenantExists, TenantNotFound
+from .errors import TenantError, TenantExists, TenantNotFound
 from .jobs import days_since, months_since
 from .services import mosquitto_broker
 
@@ -76,29 +75,6 @@ def cassandra_login(cfg: Config, tenant: str) -> db.Login:
             f"no credentials for tenant {tenant!r}", hint="run `mysimbdp tenant create` again"
         ) from None
     return db.Login(tenant, data["cassandra_password"])
-
-
-def stream_group(cfg: Config, tenant: str) -> str:
-    """The tenant's shared-subscription group name: a secret. Mosquitto lets any user join any group and
-    then silently drops the messages it may not deliver to that member, so a guessable group name would
-    let one tenant make another's messages vanish (see docs/streaming.md). Made once, race-free (the
-    stream API and the controller may both ask first); deleted with the tenant."""
-    path = cfg.paths.secrets / "stream" / names.tenant(tenant) / "group"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):  # the other maker may be between creating and writing
-            group = path.read_text().strip()
-            if group:
-                return group
-            time.sleep(0.01)
-        raise MysimbdpError(f"the stream group file of {tenant} is empty", hint=f"delete {path}") from None
-    group = "g" + secrets.token_hex(12)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(group)
-    return group
 
 
 class Registry:
@@ -251,6 +227,8 @@ class Registry:
         db.ensure_role(s, ks, password, password_changed=fresh)
         for perm in ("CREATE", "ALTER", "DROP", "SELECT", "MODIFY"):
             s.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {ks}")
+        for cql in inbox.schema(ks, self.cfg.stream.inbox_retention_hours):  # where its stream messages wait
+            s.execute(cql)
 
     def _make_folders(self, name: str, uid: int) -> None:
         for folder in self.cfg.paths.tenant_folders(name):

@@ -75,6 +75,9 @@ def cmd_stream(cfg, args) -> int:
         f"autoscale {st['autoscale']['min_instances']}..{st['autoscale']['max_instances']}"
         f"{'' if st['autoscale']['enabled'] else ' (off)'}"
     )
+    b = st["backlog"]
+    if b["waiting"] is not None:
+        print(f"  inbox: {b['written']} records kept, {b['done']} turned into rows, {b['waiting']} waiting")
     for i in st["instances"]:
         r = i["last_report"] or {}
         print(

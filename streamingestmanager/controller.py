@@ -2,12 +2,13 @@
 
 Every ``stream.control_interval`` seconds (0.5), for each tenant's recorded stream state (:mod:`.state`):
 
-1. an instance that exited by itself (a crash, the memory limit) is started again in the same slot, so the
-   messages its session holds are delivered again (with a growing back-off if it keeps crashing);
+1. an instance that exited by itself (a crash, the memory limit) is started again in the same slot (with a
+   growing back-off if it keeps crashing); meanwhile its lanes of the inbox go to the others;
 2. instances asked to stop are stopped gracefully (``leave``, or ``pause`` for the last one);
 3. the count is brought to the desired number: slots whose sessions kept a subscription first, then the
    lowest free slots; extra instances leave, highest slot first;
-4. the autoscaler (:mod:`.autoscaler`) looks at the latest reports and may change the desired number.
+4. the lane plan: which running instance reads which lanes of the tenant's inbox (``inbox/<t>/plan``);
+5. the autoscaler (:mod:`.autoscaler`) looks at the latest reports and may change the desired number.
 
 Reports arrive over MQTT on ``reports/<tenant>/<instance>`` (only that instance may publish there); each
 is checked, stored in the platform keyspace, and kept in memory for the autoscaler.
@@ -15,6 +16,7 @@ is checked, stored in the platform keyspace, and kept in memory for the autoscal
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sys
@@ -63,6 +65,8 @@ class Controller:
         self.broker_users: set[str] = set()
         self.store: StreamStore | None = None
         self.registry: Registry | None = None
+        self.plans: dict[str, tuple[list[str], int]] = {}  # tenant -> (slots reading its lanes, version)
+        self.mqtt: mqtt.Client | None = None
 
     # --- setup ---------------------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -259,9 +263,22 @@ class Controller:
             mode = "leave" if len(running) > 1 else "pause"
             self._stop_async(name, slot, mode, "scaling down" if st.running else "the stream is stopped")
             running.pop(slot)
-        # 4. the autoscaler
+        # 4. which instance reads which lanes of the inbox: those that run and have reported
+        self._plan(name, sorted((s for s in running if (name, s) in self.latest), key=slot_number))
+        # 5. the autoscaler
         if st.running and not busy:
             self.autoscale(t, st, running)
+
+    def _plan(self, tenant: str, slots: list[str]) -> None:
+        """Tell the tenant's instances the lane plan (lane i goes to ``slots[i % len(slots)]``), every round:
+        QoS 0, an instance that missed one gets the next. When slots change, an instance that loses a lane may
+        still finish a round of it while the new owner starts: both write the same rows (keyed by primary key)."""
+        old_slots, version = self.plans.get(tenant, ([], 0))
+        if slots != old_slots:
+            version += 1
+            self.plans[tenant] = (slots, version)
+        if self.mqtt is not None:
+            self.mqtt.publish(broker.plan_topic(tenant), json.dumps({"slots": slots, "version": version}), qos=0)
 
     def autoscale(self, t: Tenant, st, running: dict) -> None:
         policy = t.constraints.autoscale
@@ -287,7 +304,7 @@ class Controller:
         self._connect()
         if self.stop.is_set():
             return
-        client = self._listen()
+        client = self.mqtt = self._listen()
         writer = threading.Thread(target=self._store_reports, daemon=True)
         writer.start()
         heartbeat = self.cfg.paths.run / "stream-controller.heartbeat"

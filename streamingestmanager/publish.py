@@ -1,30 +1,37 @@
-"""mysimbdp-publish: stream a CSV file to mysimbdp, one record per MQTT message.
+"""mysimbdp-publish: stream a CSV file to mysimbdp, and say how much of it is safe.
 
-    mysimbdp-publish -u USER -p PASS FILE.csv [--topic NAME] [--rate N] [--broker HOST:PORT]
+    mysimbdp-publish -u USER -p PASS FILE.csv [--topic NAME] [--rate N] [--broker HOST:PORT] [--resume]
 
-Each record (a line, or several lines when a quoted field holds newlines) goes as one UTF-8 message, QoS 1,
-to ``tenants/USER/in/NAME`` (NAME defaults to ``default``); the header line is skipped unless
-``--no-header`` says the file has none. It shows a progress bar on a terminal and prints how many
-messages the broker acknowledged. MQTT 5 lets the broker say more than "received": a message with no
-subscriber at all (the tenant's stream app was never started) is reported apart, because the broker does
-not keep it. Exit status 0 when every message was acknowledged and kept, 1 otherwise.
+Each record (a line, or several lines when a quoted field holds newlines) is numbered and sent, several to
+a message (an envelope, :mod:`mysimbdp.inbox`), at QoS 1, to ``tenants/USER/batch/NAME`` (NAME defaults to
+``default``); the header line is skipped unless ``--no-header`` says the file has none. A record counts as
+**confirmed** once the platform's inbox writer says it is in Cassandra: from then on it becomes exactly
+one row, whatever single process crashes. Until then the publisher keeps it and sends it again after a
+broker restart or crash. If nothing is confirmed for ``--max-outage`` seconds it gives up, says how many
+records of the file are confirmed (also kept in a checkpoint file), and ``--resume`` sends the rest.
+
+Exit status: 0 every record confirmed; 1 some were not kept (too large, the stream's backlog full,
+refused); 75 gave up (run again with --resume); 2 usage, 3 login, 69 broker unreachable at the start.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import secrets
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mysimbdp import broker, credentials, csvrecords, names
+from mysimbdp import bounded, broker, credentials, csvrecords, daemon, inbox, names
 from mysimbdp.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -34,7 +41,6 @@ from mysimbdp.errors import (
     exit_status,
 )
 
-NO_MATCHING_SUBSCRIBERS = 16
 MAX_PACKET = 256 << 10  # the platform broker's max_packet_size (broker.max_packet_kb); MQTT 5 says it on connect
 MAX_PAYLOAD = MAX_PACKET - 1024  # room for the topic and the packet's header
 
@@ -52,34 +58,63 @@ def records(path: Path, skip_header: bool, max_payload: int = MAX_PAYLOAD) -> It
                 yield line, record
 
 
+@dataclass
+class _Sent:
+    payload: bytes
+    count: int
+    last_line: int  # the file line number of its last record (for the message when giving up)
+    sent_at: float = 0.0
+    full_since: float | None = None
+
+
 class Publisher:
-    """QoS 1 publishing with a bounded window. The MQTT thread only records each acknowledgement; the
-    publishing thread does the bookkeeping, so the two never wait on each other's locks."""
+    """Records go in envelopes (:mod:`mysimbdp.inbox`) of up to ``batch`` records or ``linger`` seconds, at
+    QoS 1, to ``tenants/<user>/batch/<stream>``. The inbox writer confirms an envelope on
+    ``confirm/<user>/<publisher id>`` once its records are in Cassandra; only then do they count as confirmed.
+    What is not confirmed within ``confirm_timeout`` (a broker or writer crash lost it) is sent again, with
+    the same numbers: a record that arrives twice is still one row. The MQTT thread only queues what it
+    hears; the publishing thread does the bookkeeping."""
 
     def __init__(
-        self, host: str, port: int, user: str, password: str, window: int = 50, wait_for_subscriber: float = 0.0
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        *,
+        window: int = 64,
+        confirm_timeout: float = 10.0,
+        max_outage: float = 60.0,
+        wait_for_room: float = 30.0,
+        first_record: int = 0,
     ) -> None:
-        """``window``: messages in flight. Measured: paho's cost per acknowledgement grows with it, and 50
-        published fastest here (15k msg/s; 2,000 gave 6k). A message the broker did not keep (no subscriber)
-        is sent again for up to ``wait_for_subscriber`` seconds after the first such answer."""
-        self.sent = self.acked = self.unrouted = self.refused = self.resent = 0
-        self.refusal: str | None = None
-        self.window = threading.Semaphore(window)
-        self.results: collections.deque = collections.deque()  # (mid, reason code) from the MQTT thread
-        self.in_flight: dict[int, tuple[str, bytes]] = {}  # publishing thread only
-        self.again: list[tuple[str, bytes]] = []
-        self.wait_for_subscriber = wait_for_subscriber
-        self.waiting_since: float | None = None
+        self.user = user
+        self.id = secrets.token_hex(8)
+        self.sent = self.confirmed = self.refused = self.full = self.resent = 0
+        self.window = window
+        self.confirm_timeout = confirm_timeout
+        self.max_outage = max_outage
+        self.wait_for_room = wait_for_room
+        self.outstanding: dict[int, _Sent] = {}  # first record number -> envelope, in sending order
+        self.order: collections.deque[tuple[int, int]] = collections.deque()  # (first, count) not yet below the mark
+        self.done: set[int] = set()  # firsts settled (confirmed, or given up) above the mark
+        self.mark = first_record  # every record numbered below this is settled
+        self.heard: collections.deque = collections.deque()  # (status, first) from the MQTT thread
+        self.connected = threading.Event()
         self.connack = None
+        self.last_progress = time.monotonic()
         self.max_payload = MAX_PAYLOAD
+        self.confirm_topic = broker.confirm_topic(user, self.id)
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
         c.username_pw_set(user, password)
         c.max_inflight_messages_set(window)
+        c.reconnect_delay_set(0.2, 2)
         c.on_connect = self._on_connect
-        c.on_publish = self._on_publish
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_message = self._on_message
         self.client = c
         try:
-            c.connect(host, port, keepalive=30)
+            c.connect(host, port, keepalive=15)
         except OSError as exc:
             raise BrokerUnavailable(
                 f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
@@ -96,78 +131,157 @@ class Publisher:
             if self.connack.value in (134, 135, 4, 5):  # bad user name or password / not authorized
                 raise AuthenticationFailed("wrong user name or password", hint="check -u/-p")
             raise BrokerUnavailable(f"the broker refused the connection: {self.connack}")
+        if not self.connected.wait(10):
+            raise BrokerUnavailable("the broker did not grant the confirmation subscription")
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
         packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
         if isinstance(packet, int) and packet > 2048:  # the broker's own bound, when it says it
             self.max_payload = min(self.max_payload, packet - 1024)
         self.connack = rc
+        if not rc.is_failure:
+            client.subscribe(self.confirm_topic, qos=0)
+            client.on_subscribe = lambda *a: self.connected.set()
 
-    def _on_publish(self, client, userdata, mid, rc, props) -> None:
-        self.results.append((mid, rc))
-        self.window.release()
+    def _on_message(self, client, userdata, msg) -> None:
+        for line in msg.payload[: 1 << 20].decode("ascii", "replace").splitlines():
+            status, *firsts = line.split()
+            for f in firsts:
+                if f.isdigit() and len(f) <= 18:
+                    self.heard.append((status, int(f)))
 
-    def _settle(self) -> None:
-        """Count the acknowledgements that came in; queue again what the broker did not keep."""
-        while self.results:
-            mid, rc = self.results.popleft()
-            message = self.in_flight.pop(mid, None)
-            if rc.is_failure:
-                self.refused += 1
-                self.refusal = str(rc)
-            elif rc.value == NO_MATCHING_SUBSCRIBERS:
-                now = time.monotonic()
-                self.waiting_since = self.waiting_since or now
-                if message is not None and now - self.waiting_since < self.wait_for_subscriber:
-                    self.again.append(message)
-                else:
-                    self.unrouted += 1
+    # --- bookkeeping (publishing thread) ---------------------------------------------------------------
+    def _settle_one(self, first: int) -> None:
+        self.outstanding.pop(first, None)
+        self.done.add(first)
+        while self.order and self.order[0][0] in self.done:
+            f, n = self.order.popleft()
+            self.done.discard(f)
+            self.mark = f + n
+
+    def _hear(self) -> None:
+        now = time.monotonic()
+        while self.heard:
+            status, first = self.heard.popleft()
+            e = self.outstanding.get(first)
+            if e is None:
+                continue  # a confirmation of something sent twice
+            self.last_progress = now
+            if status == "ok":
+                self.confirmed += e.count
+                self._settle_one(first)
+            elif status == "full":  # the tenant's backlog is full: sent again a little later
+                e.full_since = e.full_since or now
+                e.sent_at = now - self.confirm_timeout + 1.0
+                if now - e.full_since > self.wait_for_room:
+                    self.full += e.count
+                    self._settle_one(first)
             else:
-                self.acked += 1
-                self.waiting_since = None
-
-    def _send(self, topic: str, payload: bytes) -> None:
-        self.window.acquire()
-        info = self.client.publish(topic, payload, qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            self.window.release()
-            raise BrokerUnavailable(f"lost the connection to the broker ({mqtt.error_string(info.rc)})")
-        self.in_flight[info.mid] = (topic, payload)
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        self._send(topic, payload)
-        self.sent += 1
-        if len(self.results) > 256:
-            self._settle()
-            self._resend_due()
+                self.refused += e.count
+                self._settle_one(first)
 
     def _resend_due(self) -> None:
-        if not self.again:
+        if not self.connected.is_set():
             return
-        batch, self.again = self.again, []
-        time.sleep(0.2)  # give the subscriber a moment
-        for topic, payload in batch:
-            self.resent += 1
-            self._send(topic, payload)
+        now = time.monotonic()
+        for first, e in list(self.outstanding.items()):
+            if now - e.sent_at > self.confirm_timeout:
+                self.resent += 1
+                self._publish(first, e)
 
-    def finish(self, timeout: float = 120) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._settle()
+    def _publish(self, first: int, e: _Sent) -> None:
+        e.sent_at = time.monotonic()
+        self.client.publish(self.topic, e.payload, qos=1)
+
+    def _wait(self, until) -> None:
+        """Wait, doing the bookkeeping, until ``until()``; GaveUp when the broker or the platform stays away."""
+        while not until():
+            self._hear()
             self._resend_due()
-            if self.acked + self.unrouted + self.refused >= self.sent and not self.again:
-                break
-            time.sleep(0.02)
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._settle()
-        return self.acked + self.unrouted + self.refused == self.sent
+            quiet = time.monotonic() - self.last_progress
+            if quiet > self.max_outage:
+                raise GaveUp(
+                    "no confirmation for %.0f s (%s)"
+                    % (
+                        quiet,
+                        "the broker is unreachable" if not self.connected.is_set() else "the platform does not answer",
+                    )
+                )
+            time.sleep(0.005)
+
+    def send(self, topic: str, first: int, records: list[bytes], last_line: int) -> None:
+        """Send one envelope of ``records`` numbered from ``first`` (waits while the window is full)."""
+        self.topic = topic
+        if len(self.outstanding) >= self.window or not self.connected.is_set():
+            self._wait(lambda: len(self.outstanding) < self.window and self.connected.is_set())
+        if not self.outstanding:
+            self.last_progress = time.monotonic()
+        e = _Sent(inbox.encode_envelope(self.id, first, records), len(records), last_line)
+        self.outstanding[first] = e
+        self.order.append((first, len(records)))
+        self.sent += len(records)
+        self._publish(first, e)
+        self._hear()
+
+    def skip(self, n: int) -> None:
+        """Record ``n`` is not sent (too large): settled at once, so that the mark can pass it."""
+        self.order.append((n, 1))
+        self._settle_one(n)
+
+    def finish(self) -> None:
+        """Wait until every envelope is settled (GaveUp past the outage bound), then disconnect."""
+        try:
+            self._wait(lambda: not self.outstanding)
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+class GaveUp(Exception):
+    pass
+
+
+def checkpoint_path(args, path: Path) -> Path:
+    return Path(args.checkpoint) if args.checkpoint else path.with_name(path.name + ".mysimbdp-checkpoint")
+
+
+def read_checkpoint(cp: Path, path: Path, topic: str) -> int:
+    """The number of records already confirmed, from a checkpoint of the same file and topic."""
+    try:
+        data = bounded.loads_json(bounded.read_regular(cp, 64 << 10))
+    except FileNotFoundError:
+        raise UsageError(f"--resume: no checkpoint at {cp}", hint="nothing was published from this file yet") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--resume: cannot read the checkpoint {cp}: {exc}") from None
+    st = path.stat()
+    if not isinstance(data, dict) or data.get("topic") != topic or data.get("size") != st.st_size:
+        raise UsageError(
+            f"--resume: the checkpoint {cp} is for another file or topic", hint="delete it to publish from the start"
+        )
+    done = data.get("records_confirmed")
+    if not isinstance(done, int) or done < 0:
+        raise UsageError(f"--resume: the checkpoint {cp} is damaged")
+    return done
+
+
+def write_checkpoint(cp: Path, path: Path, topic: str, done: int) -> None:
+    try:
+        daemon.write_atomic(
+            cp,
+            json.dumps(
+                {"file": str(path.resolve()), "size": path.stat().st_size, "topic": topic, "records_confirmed": done}
+            ),
+        )
+    except OSError:
+        pass  # a read-only folder: --resume will say there is no checkpoint
 
 
 def run(args) -> int:
     host, port = broker_address(args.broker)
     if args.rate is not None and not (0 < args.rate < float("inf")):
         raise UsageError(f"--rate must be a positive number of messages a second, not {args.rate}")
+    if not 1 <= args.batch <= inbox.MAX_ENVELOPE_RECORDS:
+        raise UsageError(f"--batch must be 1 to {inbox.MAX_ENVELOPE_RECORDS} records, not {args.batch}")
     path = Path(args.file)
     if not path.is_file():
         raise TenantError(f"{path} is not a file")
@@ -176,56 +290,99 @@ def run(args) -> int:
         stream = names.stream(args.topic)
     except InvalidName as exc:  # a bad -u or --topic is a usage error (exit 2)
         raise UsageError(exc.message, hint=exc.hint) from None
+    topic = broker.batch_topic(args.user, stream)
+    cp = checkpoint_path(args, path)
+    skip = read_checkpoint(cp, path, topic) if args.resume else 0
     password = credentials.client_password(args.password, args.user)
-    topic = broker.data_topic(args.user, stream)
-    pub = Publisher(host, port, args.user, password, wait_for_subscriber=args.wait_for_subscriber)
+    pub = Publisher(
+        host, port, args.user, password, max_outage=args.max_outage, wait_for_room=args.wait_for_room, first_record=skip
+    )
     total = sum(1 for _ in records(path, not args.no_header)) if sys.stderr.isatty() and not args.quiet else 0
     t0 = time.monotonic()
-    last_draw = 0.0
+    last_draw = last_cp = 0.0
     too_large: list[int] = []
-    for n, (line, rec) in enumerate(records(path, not args.no_header, pub.max_payload), 1):
-        if rec is None or len(rec) > pub.max_payload:
-            too_large.append(line)
-            continue
-        if args.rate:
-            ahead = (n - 1) / args.rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-        pub.publish(topic, rec)
-        if total and time.monotonic() - last_draw > 0.1:
-            last_draw = time.monotonic()
-            done = int(30 * n / total)
-            sys.stderr.write(
-                f"\r{path.name[:24]:<24} [{'#' * done}{' ' * (30 - done)}] {n}/{total} "
-                f"{n / max(last_draw - t0, 1e-6):8.0f} msg/s"
-            )
-            sys.stderr.flush()
-    complete = pub.finish()
+    batch: list[bytes] = []
+    batch_first = skip
+    batch_bytes = 0
+    batch_started = 0.0
+    last_line = 0
+    room = pub.max_payload - 256  # the envelope's header: numbers, and up to 8 bytes of size per record
+
+    def flush() -> None:
+        nonlocal batch, batch_bytes
+        if batch:
+            pub.send(topic, batch_first, batch, last_line)
+        batch, batch_bytes = [], 0
+
+    gave_up = None
+    try:
+        for n, (line, rec) in enumerate(records(path, not args.no_header, pub.max_payload)):
+            if n < skip:
+                continue
+            if args.rate:
+                ahead = (n - skip) / args.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    flush()  # nothing waits in a batch while we wait
+                    time.sleep(ahead)
+            if rec is None or len(rec) > room:
+                too_large.append(line)
+                flush()
+                pub.skip(n)  # it keeps its number: the checkpoint counts records of the file
+                continue
+            if batch and batch_bytes + len(rec) + 8 * (len(batch) + 1) > room:
+                flush()
+            if not batch:
+                batch_first, batch_started = n, time.monotonic()
+            batch.append(rec)
+            batch_bytes += len(rec)
+            last_line = line
+            if len(batch) >= args.batch or time.monotonic() - batch_started > args.linger_ms / 1000:
+                flush()
+            if time.monotonic() - last_cp > 0.5:
+                last_cp = time.monotonic()
+                write_checkpoint(cp, path, topic, pub.mark)
+            if total and time.monotonic() - last_draw > 0.1:
+                last_draw = time.monotonic()
+                done = int(30 * (n + 1) / total)
+                sys.stderr.write(
+                    f"\r{path.name[:24]:<24} [{'#' * done}{' ' * (30 - done)}] {n + 1}/{total} "
+                    f"{(n + 1 - skip) / max(last_draw - t0, 1e-6):8.0f} rec/s"
+                )
+                sys.stderr.flush()
+        flush()
+        pub.finish()
+    except GaveUp as exc:
+        gave_up = str(exc)
+    write_checkpoint(cp, path, topic, pub.mark)
     took = time.monotonic() - t0
     if total:
         sys.stderr.write("\r" + " " * 90 + "\r")
     print(
-        f"published {pub.sent} messages to {topic} in {took:.1f}s ({pub.sent / max(took, 1e-6):.0f} msg/s): "
-        f"{pub.acked} acknowledged"
+        f"published {pub.sent} records to {topic} in {took:.1f}s ({pub.sent / max(took, 1e-6):.0f} records/s): "
+        f"{pub.confirmed} confirmed" + (f" (after {skip} confirmed before, skipped by --resume)" if skip else "")
     )
     if pub.resent:
-        print(f"messages were sent again {pub.resent} times in all because no subscriber was there yet")
+        print(f"{pub.resent} envelopes were sent again (not confirmed in time: a broker or platform restart?)")
     if too_large:
         where = ", ".join(map(str, too_large[:5])) + (" ..." if len(too_large) > 5 else "")
         print(
             f"{len(too_large)} records were not sent: larger than {pub.max_payload // 1024} KiB, the most one message "
             f"may hold (a quote left open?), at line(s) {where}"
         )
-    if pub.unrouted:
+    if pub.full:
         print(
-            f"{pub.unrouted} had no subscriber and were not kept by the broker: start the tenant's stream app "
-            "first (POST /v1/instances)"
+            f"{pub.full} were not kept: the stream's backlog is full (start the stream, or add instances: "
+            "POST /v1/instances), then send them again with --resume"
         )
     if pub.refused:
-        print(f"{pub.refused} were refused by the broker ({pub.refusal})")
-    if not complete:
-        print(f"{pub.sent - pub.acked - pub.unrouted - pub.refused} were never acknowledged (connection lost?)")
-    return 0 if pub.acked == pub.sent and not too_large else 1
+        print(f"{pub.refused} were refused by the platform (see the inbox writer's log)")
+    if gave_up:
+        print(
+            f"gave up: {gave_up}. The first {pub.mark} records of the file are confirmed; "
+            f"run the same command with --resume to send the rest (checkpoint: {cp})"
+        )
+        return 75
+    return 0 if pub.confirmed == pub.sent and not too_large else 1
 
 
 def broker_address(text: str) -> tuple[str, int]:
@@ -251,11 +408,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-header", action="store_true", help="the file has no header line: send every line")
     p.add_argument(
-        "--wait-for-subscriber",
+        "--batch", type=int, default=200, metavar="N", help="records per message, at most (default 200; 1 to 4096)"
+    )
+    p.add_argument(
+        "--linger-ms",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="send a message that is not full after this long (default 5)",
+    )
+    p.add_argument(
+        "--max-outage",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up when nothing is confirmed for this long, e.g. the broker stays down (default 60)",
+    )
+    p.add_argument(
+        "--wait-for-room",
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="send a message the broker did not keep (no subscriber yet) again for this long (default 30)",
+        help="send records refused because the stream's backlog is full again for this long (default 30)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="where to keep the count of confirmed records (default: FILE.mysimbdp-checkpoint)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the records the checkpoint says were confirmed (after a run that gave up)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p

@@ -169,6 +169,7 @@ def status(cfg: Config, store: StreamStore, runtime: SandboxRuntime, t: Tenant, 
         "autoscale": t.constraints.stream["autoscale"],
         "report_interval_seconds": interval,
         "instances": instances,
+        "backlog": store.backlog(t.name),
         "decisions": [jsonable(d) for d in store.decisions(t.name, limit=10)],
     }
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from cassandra.cluster import Session
+from cassandra.query import SimpleStatement
 
-from mysimbdp import bounded
+from mysimbdp import bounded, inbox, names
 from mysimbdp.config import Config
 from mysimbdp.errors import TenantError
 
@@ -180,6 +181,35 @@ class StreamStore:
         self.session.execute(self._delete, (tenant,))
 
     # --- reports ------------------------------------------------------------------------------------------
+    def backlog(self, tenant: str) -> dict:
+        """The tenant's inbox: records written, turned into rows, and waiting (None when it cannot be read).
+        Both tables are in the tenant's keyspace, which its apps may write: only sane numbers count."""
+        ks = names.tenant(tenant)
+        try:
+            heads = self.session.execute(
+                SimpleStatement(f"SELECT lane, head_total FROM {ks}.{inbox.LANES_TABLE}"), timeout=5
+            )
+            offsets = self.session.execute(
+                SimpleStatement(f"SELECT lane, total FROM {ks}.{inbox.OFFSETS_TABLE}"), timeout=5
+            )
+        except Exception:  # noqa: BLE001 - tables missing (no message yet), Cassandra busy: unknown
+            return {"written": None, "done": None, "waiting": None}
+
+        def sane(rows, col) -> dict[int, int]:
+            out = {}
+            for r in rows:
+                v = getattr(r, col)
+                if isinstance(r.lane, int) and 0 <= r.lane < inbox.LANES and isinstance(v, int) and 0 <= v < 1 << 62:
+                    out[r.lane] = v
+            return out
+
+        written, done = sane(heads, "head_total"), sane(offsets, "total")
+        return {
+            "written": sum(written.values()),
+            "done": sum(min(done.get(lane, 0), w) for lane, w in written.items()),
+            "waiting": sum(max(0, w - done.get(lane, 0)) for lane, w in written.items()),
+        }
+
     def add_report(self, r: dict) -> None:
         now = _now()
         ts = lambda v: datetime.fromtimestamp(v, timezone.utc)  # noqa: E731

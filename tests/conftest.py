@@ -235,7 +235,7 @@ def publish_lines(
     lines: list[str],
     topic: str = "default",
     rate: float | None = None,
-    wait_for_subscriber: float | None = None,
+    extra: tuple[str, ...] = (),
 ):
     """Publish lines with mysimbdp-publish (the tenant's own tool); return (exit status, stdout, stderr)."""
     import tempfile
@@ -256,11 +256,32 @@ def publish_lines(
     ]
     if rate:
         args += ["--rate", str(rate)]
-    if wait_for_subscriber is not None:
-        args += ["--wait-for-subscriber", str(wait_for_subscriber)]
+    args += list(extra)
     res = run_cli(*args, module="streamingestmanager.publish")
     Path(fh.name).unlink()
     return res
+
+
+def publish_in_background(cfg, tenant, password, lines, rate=None, **kw):
+    """publish_lines in a thread: (thread, dict that gets "res")."""
+    import threading
+
+    result = {}
+
+    def run():
+        result["res"] = publish_lines(cfg, tenant, password, lines, rate=rate, **kw)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
+
+
+def confirmed(res) -> int:
+    """How many records mysimbdp-publish said were confirmed."""
+    import re
+
+    m = re.search(r": (\d+) confirmed", res.stdout)
+    return int(m.group(1)) if m else 0
 
 
 def wait_rows(cfg, keyspace: str, table: str, n: int, timeout: float = 120) -> int:
@@ -330,7 +351,7 @@ class Bystander:
                 self.jobs.append(r.json()["job"]["job_id"])
                 time.sleep(1)
             res = publish_lines(self.cfg, self.name, self.password, notes_lines(range(100_001, 100_801)), rate=200)
-            if res.returncode != 0 or "800 acknowledged" not in res.stdout:
+            if res.returncode != 0 or "800 confirmed" not in res.stdout:
                 self.errors.append(f"publish: {res.returncode} {res.stdout} {res.stderr}")
         except Exception as exc:  # noqa: BLE001 - reported by check()
             self.errors.append(repr(exc))

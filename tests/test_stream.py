@@ -38,7 +38,7 @@ def test_start_publish_rows_reports_and_stop(platform, stream_tenant, cfg):
 
     res = publish_lines(cfg, t.name, pw, notes_lines(range(1, 2001), bad_every=100))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "2000 acknowledged" in res.stdout
+    assert "2000 confirmed" in res.stdout
     assert wait_rows(cfg, t.name, "notes", 1980) == 1980
     assert count_rows(cfg, t.name, "rejected_messages") == 20  # kept aside, the stream went on
     time.sleep(2.5)
@@ -72,7 +72,7 @@ def test_messages_published_while_stopped_wait_for_the_next_start(platform, stre
     r = api.delete("/v1/instances")  # stop the stream
     assert r.status_code == 200 and not r.json()["running"] and r.json()["parked"] == ["s0"]
     res = publish_lines(cfg, t.name, pw, notes_lines(range(501, 1501)))
-    assert res.returncode == 0 and "1000 acknowledged" in res.stdout  # the broker keeps them for s0
+    assert res.returncode == 0 and "1000 confirmed" in res.stdout  # kept in the tenant's inbox
     time.sleep(2)
     assert count_rows(cfg, t.name, "notes") == 500
     assert api.post("/v1/instances", json={"count": 1}).status_code == 201
@@ -94,22 +94,22 @@ def test_publisher_refuses_bad_options_and_a_record_too_large_for_one_message(pl
         cfg, t.name, pw, [good[0], huge, good[2], '4,"a quote left open,x,1,2024-01-01', *["y" * 1000] * 300]
     )
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "2 acknowledged" in res.stdout and "2 records were not sent: larger than 255 KiB" in res.stdout
+    assert "2 confirmed" in res.stdout and "2 records were not sent: larger than 255 KiB" in res.stdout
     assert "at line(s) 2, 4" in res.stdout
     assert wait_rows(cfg, t.name, "notes", 2) == 2
 
 
-def test_publisher_tells_when_nobody_ever_subscribed(platform, stream_tenant, cfg):
+def test_records_sent_before_the_stream_ever_started_wait_in_the_inbox(platform, stream_tenant, cfg):
     t, pw, api = stream_tenant()
-    t0 = time.monotonic()
-    res = publish_lines(cfg, t.name, pw, notes_lines(range(1, 11)), wait_for_subscriber=2)
-    assert res.returncode == 1
-    assert "10 had no subscriber and were not kept by the broker" in res.stdout
-    assert (
-        "were sent again" in res.stdout
-        and "because no subscriber was there yet" in res.stdout
-        and time.monotonic() - t0 >= 2
-    )
+    res = publish_lines(cfg, t.name, pw, notes_lines(range(1, 11)))
+    assert res.returncode == 0 and "10 confirmed" in res.stdout, res.stdout
+    st = api.get("/v1/stream").json()
+    assert st["backlog"] == {"written": 10, "done": 0, "waiting": 10}, st["backlog"]
+    assert "10 waiting" in run_cli("stream", "status", t.name).stdout
+    assert api.post("/v1/instances", json={"count": 1}).status_code == 201
+    assert wait_rows(cfg, t.name, "notes", 10) == 10
+    time.sleep(1.5)
+    assert api.get("/v1/stream").json()["backlog"]["waiting"] == 0
 
 
 def test_publisher_wrong_password_and_bad_input(platform, stream_tenant, cfg, tmp_path):
@@ -241,7 +241,7 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
     mosquitto_broker.wait_for_login(cfg, b_user, "watch-pass")
     watchers = []
     for login, topic in (
-        ((b_user, "watch-pass"), f"tenants/{b.name}/#"),
+        ((b_user, "watch-pass"), f"inbox/{b.name}/#"),
         (mosquitto_broker.service_login(cfg), f"reports/{b.name}/#"),
     ):  # ... and its reports
         w = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
@@ -258,6 +258,8 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         assert not _publish_as(cfg, user, "inst-pass", f"reports/{b.name}/s0")  # another tenant's
         assert not _publish_as(cfg, user, "inst-pass", f"tenants/{b.name}/in/x")  # another tenant's data
         assert not _publish_as(cfg, user, "inst-pass", f"tenants/{a.name}/in/x")  # not even its own tenant's data
+        assert not _publish_as(cfg, user, "inst-pass", f"inbox/{a.name}/plan")  # nor the platform's notices
+        assert not _publish_as(cfg, user, "inst-pass", f"inbox/{a.name}/notify")
         time.sleep(1)
         assert seen == []
         # and reading: nothing of b reaches a's instance credentials
@@ -267,11 +269,11 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         c.on_message = lambda cl, u, m: got.append(m.topic)
         c.connect(cfg.broker.host, cfg.broker.port)
         c.subscribe(
-            [(f"tenants/{b.name}/in/#", 1), (f"reports/{b.name}/#", 1), (f"$share/{b.name}/tenants/{b.name}/in/#", 1)]
+            [(f"tenants/{b.name}/#", 1), (f"reports/{b.name}/#", 1), (f"inbox/{b.name}/#", 1), (f"confirm/{b.name}/#", 1)]
         )
         c.loop_start()
         time.sleep(0.5)
-        assert publish_lines(cfg, b.name, bpw, notes_lines([1])).returncode == 0  # b's own traffic (b's watcher has it)
+        assert publish_lines(cfg, b.name, bpw, notes_lines([1])).returncode == 0  # b's notice (b's watcher has it)
         time.sleep(1)
         c.loop_stop()
         assert got == [] and len(seen) == 1
@@ -284,8 +286,8 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
 
 def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform, stream_tenant, cfg):
     """Mosquitto grants any subscription (it checks the right to read only when delivering, and then drops
-    silently) and lets any user connect with any client id. So the group name and the instances' client
-    ids are secrets; guessing them the obvious way must cost the victim nothing."""
+    silently) and lets any user connect with any client id. A tenant subscribing to everything, or
+    connecting with the ids instances would have if they were guessable, must cost the victim nothing."""
     a, apw, _ = stream_tenant()
     b, bpw, bapi = stream_tenant()
     assert bapi.post("/v1/instances", json={"count": 1}).status_code == 201
@@ -294,7 +296,9 @@ def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform
     thief.username_pw_set(a.name, apw)
     thief.on_message = lambda cl, u, m: got.append(m.topic)
     thief.connect(cfg.broker.host, cfg.broker.port)
-    thief.subscribe([(f"$share/{b.name}/tenants/{b.name}/in/#", 1), ("$share/x/#", 1), ("#", 1)])
+    thief.subscribe(
+        [(f"$share/{b.name}/tenants/{b.name}/in/#", 1), ("$share/x/#", 1), ("#", 1), (f"confirm/{b.name}/#", 0)]
+    )
     thief.loop_start()
     try:
         for slot in ("s0", "s1"):  # the client ids instances would have if they were guessable
@@ -310,7 +314,7 @@ def test_another_tenant_cannot_take_a_share_of_a_stream_or_its_sessions(platform
             c.disconnect()
         time.sleep(1)
         res = publish_lines(cfg, b.name, bpw, notes_lines(range(1, 401)))
-        assert res.returncode == 0 and "400 acknowledged" in res.stdout, res.stdout
+        assert res.returncode == 0 and "400 confirmed" in res.stdout, res.stdout
         assert wait_rows(cfg, b.name, "notes", 400, timeout=60) == 400  # none went to the thief's "share"
         assert got == []
     finally:

@@ -4,12 +4,20 @@ tenant's stream (running beside it the whole time) is not disturbed."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from conftest import STREAM_CONSTRAINTS, count_rows, notes_lines, publish_lines, wait_rows, wait_session_back
+from conftest import (
+    STREAM_CONSTRAINTS,
+    confirmed,
+    count_rows,
+    notes_lines,
+    publish_in_background,
+    publish_lines,
+    wait_rows,
+    wait_session_back,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 CONS = {**STREAM_CONSTRAINTS, "stream": {**STREAM_CONSTRAINTS["stream"], "cpus": 0.5}}
@@ -25,24 +33,6 @@ def two_streams(stream_tenant):
     return a, b
 
 
-def publish_in_background(cfg, tenant, password, lines, rate):
-    result = {}
-
-    def run():
-        result["res"] = publish_lines(cfg, tenant, password, lines, rate=rate)
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t, result
-
-
-def acknowledged(res) -> int:
-    import re
-
-    m = re.search(r": (\d+) acknowledged", res.stdout)
-    return int(m.group(1)) if m else 0
-
-
 def test_an_instance_killed_with_sigkill_loses_nothing(platform, two_streams, cfg):
     from mysimbdp.sandbox import runtime
 
@@ -55,8 +45,8 @@ def test_an_instance_killed_with_sigkill_loses_nothing(platform, two_streams, cf
     runtime(cfg).client.containers.get(victim.name).kill(signal="SIGKILL")
     ta.join(60)
     tb.join(60)
-    assert ra["res"].returncode == 0 and acknowledged(ra["res"]) == n, ra["res"].stdout
-    assert rb["res"].returncode == 0 and acknowledged(rb["res"]) == n
+    assert ra["res"].returncode == 0 and confirmed(ra["res"]) == n, ra["res"].stdout
+    assert rb["res"].returncode == 0 and confirmed(rb["res"]) == n
     assert wait_rows(cfg, a.name, "notes", n, timeout=120) == n
     assert wait_rows(cfg, b.name, "notes", n, timeout=60) == n
     time.sleep(2)
@@ -73,14 +63,14 @@ def test_the_broker_restarted_mid_stream_loses_nothing(platform, two_streams, cf
     # a backlog the instances are still working through when the broker goes down
     first = publish_lines(cfg, a.name, apw, notes_lines(range(20000)))
     first_b = publish_lines(cfg, b.name, bpw, notes_lines(range(20000)))
-    assert acknowledged(first) == 20000 and acknowledged(first_b) == 20000
+    assert confirmed(first) == 20000 and confirmed(first_b) == 20000
     assert mosquitto_broker.stop(cfg)
     time.sleep(2)
     mosquitto_broker.start(cfg)
     # right after the restart the instances are subscribing again (Mosquitto 2.0.11 does not restore shared
     # subscriptions): the publisher sends again what the broker did not keep, until they are back
     second = publish_lines(cfg, a.name, apw, notes_lines(range(20000, 25000)))
-    assert acknowledged(second) == 5000, second.stdout
+    assert confirmed(second) == 5000, second.stdout
     assert wait_rows(cfg, a.name, "notes", 25000, timeout=180) == 25000
     assert wait_rows(cfg, b.name, "notes", 20000, timeout=120) == 20000
     time.sleep(2)
@@ -104,7 +94,7 @@ def test_cassandra_stopped_for_a_while_mid_stream_loses_nothing(platform, two_st
     wait_session_back(registry.session)
     ta.join(120)
     tb.join(120)
-    assert acknowledged(ra["res"]) == n and acknowledged(rb["res"]) == n
+    assert confirmed(ra["res"]) == n and confirmed(rb["res"]) == n
     assert wait_rows(cfg, a.name, "notes", n, timeout=240) == n
     assert wait_rows(cfg, b.name, "notes", n, timeout=120) == n
     time.sleep(2)

@@ -1,4 +1,5 @@
-"""The platform's own long-running processes (the batch and stream managers), started by `mysimbdp up`.
+"""The platform's own long-running processes (the APIs, the batch and stream managers and the stream inbox
+writer), started by `mysimbdp up`.
 
 Each is a Python module run detached with its log in $MYSIMBDP_HOME/logs; an HTTP part counts as ready
 when its /healthz answers.
@@ -95,5 +96,6 @@ PARTS: list[ManagedProcess] = [
     ManagedProcess("batch-api", "batchingestmanager.api", health="batch"),
     ManagedProcess("batch-manager", "batchingestmanager.manager", heartbeat="batch-manager.heartbeat"),
     ManagedProcess("stream-api", "streamingestmanager.api", health="stream"),
+    ManagedProcess("inbox-writer", "streamingestmanager.inbox_writer", heartbeat="inbox-writer.heartbeat"),
     ManagedProcess("stream-controller", "streamingestmanager.controller", heartbeat="stream-controller.heartbeat"),
 ]

@@ -3,21 +3,23 @@
     from mysimbdp_app.stream import run_stream
     raise SystemExit(run_stream(FLIGHTS, fields=[...column order of the CSV lines...]))
 
-What it does, so that no message is ever lost or written twice:
+Where the messages come from: the platform's inbox writer keeps every message of the tenant, as it
+arrives, in the tenant's own keyspace (``mysimbdp_inbox``: chunks of records in 16 lanes, docs/streaming.md).
+An instance reads the lanes the platform gives it (``inbox/<tenant>/plan``), and what it does, so that no
+message is ever lost or written twice:
 
-* joins its tenant's shared subscription with a persistent MQTT session (the same client id each time the
-  platform starts this slot), QoS 1; the broker's in-flight limit bounds what it holds unacknowledged.
-  (MQTT 3.1.1: measured, paho decodes a 3.1.1 PUBLISH noticeably faster than an MQTT 5 one);
-* gathers messages (up to 100, or 20 ms from the first), parses each (one CSV line), and writes the rows
-  with a prepared statement, grouped per partition in UNLOGGED batches, with bounded concurrency; it
-  acknowledges a message only once its row is written; a malformed line is written to the tenant's
-  ``rejected_messages`` table instead, then acknowledged, and the stream goes on;
-* publishes a timing report every few seconds on its own reports topic;
-* on SIGTERM (scale down, stop one) it unsubscribes, finishes and acknowledges what it holds, and ends
-  its session; on SIGINT (stop all) it finishes what it holds but keeps its subscription, so that
-  messages published meanwhile wait in the broker for the next start. After a crash, the broker delivers
-  the unacknowledged messages again when the platform restarts the slot; writes are keyed by primary key,
-  so a message delivered twice is still one row.
+* wakes up when the platform says a chunk was written in one of its lanes (``inbox/<tenant>/notify``), and
+  at least every second, and reads the chunks after the last one done in each of its lanes;
+* parses each record (one CSV line), writes the rows with a prepared statement, grouped in UNLOGGED
+  batches, with bounded concurrency; a malformed record goes to the tenant's ``rejected_messages`` table
+  instead (keyed by its place in the inbox, so doing a chunk twice writes it once), and the stream goes on;
+* once every row of a round is written, records in ``mysimbdp_inbox_offsets`` the last chunk done in each
+  lane. A crash before that only makes the next owner of the lane do those chunks again: rows are keyed by
+  primary key, so a record done twice is still one row;
+* publishes a timing report every few seconds on its own reports topic: rows written, the time from the
+  platform's inbox to the row, and the records waiting in its lanes;
+* on SIGTERM or SIGINT it finishes the round in hand, records its offsets and exits; what is left waits in
+  the inbox for the next instance.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import signal
 import sys
 import threading
 import time
-import uuid
+from array import array
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 import paho.mqtt.client as mqtt
+from cassandra.util import uuid_from_time
 from paho.mqtt.enums import CallbackAPIVersion
 
 from . import store
@@ -46,6 +49,27 @@ REJECTS_TABLE = (
     " payload text, reason text, instance text, PRIMARY KEY ((day), received))"
     " WITH default_time_to_live = 2592000"
 )
+# the inbox, as mysimbdp/inbox.py defines it (the platform's side; this library is the tenant's)
+LANES = 16
+BUCKET_US = 3600 * 1_000_000
+MAX_LOOKBACK_BUCKETS = 24 * 14  # a lane never read and whose first chunk is unknown: two weeks back at most
+CHUNKS_PER_LANE = 4  # read per lane and round
+ROUND_RECORDS = 20000  # a round stops reading once it holds this many records
+
+
+def split_chunk(sizes_blob: bytes, body: bytes) -> list[bytes]:
+    """The records of an inbox chunk (mysimbdp/inbox.py:split_chunk); ValueError if it does not add up."""
+    if len(sizes_blob) % 4 or len(sizes_blob) > 4 * 4096:
+        raise ValueError("bad chunk sizes")
+    sizes = array("I")
+    sizes.frombytes(sizes_blob)
+    if sum(sizes) != len(body):
+        raise ValueError("chunk sizes do not match its body")
+    out, at = [], 0
+    for n in sizes:
+        out.append(body[at : at + n])
+        at += n
+    return out
 
 
 class _Window:
@@ -81,6 +105,13 @@ class _Window:
         }
 
 
+def _ints(text: str, n: int) -> list[int] | None:
+    parts = text.split()
+    if len(parts) != n or not all(p.isdigit() and len(p) <= 19 for p in parts):
+        return None
+    return [int(p) for p in parts]
+
+
 class StreamInstance:
     def __init__(
         self,
@@ -89,44 +120,52 @@ class StreamInstance:
         fields: Sequence[str],
         *,
         concurrency: int = 32,
-        batch_wait: float = 0.02,
-        batch_max: int = 100,
         transform: Callable[[tuple], tuple] | None = None,
+        **_old_options,  # batch_wait, batch_max: how an instance gathered MQTT messages before the inbox
     ) -> None:
         self.ctx = ctx
         self.table = table
         self.fields = list(fields)
         self.concurrency = concurrency
         self.transform = transform
-        self.batch_wait = batch_wait
-        self.batch_max = batch_max
-        self.inbox: list = []
         self.convert = table.converter(self.fields, columns_of="the stream")
         self.started_at = time.time()
         self.first_message_at: float | None = None
         self.lock = threading.Lock()
-        self.inbox_ready = threading.Condition(self.lock)  # one lock for the inbox and the counters
         self.window = _Window()
-        self.pending = 0
-        self.mode: str | None = None  # None (running) | "leave" | "pause"
+        self.wake = threading.Event()
         self.stopped = threading.Event()
-        self.closing = threading.Event()
         self.subscribed = threading.Event()
-        self.unsubscribed = threading.Event()
-        self.last_message = time.monotonic()
+        self.plan: list[str] = []
+        self.plan_version = -1
+        self.heads: dict[int, tuple[int, int]] = {}  # lane -> (seq, total) written by the platform
+        self.first: dict[int, int] = {}  # lane -> its first chunk's seq
+        self.done: dict[int, tuple[int, int]] = {}  # lane -> (seq, total) turned into rows
+        self.owned: set[int] = set()
         self.client_id = ctx.mqtt_client_id or f"mysimbdp-{ctx.tenant}-{ctx.instance}"
 
     # --- Cassandra ------------------------------------------------------------------------------------
     def _open_store(self) -> None:
         self.session = store.connect(self.ctx, retry_for=120)
-        store.execute_with_retry(self.session, self.table.create_cql(self.ctx.keyspace))
-        store.execute_with_retry(self.session, REJECTS_TABLE.format(ks=self.ctx.keyspace))
-        self.insert = self.session.prepare(self.table.insert_cql(self.ctx.keyspace))
+        ks = self.ctx.keyspace
+        store.execute_with_retry(self.session, self.table.create_cql(ks))
+        store.execute_with_retry(self.session, REJECTS_TABLE.format(ks=ks))
+        self.insert = self.session.prepare(self.table.insert_cql(ks))
         self.insert_reject = self.session.prepare(
-            f"INSERT INTO {self.ctx.keyspace}.rejected_messages (day, received, topic, payload, reason, instance)"
+            f"INSERT INTO {ks}.rejected_messages (day, received, topic, payload, reason, instance)"
             " VALUES (?, ?, ?, ?, ?, ?)"
         )
-        # rows: retried while Cassandra is away (the messages stay unacknowledged meanwhile)
+        self.read_chunks = self.session.prepare(
+            f"SELECT seq, stream, total, sizes, body FROM {ks}.mysimbdp_inbox"
+            " WHERE lane = ? AND bucket = ? AND seq > ? LIMIT ?"
+        )
+        self.read_lanes = self.session.prepare(
+            f"SELECT lane, first_seq, head_seq, head_total FROM {ks}.mysimbdp_inbox_lanes"
+        )
+        self.read_offsets = self.session.prepare(f"SELECT lane, seq, total FROM {ks}.mysimbdp_inbox_offsets")
+        self.write_offset = self.session.prepare(
+            f"INSERT INTO {ks}.mysimbdp_inbox_offsets (lane, seq, total) VALUES (?, ?, ?)"
+        )
         # Rows of one replica set travel in one batch: on a single node that is every row (one request for all
         # that arrived in the last milliseconds); on a cluster, the rows of one partition.
         single_node = len(self.session.cluster.metadata.all_hosts()) == 1
@@ -138,194 +177,254 @@ class StreamInstance:
             retry_for=3600,
             partition_of=group,
             batch_rows=100,
-            on_written=self._written,
         )
-        self.reject_writer = store.Writer(
-            self.session, self.insert_reject, concurrency=8, retry_for=3600, on_written=self._written
-        )
+        self.reject_writer = store.Writer(self.session, self.insert_reject, concurrency=8, retry_for=3600)
 
-    # --- MQTT -----------------------------------------------------------------------------------------
-    def _client(self, clean: bool) -> mqtt.Client:
+    # --- MQTT: the platform's notices in, reports out -------------------------------------------------
+    def _open_broker(self) -> None:
         c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=clean,
-            manual_ack=True,
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311, clean_session=True
         )
         c.username_pw_set(self.ctx.mqtt_username, self.ctx.mqtt_password)
-        return c
-
-    def _open_broker(self) -> None:
-        c = self._client(clean=False)  # the session outlives a crash of this instance
-        c.max_inflight_messages_set(100)
-        c.reconnect_delay_set(0.2, 1)  # back quickly after a broker restart: it must subscribe again
+        c.reconnect_delay_set(0.2, 2)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = lambda *a: self.subscribed.set()
-        c.on_unsubscribe = lambda *a: self.unsubscribed.set()
         c.on_disconnect = lambda cl, u, flags, rc, p: log.info("disconnected from the broker: %s", rc)
         self.mqtt = c
         c.connect_async(self.ctx.mqtt_host, self.ctx.mqtt_port, keepalive=20)
         c.loop_start()
 
-    def _end_session(self) -> None:
-        """Connect once with a clean session: the broker forgets this slot's session."""
-        c = self._client(clean=True)
-        try:
-            c.connect(self.ctx.mqtt_host, self.ctx.mqtt_port, keepalive=10)
-            c.loop_start()
-            time.sleep(0.2)
-            c.disconnect()
-            c.loop_stop()
-        except OSError as exc:
-            log.warning("could not end the session: %s", exc)
-
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
         if rc.is_failure:
             log.error("the broker refused this instance: %s", rc)
             return
-        if self.mode is None:  # (re)subscribe; harmless when the session already has it
-            client.subscribe(self.ctx.subscription, qos=1)
+        client.subscribe(self.ctx.subscription, qos=0)
 
     def _on_message(self, client, userdata, msg) -> None:
-        """On the MQTT thread: only hand the message over."""
-        if self.mode == "pause":  # not taken: it stays in the session, for the next start
+        """On the MQTT thread: note what the platform says and wake the worker."""
+        try:
+            text = msg.payload[:4096].decode("ascii")
+        except UnicodeDecodeError:
             return
-        if msg.retain:  # a retained message replayed to a new subscription: it was ingested when it came
-            client.ack(msg.mid, msg.qos)
-            return
-        now = time.monotonic()
-        self.last_message = now
+        if msg.topic.endswith("/notify"):
+            got = _ints(text, 3)
+            if got and 0 <= got[0] < LANES:
+                lane, seq, total = got
+                with self.lock:
+                    if seq > self.heads.get(lane, (0, 0))[0]:
+                        self.heads[lane] = (seq, total)
+                if lane in self.owned:
+                    self.wake.set()
+        elif msg.topic.endswith("/plan"):
+            try:
+                plan = json.loads(text)
+                slots = [str(s) for s in plan["slots"]][:LANES]
+                version = int(plan["version"])
+            except (ValueError, KeyError, TypeError):
+                return
+            with self.lock:
+                if version != self.plan_version or slots != self.plan:
+                    self.plan, self.plan_version = slots, version
+                    self.wake.set()
+
+    # --- the inbox ------------------------------------------------------------------------------------
+    def _lanes_of_plan(self) -> set[int]:
+        with self.lock:
+            plan = list(self.plan)
+        if self.ctx.instance not in plan:
+            return set()
+        return {lane for lane in range(LANES) if plan[lane % len(plan)] == self.ctx.instance}
+
+    def _poll(self) -> None:
+        """Read the lanes' heads, and the offsets of lanes newly ours (another instance may have done more)."""
+        owned = self._lanes_of_plan()
+        for r in store.execute_with_retry(self.session, self.read_lanes, retry_for=60):
+            if isinstance(r.lane, int) and 0 <= r.lane < LANES and isinstance(r.head_seq, int):
+                with self.lock:
+                    if r.head_seq > self.heads.get(r.lane, (0, 0))[0]:
+                        self.heads[r.lane] = (r.head_seq, r.head_total or 0)
+                if isinstance(r.first_seq, int):
+                    self.first[r.lane] = r.first_seq
+        new = owned - self.owned
+        if new:
+            for r in store.execute_with_retry(self.session, self.read_offsets, retry_for=60):
+                if r.lane in new and isinstance(r.seq, int):
+                    old = self.done.get(r.lane, (0, 0))
+                    if r.seq > old[0]:
+                        self.done[r.lane] = (r.seq, r.total or 0)
+            log.info("lanes now read by this instance: %s", sorted(owned))
+        self.owned = owned
+
+    def _fetch(self, lane: int) -> list:
+        """The next chunks of ``lane`` after the last one done (across hour buckets up to the head's)."""
+        after = self.done.get(lane, (0, 0))[0]
+        head = self.heads.get(lane, (0, 0))[0]
+        start = after if after else self.first.get(lane, 0) - 1
+        b = (
+            max(start // BUCKET_US, head // BUCKET_US - MAX_LOOKBACK_BUCKETS)
+            if start > 0
+            else head // BUCKET_US - MAX_LOOKBACK_BUCKETS
+        )
+        last = head // BUCKET_US
+        while b <= last:
+            rows = list(store.execute_with_retry(self.session, self.read_chunks, (lane, b, after, CHUNKS_PER_LANE)))
+            if rows:
+                return rows
+            b += 1
+        return []
+
+    def _round(self, lanes: list[int]) -> int:
+        """Turn the next chunks of ``lanes`` into rows; record the offsets; return the records done."""
+        got: list[tuple[int, object]] = []
+        records = 0
+        for lane in lanes:
+            rows = self._fetch(lane)
+            if not rows:  # the head is past every chunk there is: they expired (or the tenant deleted them)
+                with self.lock:
+                    seq, total = self.heads[lane]
+                    lost = total - self.done.get(lane, (0, 0))[1]
+                    self.done[lane] = (seq, total)
+                log.warning("lane %d: %d records expired from the inbox before they were read", lane, lost)
+                store.execute_with_retry(self.session, self.write_offset, (lane, seq, total))
+            for row in rows:
+                got.append((lane, row))
+                records += max(0, len(row.sizes or b"") // 4)
+            if records >= ROUND_RECORDS:
+                break
+        if not got:
+            return 0
         if self.first_message_at is None:
             self.first_message_at = time.time()
-        with self.inbox_ready:
-            self.inbox.append((msg, now))
-            self.pending += 1
-            if len(self.inbox) == 1 or len(self.inbox) == self.batch_max:
-                self.inbox_ready.notify()
+        good = bad = size = 0
+        latencies = []
+        last: dict[int, tuple[int, int]] = {}
+        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        for lane, row in got:
+            try:
+                items = split_chunk(row.sizes or b"", row.body or b"")
+            except ValueError as exc:  # the tenant's own table: a chunk it wrote itself
+                log.warning("chunk %s of lane %d skipped: %s", row.seq, lane, exc)
+                items = []
+            arrived = row.seq / 1e6
+            for i, payload in enumerate(items):
+                try:
+                    self._handle(payload)
+                    good += 1
+                    size += len(payload)
+                except (Rejected, ValueError, UnicodeDecodeError, csv.Error, StopIteration) as exc:
+                    reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc) or "empty message"
+                    text = payload.decode("utf-8", "replace")[:10000]
+                    key = uuid_from_time(arrived, node=lane, clock_seq=i)  # its place in the inbox
+                    topic = f"tenants/{self.ctx.tenant}/in/{row.stream}"
+                    self.reject_writer.add((day, key, topic, text, reason, self.ctx.instance))
+                    bad += 1
+            last[lane] = (row.seq, row.total or 0)
+        self.writer.flush()
+        self.writer.wait()
+        self.reject_writer.wait()
+        now = time.time()
+        for _lane, row in got:
+            latencies.append(max(0.0, now - row.seq / 1e6))
+        futures = [
+            self.session.execute_async(self.write_offset, (lane, seq, total)) for lane, (seq, total) in last.items()
+        ]
+        for f in futures:
+            f.result()
+        with self.lock:
+            for lane, done in last.items():
+                self.done[lane] = done
+            w = self.window
+            w.messages += good
+            w.rejected += bad
+            w.bytes += size
+            # the time from the inbox to the row, for each record (a chunk's records share their chunk's time)
+            for (_lane, row), lat in zip(got, latencies):
+                w.latencies.extend([lat] * max(1, len(row.sizes or b"") // 4))
+        return good + bad
+
+    def _handle(self, payload: bytes) -> None:
+        line = payload.decode("utf-8")
+        fields = next(csv.reader((line.rstrip("\r\n"),)))
+        values = self.convert(fields)
+        if self.transform is not None:
+            values = self.transform(values)
+        self.writer.add(values)
+
+    def pending(self) -> int:
+        """Records waiting in this instance's lanes."""
+        with self.lock:
+            return sum(max(0, self.heads.get(lane, (0, 0))[1] - self.done.get(lane, (0, 0))[1]) for lane in self.owned)
 
     def _work(self) -> None:
-        """Take what arrived (up to ``batch_max`` messages or ``batch_wait`` seconds), convert it, write it."""
-        while True:
-            with self.inbox_ready:
-                while not self.inbox and not self.closing.is_set():
-                    self.inbox_ready.wait(0.1)
-                if not self.inbox and self.closing.is_set():
-                    return
-                deadline = time.monotonic() + self.batch_wait  # let a batch gather
-                while len(self.inbox) < self.batch_max and not self.closing.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self.inbox_ready.wait(left)
-                taken, self.inbox = self.inbox, []
-            for msg, received in taken:
-                self._handle(msg, received)
-            self.writer.flush()
-            self.reject_writer.flush()
-
-    def _handle(self, msg, received: float) -> None:
-        tag = (msg.mid, received, len(msg.payload), True)
-        try:
-            line = msg.payload.decode("utf-8")
-            fields = next(csv.reader((line.rstrip("\r\n"),)))
-            values = self.convert(fields)
-            if self.transform is not None:
-                values = self.transform(values)
-            self.writer.add(values, tag)
-        except (Rejected, ValueError, UnicodeDecodeError, csv.Error, StopIteration) as exc:
-            reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc) or "empty message"
-            day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-            payload = msg.payload.decode("utf-8", "replace")[:10000]
-            self.reject_writer.add(
-                (day, uuid.uuid1(), msg.topic, payload, reason, self.ctx.instance),
-                (msg.mid, received, len(msg.payload), False),
-            )
-        except TemporaryFailure:
+        last_poll = 0.0
+        while not self.stopped.is_set():
+            if time.monotonic() - last_poll >= 1.0 or self._lanes_of_plan() != self.owned:
+                self._poll()
+                last_poll = time.monotonic()
             with self.lock:
-                self.window.errors += 1
-                self.pending -= 1
-
-    def _written(self, _n: int, tag) -> None:
-        mid, t_recv, size, good = tag
-        self.mqtt.ack(mid, 1)
-        lat = time.monotonic() - t_recv
-        with self.lock:
-            self.pending -= 1
-            w = self.window
-            if good:
-                w.messages += 1
-                w.bytes += size
-                w.latencies.append(lat)
-            else:
-                w.rejected += 1
+                lanes = [
+                    lane
+                    for lane in sorted(self.owned)
+                    if self.heads.get(lane, (0, 0))[0] > self.done.get(lane, (0, 0))[0]
+                ]
+            if lanes and self._round(lanes):
+                continue
+            self.wake.wait(1.0)
+            self.wake.clear()
 
     # --- reports --------------------------------------------------------------------------------------
     def _report(self) -> None:
+        pending = self.pending()
         with self.lock:
             w, self.window = self.window, _Window()
-            pending = self.pending
         body = w.report(self.ctx.tenant, self.ctx.instance, pending, self.started_at, self.first_message_at)
         self.mqtt.publish(self.ctx.report_topic, json.dumps(body), qos=1)
 
     # --- the loop ---------------------------------------------------------------------------------------
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self._stop("leave"))
-        signal.signal(signal.SIGINT, lambda *_: self._stop("pause"))
+        signal.signal(signal.SIGTERM, lambda *_: self.stopped.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopped.set())
         try:
             self._open_store()
         except TemporaryFailure as exc:
             print(f"Cassandra unavailable: {exc}", file=sys.stderr)
             return EXIT_TEMPORARY
-        self.worker = threading.Thread(target=self._work, daemon=True)
-        self.worker.start()
         self._open_broker()
-        print(f"instance {self.ctx.instance} of {self.ctx.tenant} consuming {self.ctx.subscription}", flush=True)
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._work()
+            except TemporaryFailure as exc:  # Cassandra away for an hour: the platform starts us again later
+                failure.append(exc)
+                self.stopped.set()
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        print(f"instance {self.ctx.instance} of {self.ctx.tenant} reading its inbox", flush=True)
         next_report = time.monotonic() + self.ctx.report_interval
         announced = False
         while not self.stopped.wait(0.05):
             if not announced and self.subscribed.is_set():
-                self._report()  # the first report says: subscribed, consuming
+                self._report()  # the first report says: listening, consuming
                 announced = True
             if time.monotonic() >= next_report:
-                if announced:  # no report before the subscription is granted
+                if announced:
                     self._report()
                 next_report += self.ctx.report_interval
-        self._drain()
-        return EXIT_OK
-
-    def _stop(self, mode: str) -> None:
-        if self.mode is None:
-            self.mode = mode
-            self.stopped.set()
-
-    def _drain(self) -> None:
-        if self.mode == "leave":
-            self.unsubscribed.clear()
-            self.mqtt.unsubscribe(self.ctx.subscription)
-            self.unsubscribed.wait(5)
-            # what the broker had queued for this session still arrives; take it all
-            while time.monotonic() - self.last_message < 1.0:
-                time.sleep(0.1)
-        self.closing.set()
-        self.worker.join(30)
-        try:
-            self.writer.wait()
-            self.reject_writer.wait()
-        except TemporaryFailure:
-            pass  # unacknowledged messages stay with the broker
-        deadline = time.monotonic() + 10
-        while self.pending > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.wake.set()
+        worker.join(self.ctx.report_interval + 60)  # the round in hand ends with its offsets
         self._report()
         time.sleep(0.2)
         self.mqtt.disconnect()
         self.mqtt.loop_stop()
-        if self.mode == "leave" and self.pending == 0:
-            self._end_session()
         self.session.cluster.shutdown()
-        print(f"instance {self.ctx.instance} stopped ({'left' if self.mode == 'leave' else 'paused'})", flush=True)
+        if failure:
+            print(f"Cassandra unavailable: {failure[0]}", file=sys.stderr)
+            return EXIT_TEMPORARY
+        print(f"instance {self.ctx.instance} stopped", flush=True)
+        return EXIT_OK
 
 
 def run_stream(table: Table, fields: Sequence[str], **kw) -> int:

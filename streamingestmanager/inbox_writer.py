@@ -1,0 +1,362 @@
+"""The inbox writer: takes every tenant's stream messages off the broker and keeps them in Cassandra.
+
+One platform process, supervised like the controller. It holds one persistent MQTT session subscribed to
+every tenant's data topics (``tenants/+/in/+`` and ``tenants/+/batch/+``), so the broker always has a
+subscriber and queues for it while it restarts. Every few milliseconds (``stream.inbox_flush_ms``) a
+**round**:
+
+1. takes what arrived, groups it per tenant and stream into chunks (:mod:`mysimbdp.inbox`), at most one
+   chunk per lane of a tenant, and gives each chunk the next ``seq`` of its lane;
+2. writes the chunks, each as one row of the tenant's ``mysimbdp_inbox`` (retried with the same lane and
+   seq while Cassandra is away: a write that is repeated is the same row), then each lane's head;
+3. only then acknowledges the messages to the broker, tells the tenant's instances (``inbox/<t>/notify``,
+   QoS 0: a lost notice only delays them until their next poll), and confirms every envelope to its
+   publisher (``confirm/<t>/<publisher>``, QoS 0).
+
+So a message confirmed to ``mysimbdp-publish`` is in Cassandra, whatever process crashes next; one
+acknowledged by the broker to any other client is in the broker's memory until the next round. A tenant
+whose waiting records pass ``stream.inbox_max_backlog`` gets "full" for what it sends until its instances
+catch up; a tenant whose keyspace refuses a write (it dropped its own inbox) loses that chunk alone, with
+"refused" to its publisher. While Cassandra is away, chunks are written again until it is back; nothing is
+acknowledged meanwhile.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from cassandra import InvalidRequest, Unauthorized
+from cassandra.query import SimpleStatement
+from paho.mqtt.enums import CallbackAPIVersion
+
+from mysimbdp import bounded, broker, daemon, db, inbox, names
+from mysimbdp.config import Config
+from mysimbdp.errors import InvalidName
+from mysimbdp.services import mosquitto_broker
+
+log = logging.getLogger("streamingestmanager.inbox_writer")
+HEARTBEAT = "inbox-writer.heartbeat"
+MAX_SEQ_AHEAD_US = 3600 * 1_000_000  # a lane head further in the future than this was not written by us
+
+
+@dataclass
+class Arrived:
+    mid: int
+    tenant: str
+    stream: str
+    sizes: tuple[int, ...]
+    body: bytes
+    envelope: inbox.Envelope | None = None
+
+
+@dataclass
+class Chunk:
+    tenant: str
+    stream: str
+    lane: int = 0
+    seq: int = 0
+    total: int = 0
+    items: list[Arrived] = field(default_factory=list)
+    records: int = 0
+    size: int = 0
+
+
+@dataclass
+class TenantInbox:
+    """What the writer knows of one tenant's inbox: each lane's latest seq and records written so far."""
+
+    heads: dict[int, tuple[int, int]]
+    fresh: set[int]  # lanes that had no row yet (their first chunk sets first_seq)
+    next_lane: int = 0
+    backlog: int = 0
+    backlog_checked: float = 0.0
+    statements: dict = field(default_factory=dict)
+
+
+class InboxWriter:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.sessions = db.SessionHolder(cfg)
+        self.arrived: collections.deque[Arrived] = collections.deque()
+        self.wake = threading.Event()
+        self.tenants: dict[str, TenantInbox] = {}
+        self.complaints = bounded.RateLimit(per_second=1.0, burst=20)
+        self.written_records = 0
+        self.client: mqtt.Client | None = None
+
+    # --- the broker side (paho's thread: only decode and hand over) -----------------------------------------
+    def _listen(self) -> mqtt.Client:
+        user, password = mosquitto_broker.service_login(self.cfg, broker.INBOX_WRITER_USER)
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=broker.session_client_id("mysimbdp-inbox-writer", password),
+            protocol=mqtt.MQTTv311,  # paho decodes 3.1.1 faster; envelopes carry their own numbers
+            clean_session=False,  # the broker keeps our subscription and queues for us while we restart
+            manual_ack=True,  # a message is acknowledged to the broker once it is in Cassandra
+        )
+        c.username_pw_set(user, password)
+        c.max_inflight_messages_set(1000)
+        c.reconnect_delay_set(0.2, 2)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.connect_async(self.cfg.broker.host, self.cfg.broker.port, keepalive=20)
+        c.loop_start()
+        return c
+
+    def _on_connect(self, client, userdata, flags, rc, props) -> None:
+        if rc.is_failure:
+            log.error("the broker refused the inbox writer: %s", rc)
+            return
+        client.subscribe([(f, 1) for f in broker.INBOX_WRITER_FILTERS])
+        log.info(
+            "subscribed to %s (session kept by the broker: %s)", broker.INBOX_WRITER_FILTERS, flags.session_present
+        )
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            tenant, is_envelope, stream = broker.parse_data_topic(msg.topic)
+            if is_envelope:
+                env = inbox.decode_envelope(msg.payload)
+                item = Arrived(msg.mid, tenant, stream, env.sizes, env.body, env)
+            else:
+                item = Arrived(msg.mid, tenant, stream, (len(msg.payload),), msg.payload)
+        except (InvalidName, ValueError, UnicodeDecodeError) as exc:
+            # only a tenant's own publisher can send here (the broker's ACL): it loses that message alone
+            client.ack(msg.mid, msg.qos)
+            self._complain("a message on %r was not taken: %s", msg.topic[:200], exc)
+            return
+        self.arrived.append(item)
+        self.wake.set()
+
+    def _complain(self, fmt: str, *args) -> None:
+        if self.complaints.allow("all"):
+            log.warning(fmt, *args)
+
+    # --- Cassandra ------------------------------------------------------------------------------------------
+    def _tenant(self, name: str) -> TenantInbox | None:
+        """The tenant's inbox state, its tables made if missing (a tenant created before the inbox existed)."""
+        t = self.tenants.get(name)
+        if t is not None:
+            return t
+        s = self.sessions.get()
+        ks = names.tenant(name)
+        try:
+            for cql in inbox.schema(ks, self.cfg.stream.inbox_retention_hours):
+                s.execute(cql)
+            rows = s.execute(f"SELECT lane, head_seq, head_total FROM {ks}.{inbox.LANES_TABLE}")
+        except (InvalidRequest, Unauthorized) as exc:
+            self._complain("the inbox of %s cannot be used: %s", name, exc)
+            return None
+        heads: dict[int, tuple[int, int]] = {}
+        horizon = time.time_ns() // 1000 + MAX_SEQ_AHEAD_US
+        for r in rows:  # the tenant can write this table: take only what could be ours
+            if r.lane is not None and 0 <= r.lane < inbox.LANES and isinstance(r.head_seq, int):
+                if 0 < r.head_seq < horizon and isinstance(r.head_total, int) and 0 <= r.head_total < 1 << 62:
+                    heads[r.lane] = (r.head_seq, r.head_total)
+        t = TenantInbox(heads=heads, fresh={lane for lane in range(inbox.LANES) if lane not in heads})
+        t.statements = {
+            "chunk": s.prepare(
+                f"INSERT INTO {ks}.{inbox.INBOX_TABLE} (lane, bucket, seq, stream, total, sizes, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
+            "first": s.prepare(
+                f"INSERT INTO {ks}.{inbox.LANES_TABLE} (lane, first_seq, head_seq, head_total) VALUES (?, ?, ?, ?)"
+            ),
+            "head": s.prepare(f"UPDATE {ks}.{inbox.LANES_TABLE} SET head_seq = ?, head_total = ? WHERE lane = ?"),
+            "offsets": SimpleStatement(f"SELECT lane, total FROM {ks}.{inbox.OFFSETS_TABLE}"),
+        }
+        self.tenants[name] = t
+        return t
+
+    def _backlog(self, name: str, t: TenantInbox) -> int:
+        """Records written and not yet turned into rows (checked every 2 s while the tenant sends)."""
+        now = time.monotonic()
+        if now - t.backlog_checked < 2.0:
+            return t.backlog
+        t.backlog_checked = now
+        done: dict[int, int] = {}
+        try:
+            for r in self.sessions.get().execute(t.statements["offsets"], timeout=5):
+                if isinstance(r.lane, int) and isinstance(r.total, int) and 0 <= r.total < 1 << 62:
+                    done[r.lane] = r.total
+        except Exception as exc:  # noqa: BLE001 - the count is advisory: keep the last one
+            self._complain("cannot read the offsets of %s: %s", name, exc)
+            return t.backlog
+        t.backlog = sum(max(0, total - done.get(lane, 0)) for lane, (_, total) in t.heads.items())
+        return t.backlog
+
+    # --- a round ------------------------------------------------------------------------------------------
+    def _gather(self) -> tuple[list[Chunk], list[Arrived]]:
+        """Chunks for this round (at most one per lane of a tenant), and what is turned away (backlog full)."""
+        open_chunks: dict[tuple[str, str], Chunk] = {}
+        per_tenant: dict[str, int] = collections.Counter()
+        chunks: list[Chunk] = []
+        full: list[Arrived] = []
+        left: list[Arrived] = []
+        while self.arrived:
+            item = self.arrived.popleft()
+            try:
+                t = self._tenant(item.tenant)
+            except Exception as exc:  # noqa: BLE001 - Cassandra away: this item and the rest wait
+                self.arrived.appendleft(item)
+                self._complain("cannot open the inbox of %s yet: %s", item.tenant, exc)
+                break
+            if t is None:
+                full.append(item)
+                continue
+            if self._backlog(item.tenant, t) > self.cfg.stream.inbox_max_backlog:
+                full.append(item)
+                continue
+            key = (item.tenant, item.stream)
+            c = open_chunks.get(key)
+            n = len(item.sizes)
+            if c is not None and (
+                c.records + n > inbox.MAX_CHUNK_RECORDS or c.size + len(item.body) > inbox.MAX_CHUNK_BYTES
+            ):
+                c = None
+            if c is None:
+                if per_tenant[item.tenant] >= inbox.LANES:  # every lane of this tenant has a chunk: next round
+                    left.append(item)
+                    continue
+                per_tenant[item.tenant] += 1
+                c = open_chunks[key] = Chunk(item.tenant, item.stream)
+                chunks.append(c)
+            c.items.append(item)
+            c.records += n
+            c.size += len(item.body)
+        self.arrived.extendleft(reversed(left))
+        now = time.time_ns() // 1000
+        for c in chunks:
+            t = self.tenants[c.tenant]
+            c.lane = t.next_lane
+            t.next_lane = (t.next_lane + 1) % inbox.LANES
+            seq, total = t.heads.get(c.lane, (0, 0))
+            c.seq = max(now, seq + 1)
+            c.total = total + c.records
+        return chunks, full
+
+    def _write(self, chunks: list[Chunk]) -> list[Chunk]:
+        """Write the chunks; return those written. A transient failure is retried (same lane and seq) until it
+        succeeds or the writer stops (then nothing of them is acknowledged: the broker delivers them again); a
+        tenant's keyspace refusing the write loses that chunk alone."""
+        s = self.sessions.get()
+        todo = list(chunks)
+        done: list[Chunk] = []
+        delay = 0.1
+        while todo and not self.stop.is_set():
+            futures = []
+            for c in todo:
+                sizes = [n for item in c.items for n in item.sizes]
+                body = b"".join(item.body for item in c.items)
+                st = self.tenants[c.tenant].statements["chunk"]
+                futures.append(
+                    (
+                        c,
+                        s.execute_async(
+                            st, (c.lane, inbox.bucket(c.seq), c.seq, c.stream, c.total, inbox.pack_sizes(sizes), body)
+                        ),
+                    )
+                )
+            retry = []
+            for c, f in futures:
+                try:
+                    f.result()
+                    done.append(c)
+                except (InvalidRequest, Unauthorized) as exc:
+                    self._complain("the inbox of %s refused a chunk: %s", c.tenant, exc)
+                    self.tenants.pop(c.tenant, None)  # made again (tables included) on its next message
+                except Exception as exc:  # noqa: BLE001 - Cassandra away or slow: the same write again
+                    self._complain("a chunk of %s is written again: %s", c.tenant, exc)
+                    retry.append(c)
+            todo = retry
+            if todo:
+                self.stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+        heads = []
+        for c in done:
+            t = self.tenants.get(c.tenant)
+            if t is None:
+                continue
+            t.heads[c.lane] = (c.seq, c.total)
+            t.backlog += c.records
+            if c.lane in t.fresh:
+                t.fresh.discard(c.lane)
+                heads.append(s.execute_async(t.statements["first"], (c.lane, c.seq, c.seq, c.total)))
+            else:
+                heads.append(s.execute_async(t.statements["head"], (c.seq, c.total, c.lane)))
+        for f in heads:  # advisory (backlog, where a reader starts): a lost one is corrected by the next chunk
+            try:
+                f.result()
+            except Exception as exc:  # noqa: BLE001
+                self._complain("a lane head was not written: %s", exc)
+        return done
+
+    def _settle(self, written: list[Chunk], all_chunks: list[Chunk], full: list[Arrived]) -> None:
+        c = self.client
+        confirms: dict[tuple[str, str], dict[str, list[int]]] = collections.defaultdict(
+            lambda: collections.defaultdict(list)
+        )
+        ok = {id(ch) for ch in written}
+        for ch in all_chunks:
+            status = "ok" if id(ch) in ok else "refused"
+            for item in ch.items:
+                c.ack(item.mid, 1)
+                if item.envelope is not None:
+                    confirms[(ch.tenant, item.envelope.publisher)][status].append(item.envelope.first)
+            if status == "ok":
+                c.publish(broker.notify_topic(ch.tenant), f"{ch.lane} {ch.seq} {ch.total}", qos=0)
+                self.written_records += ch.records
+        for item in full:
+            c.ack(item.mid, 1)
+            if item.envelope is not None:
+                confirms[(item.tenant, item.envelope.publisher)]["full"].append(item.envelope.first)
+        for (tenant, publisher), by_status in confirms.items():
+            lines = "\n".join(f"{status} " + " ".join(map(str, firsts)) for status, firsts in by_status.items())
+            c.publish(broker.confirm_topic(tenant, publisher), lines, qos=0)
+
+    # --- the loop -------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        daemon.when_ready(self.stop, self.sessions.get)
+        if self.stop.is_set():
+            return
+        self.client = self._listen()
+        heartbeat = self.cfg.paths.run / HEARTBEAT
+        flush = self.cfg.stream.inbox_flush_ms / 1000
+        log.info("inbox writer ready")
+        last_beat = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() - last_beat > 1:
+                daemon.beat(heartbeat)
+                last_beat = time.monotonic()
+            if not self.arrived:
+                self.wake.wait(0.5)
+                self.wake.clear()
+                continue
+            self.stop.wait(flush)  # let a round gather
+            chunks, full = self._gather()
+            if not chunks and not full:  # Cassandra away: what arrived waits, unacknowledged
+                self.stop.wait(0.5)
+                continue
+            written = self._write(chunks) if chunks else []
+            if self.stop.is_set() and len(written) < len(chunks):
+                break  # not acknowledged: the broker delivers them again to the next writer
+            self._settle(written, chunks, full)
+        log.info("stopping")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.sessions.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return daemon.run_until_stopped(InboxWriter)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
