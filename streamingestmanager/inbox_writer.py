@@ -43,6 +43,15 @@ from mysimbdp.services import mosquitto_broker
 log = logging.getLogger("streamingestmanager.inbox_writer")
 HEARTBEAT = "inbox-writer.heartbeat"
 MAX_SEQ_AHEAD_US = 3600 * 1_000_000  # a lane head further in the future than this was not written by us
+WRITE_BUDGET = 512 << 10  # bytes of chunks sent before waiting for their answers
+
+
+def _wait(future) -> None:
+    """Wait for a driver future; its error is read again by the caller."""
+    try:
+        future.result()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 @dataclass
@@ -53,6 +62,7 @@ class Arrived:
     sizes: tuple[int, ...]
     body: bytes
     envelope: inbox.Envelope | None = None
+    connection: int = 0  # message ids are per connection: one is acknowledged only on the connection it came on
 
 
 @dataclass
@@ -90,6 +100,7 @@ class InboxWriter:
         self.complaints = bounded.RateLimit(per_second=1.0, burst=20)
         self.written_records = 0
         self.client: mqtt.Client | None = None
+        self.connection = 0
 
     # --- the broker side (paho's thread: only decode and hand over) -----------------------------------------
     def _listen(self) -> mqtt.Client:
@@ -114,6 +125,7 @@ class InboxWriter:
         if rc.is_failure:
             log.error("the broker refused the inbox writer: %s", rc)
             return
+        self.connection += 1
         client.subscribe([(f, 1) for f in broker.INBOX_WRITER_FILTERS])
         log.info(
             "subscribed to %s (session kept by the broker: %s)", broker.INBOX_WRITER_FILTERS, flags.session_present
@@ -124,9 +136,9 @@ class InboxWriter:
             tenant, is_envelope, stream = broker.parse_data_topic(msg.topic)
             if is_envelope:
                 env = inbox.decode_envelope(msg.payload)
-                item = Arrived(msg.mid, tenant, stream, env.sizes, env.body, env)
+                item = Arrived(msg.mid, tenant, stream, env.sizes, env.body, env, self.connection)
             else:
-                item = Arrived(msg.mid, tenant, stream, (len(msg.payload),), msg.payload)
+                item = Arrived(msg.mid, tenant, stream, (len(msg.payload),), msg.payload, None, self.connection)
         except (InvalidName, ValueError, UnicodeDecodeError) as exc:
             # only a tenant's own publisher can send here (the broker's ACL): it loses that message alone
             client.ack(msg.mid, msg.qos)
@@ -252,18 +264,18 @@ class InboxWriter:
         delay = 0.1
         while todo and not self.stop.is_set():
             futures = []
+            in_flight = 0
             for c in todo:
+                if in_flight > WRITE_BUDGET:  # the driver refuses more while its socket buffer is full
+                    for _, f in futures:
+                        _wait(f)
+                    in_flight = 0
                 sizes = [n for item in c.items for n in item.sizes]
                 body = b"".join(item.body for item in c.items)
                 st = self.tenants[c.tenant].statements["chunk"]
-                futures.append(
-                    (
-                        c,
-                        s.execute_async(
-                            st, (c.lane, inbox.bucket(c.seq), c.seq, c.stream, c.total, inbox.pack_sizes(sizes), body)
-                        ),
-                    )
-                )
+                values = (c.lane, inbox.bucket(c.seq), c.seq, c.stream, c.total, inbox.pack_sizes(sizes), body)
+                futures.append((c, s.execute_async(st, values)))
+                in_flight += len(body)
             retry = []
             for c, f in futures:
                 try:
@@ -307,19 +319,25 @@ class InboxWriter:
         for ch in all_chunks:
             status = "ok" if id(ch) in ok else "refused"
             for item in ch.items:
-                c.ack(item.mid, 1)
+                self._ack(item)
                 if item.envelope is not None:
                     confirms[(ch.tenant, item.envelope.publisher)][status].append(item.envelope.first)
             if status == "ok":
                 c.publish(broker.notify_topic(ch.tenant), f"{ch.lane} {ch.seq} {ch.total}", qos=0)
                 self.written_records += ch.records
         for item in full:
-            c.ack(item.mid, 1)
+            self._ack(item)
             if item.envelope is not None:
                 confirms[(item.tenant, item.envelope.publisher)]["full"].append(item.envelope.first)
         for (tenant, publisher), by_status in confirms.items():
             lines = "\n".join(f"{status} " + " ".join(map(str, firsts)) for status, firsts in by_status.items())
             c.publish(broker.confirm_topic(tenant, publisher), lines, qos=0)
+
+    def _ack(self, item: Arrived) -> None:
+        """Acknowledge to the broker, on the connection the message came on only (after a reconnect the broker
+        delivers it again, and the same id may name another message)."""
+        if item.connection == self.connection:
+            self.client.ack(item.mid, 1)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> None:

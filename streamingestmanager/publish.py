@@ -101,6 +101,7 @@ class Publisher:
         self.mark = first_record  # every record numbered below this is settled
         self.heard: collections.deque = collections.deque()  # (status, first) from the MQTT thread
         self.connected = threading.Event()
+        self.connected_at = 0.0  # the last (re)connection: what was sent before it is sent again
         self.connack = None
         self.last_progress = time.monotonic()
         self.max_payload = MAX_PAYLOAD
@@ -113,13 +114,18 @@ class Publisher:
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = self._on_message
         self.client = c
-        try:
-            c.connect(host, port, keepalive=15)
-        except OSError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
-                hint="is the platform running? check --broker",
-            ) from None
+        deadline = time.monotonic() + min(max_outage, 10.0)  # a broker restarting right now is back in seconds
+        while True:
+            try:
+                c.connect(host, port, keepalive=15)
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
+                        hint="is the platform running? check --broker",
+                    ) from None
+                time.sleep(0.5)
         c.loop_start()
         deadline = time.monotonic() + 10
         while self.connack is None and time.monotonic() < deadline:
@@ -141,7 +147,7 @@ class Publisher:
         self.connack = rc
         if not rc.is_failure:
             client.subscribe(self.confirm_topic, qos=0)
-            client.on_subscribe = lambda *a: self.connected.set()
+            client.on_subscribe = lambda *a: (setattr(self, "connected_at", time.monotonic()), self.connected.set())
 
     def _on_message(self, client, userdata, msg) -> None:
         for line in msg.payload[: 1 << 20].decode("ascii", "replace").splitlines():
@@ -185,7 +191,7 @@ class Publisher:
             return
         now = time.monotonic()
         for first, e in list(self.outstanding.items()):
-            if now - e.sent_at > self.confirm_timeout:
+            if now - e.sent_at > self.confirm_timeout or e.sent_at < self.connected_at:
                 self.resent += 1
                 self._publish(first, e)
 
@@ -322,7 +328,8 @@ def run(args) -> int:
             if args.rate:
                 ahead = (n - skip) / args.rate - (time.monotonic() - t0)
                 if ahead > 0:
-                    flush()  # nothing waits in a batch while we wait
+                    if batch and time.monotonic() + ahead - batch_started > args.linger_ms / 1000:
+                        flush()  # nothing waits in a batch longer than the linger
                     time.sleep(ahead)
             if rec is None or len(rec) > room:
                 too_large.append(line)

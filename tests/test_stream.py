@@ -269,7 +269,12 @@ def test_an_instance_may_write_only_its_own_reports(platform, stream_tenant, cfg
         c.on_message = lambda cl, u, m: got.append(m.topic)
         c.connect(cfg.broker.host, cfg.broker.port)
         c.subscribe(
-            [(f"tenants/{b.name}/#", 1), (f"reports/{b.name}/#", 1), (f"inbox/{b.name}/#", 1), (f"confirm/{b.name}/#", 1)]
+            [
+                (f"tenants/{b.name}/#", 1),
+                (f"reports/{b.name}/#", 1),
+                (f"inbox/{b.name}/#", 1),
+                (f"confirm/{b.name}/#", 1),
+            ]
         )
         c.loop_start()
         time.sleep(0.5)

@@ -1,0 +1,146 @@
+"""A confirmed record survives the crash of any single process on the stream path: the broker killed with
+SIGKILL while the stream is stopped, keeping up, or far behind; the inbox writer, the controller and an
+instance killed at random moments of a 100,000-record stream. Every record mysimbdp-publish confirmed is
+exactly one row, and the other tenant streaming at the same time gets exactly its rows too."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from conftest import (
+    STREAM_CONSTRAINTS,
+    confirmed,
+    count_rows,
+    notes_lines,
+    publish_in_background,
+    publish_lines,
+    run_cli,
+    wait_rows,
+)
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+CONS = {
+    **STREAM_CONSTRAINTS,
+    "stream": {
+        **STREAM_CONSTRAINTS["stream"],
+        "cpus": 0.5,
+        "autoscale": {"enabled": False, "min_instances": 1, "max_instances": 2},
+    },
+}
+
+
+def kill_broker(cfg) -> None:
+    """SIGKILL Mosquitto, then `mysimbdp up` (the supervisor may have started it again already)."""
+    from mysimbdp.services import mosquitto_broker
+
+    pid = mosquitto_broker.daemon(cfg).pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    res = run_cli("up")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert mosquitto_broker.daemon(cfg).pid() not in (None, pid)
+
+
+@pytest.fixture
+def pair(stream_tenant):
+    """Tenant a (whose broker dies under it) and b (the bystander), each with one instance running."""
+    a = stream_tenant(cons=CONS)
+    b = stream_tenant(cons=CONS)
+    for _, _, api in (a, b):
+        assert api.post("/v1/instances", json={"count": 1}).status_code == 201
+    return a, b
+
+
+def exactly(cfg, tenant: str, n: int, timeout: float = 180) -> None:
+    assert wait_rows(cfg, tenant, "notes", n, timeout=timeout) == n
+    time.sleep(2)
+    assert count_rows(cfg, tenant, "notes") == n
+
+
+def test_broker_killed_while_the_stream_is_stopped(platform, pair, cfg):
+    (a, apw, aapi), (b, bpw, bapi) = pair
+    assert aapi.delete("/v1/instances").status_code == 200
+    res = publish_lines(cfg, a.name, apw, notes_lines(range(5000)))
+    assert res.returncode == 0 and confirmed(res) == 5000, res.stdout
+    time.sleep(2)  # as in the report: two seconds later, well inside Mosquitto's 30 s autosave
+    tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(4000)), rate=1000)
+    time.sleep(1)
+    kill_broker(cfg)
+    assert aapi.get("/v1/stream").json()["backlog"]["waiting"] == 5000
+    assert aapi.post("/v1/instances", json={"count": 1}).status_code == 201
+    exactly(cfg, a.name, 5000)
+    tb.join(120)
+    assert rb["res"].returncode == 0 and confirmed(rb["res"]) == 4000, rb["res"].stdout
+    exactly(cfg, b.name, 4000)
+
+
+def test_broker_killed_while_the_instances_keep_up(platform, pair, cfg):
+    (a, apw, aapi), (b, bpw, bapi) = pair
+    n = 24000
+    ta, ra = publish_in_background(cfg, a.name, apw, notes_lines(range(n)), rate=2000)
+    tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(n // 2)), rate=1000)
+    time.sleep(4)
+    kill_broker(cfg)
+    ta.join(180)
+    tb.join(180)
+    # the publisher rode the crash out (reconnected, sent again what was not confirmed)
+    assert ra["res"].returncode == 0 and confirmed(ra["res"]) == n, ra["res"].stdout
+    assert rb["res"].returncode == 0 and confirmed(rb["res"]) == n // 2, rb["res"].stdout
+    exactly(cfg, a.name, n)
+    exactly(cfg, b.name, n // 2)
+
+
+def test_broker_killed_while_the_instances_are_far_behind(platform, pair, cfg):
+    (a, apw, aapi), (b, bpw, bapi) = pair
+    n = 60000
+    res = publish_lines(cfg, a.name, apw, notes_lines(range(n)))
+    assert res.returncode == 0 and confirmed(res) == n, res.stdout
+    waiting = aapi.get("/v1/stream").json()["backlog"]["waiting"]
+    assert waiting >= 50000, waiting  # one slow instance (half a CPU) is far behind
+    tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(3000)), rate=1000)
+    time.sleep(1)
+    kill_broker(cfg)
+    tb.join(120)
+    assert rb["res"].returncode == 0 and confirmed(rb["res"]) == 3000, rb["res"].stdout
+    exactly(cfg, a.name, n, timeout=300)
+    exactly(cfg, b.name, 3000)
+    reports = aapi.get("/v1/reports").json()["reports"]
+    assert max(r["pending"] for r in reports) > 10000  # the backlog was in the reports
+
+
+def test_every_other_process_on_the_path_killed_at_a_random_moment(platform, pair, cfg):
+    from mysimbdp.sandbox import runtime
+    from mysimbdp.services import managers
+
+    (a, apw, aapi), (b, bpw, bapi) = pair
+    assert aapi.post("/v1/instances", json={"count": 1}).status_code == 201  # two instances for a
+    n = 100_000
+    rng = random.Random()
+    ta, ra = publish_in_background(cfg, a.name, apw, notes_lines(range(n)), rate=5000)
+    tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(10000)), rate=500)
+    parts = {p.name: p for p in managers.PARTS}
+    killed = []
+    for what, window in (("inbox-writer", (1, 4)), ("stream-controller", (1, 3)), ("instance", (1, 3))):
+        time.sleep(rng.uniform(*window))
+        if what == "instance":
+            victims = [c for c in runtime(cfg).list(tenant=a.name, kind="stream") if c.state == "running"]
+            victim = rng.choice(victims)
+            runtime(cfg).client.containers.get(victim.name).kill(signal="SIGKILL")
+            killed.append(victim.name)
+        else:
+            pid = parts[what].daemon(cfg).pid()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(what)
+    ta.join(240)
+    tb.join(240)
+    print("killed", killed, "publisher:", ra["res"].stdout)
+    assert ra["res"].returncode == 0 and confirmed(ra["res"]) == n, (killed, ra["res"].stdout)
+    assert rb["res"].returncode == 0 and confirmed(rb["res"]) == 10000, rb["res"].stdout
+    exactly(cfg, a.name, n, timeout=300)
+    exactly(cfg, b.name, 10000)
