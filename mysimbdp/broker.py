@@ -35,6 +35,7 @@ from .errors import InvalidName
 
 STREAM_CONTROLLER_USER = "svc.streammgr"
 INBOX_WRITER_USER = "svc.inbox"
+BENCH_USER = "svc.bench"  # bench/stream_bench.py's raw-broker peer: its own topics, no tenant's
 _USER = re.compile(r"(svc\.[a-z]+|[a-z][a-z0-9_]{2,31}|app\.[a-z][a-z0-9_]{2,31}\.[a-z0-9]{1,32})")
 
 # --- topics ------------------------------------------------------------------------------------------
@@ -157,6 +158,7 @@ _SERVICE_RIGHTS = {
         "topic write inbox/+/notify",
         "topic write confirm/+/+",
     ),
+    BENCH_USER: ("topic readwrite bench/#",),
 }
 
 

@@ -131,6 +131,7 @@ def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_pas
         "MYSIMBDP_SUBSCRIPTION": broker.instance_filter(tenant.name),
         "MYSIMBDP_REPORT_TOPIC": broker.report_topic(tenant.name, instance),
         "MYSIMBDP_REPORT_INTERVAL": str(tenant.constraints.stream["report_interval_seconds"]),
+        "MYSIMBDP_INBOX_RETENTION_HOURS": str(cfg.stream.inbox_retention_hours),
     }
     return RunSpec(
         name=f"mysimbdp-stream-{tenant.name}-{instance}",

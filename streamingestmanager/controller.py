@@ -86,13 +86,18 @@ class Controller:
         )
         c.username_pw_set(user, password)
         c.reconnect_delay_set(0.5, 5)
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(broker.REPORTS_FILTER, qos=1) if not rc.is_failure else None
+        c.on_connect = self._on_connect
         c.on_message = self._on_report
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # reports wait while the controller restarts
         c.connect_async(self.cfg.broker.host, self.cfg.broker.port, keepalive=20, clean_start=False, properties=props)
         c.loop_start()
         return c
+
+    def _on_connect(self, client, userdata, flags, rc, props) -> None:
+        if not rc.is_failure:
+            mosquitto_broker.no_delay(client)
+            client.subscribe(broker.REPORTS_FILTER, qos=1)
 
     def _on_report(self, client, userdata, msg) -> None:
         """One report from an instance (tenant code). Whatever it holds, this returns normally: an exception

@@ -126,6 +126,7 @@ class InboxWriter:
             log.error("the broker refused the inbox writer: %s", rc)
             return
         self.connection += 1
+        mosquitto_broker.no_delay(client)
         client.subscribe([(f, 1) for f in broker.INBOX_WRITER_FILTERS])
         log.info(
             "subscribed to %s (session kept by the broker: %s)", broker.INBOX_WRITER_FILTERS, flags.session_present

@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mysimbdp import bounded, broker, credentials, csvrecords, daemon, inbox, names
+from mysimbdp.services import mosquitto_broker
 from mysimbdp.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -146,6 +147,7 @@ class Publisher:
             self.max_payload = min(self.max_payload, packet - 1024)
         self.connack = rc
         if not rc.is_failure:
+            mosquitto_broker.no_delay(client)
             client.subscribe(self.confirm_topic, qos=0)
             client.on_subscribe = lambda *a: (setattr(self, "connected_at", time.monotonic()), self.connected.set())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import socket
 import pwd
 import shutil
 import signal
@@ -238,6 +239,17 @@ def reload_broker(cfg: Config) -> None:
     pid = daemon(cfg).pid()
     if pid is not None:
         os.kill(pid, signal.SIGHUP)
+
+
+def no_delay(client) -> None:
+    """Small MQTT packets go at once (paho leaves Nagle's algorithm on: a notice or an acknowledgement could
+    wait up to 40 ms for the last packet's TCP acknowledgement). Call from on_connect."""
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 # --- logins ----------------------------------------------------------------------------------------------

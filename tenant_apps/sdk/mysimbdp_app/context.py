@@ -47,6 +47,7 @@ class Context:
     subscription: str | None = None
     report_topic: str | None = None
     report_interval: float = 5.0
+    inbox_retention_hours: int = 48  # how long the platform keeps a chunk in the inbox
 
     @classmethod
     def from_env(cls) -> "Context":
@@ -72,6 +73,7 @@ class Context:
             subscription=e("MYSIMBDP_SUBSCRIPTION"),
             report_topic=e("MYSIMBDP_REPORT_TOPIC"),
             report_interval=float(e("MYSIMBDP_REPORT_INTERVAL", "5")),
+            inbox_retention_hours=int(e("MYSIMBDP_INBOX_RETENTION_HOURS", "48")),
         )
 
     def for_job(self, job: dict) -> "Context":

@@ -28,6 +28,7 @@ import csv
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -52,7 +53,6 @@ REJECTS_TABLE = (
 # the inbox, as mysimbdp/inbox.py defines it (the platform's side; this library is the tenant's)
 LANES = 16
 BUCKET_US = 3600 * 1_000_000
-MAX_LOOKBACK_BUCKETS = 24 * 14  # a lane never read and whose first chunk is unknown: two weeks back at most
 CHUNKS_PER_LANE = 4  # read per lane and round
 ROUND_RECORDS = 20000  # a round stops reading once it holds this many records
 
@@ -199,6 +199,9 @@ class StreamInstance:
         if rc.is_failure:
             log.error("the broker refused this instance: %s", rc)
             return
+        sock = client.socket()  # the platform's notices come at once (paho leaves Nagle's algorithm on)
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(self.ctx.subscription, qos=0)
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -236,9 +239,7 @@ class StreamInstance:
             return set()
         return {lane for lane in range(LANES) if plan[lane % len(plan)] == self.ctx.instance}
 
-    def _poll(self) -> None:
-        """Read the lanes' heads, and the offsets of lanes newly ours (another instance may have done more)."""
-        owned = self._lanes_of_plan()
+    def _read_heads(self) -> None:
         for r in store.execute_with_retry(self.session, self.read_lanes, retry_for=60):
             if isinstance(r.lane, int) and 0 <= r.lane < LANES and isinstance(r.head_seq, int):
                 with self.lock:
@@ -246,6 +247,11 @@ class StreamInstance:
                         self.heads[r.lane] = (r.head_seq, r.head_total or 0)
                 if isinstance(r.first_seq, int):
                     self.first[r.lane] = r.first_seq
+
+    def _poll(self) -> None:
+        """Read the lanes' heads, and the offsets of lanes newly ours (another instance may have done more)."""
+        owned = self._lanes_of_plan()
+        self._read_heads()
         new = owned - self.owned
         if new:
             for r in store.execute_with_retry(self.session, self.read_offsets, retry_for=60):
@@ -257,16 +263,20 @@ class StreamInstance:
         self.owned = owned
 
     def _fetch(self, lane: int) -> list:
-        """The next chunks of ``lane`` after the last one done (across hour buckets up to the head's)."""
+        """The next chunks of ``lane`` after the last one done, across hour buckets up to the head's (never
+        further back than the inbox keeps chunks)."""
         after = self.done.get(lane, (0, 0))[0]
         head = self.heads.get(lane, (0, 0))[0]
-        start = after if after else self.first.get(lane, 0) - 1
-        b = (
-            max(start // BUCKET_US, head // BUCKET_US - MAX_LOOKBACK_BUCKETS)
-            if start > 0
-            else head // BUCKET_US - MAX_LOOKBACK_BUCKETS
-        )
+        if not after and lane not in self.first:
+            self._read_heads()  # the lane's first chunk: its row in the lanes table follows the chunk at once
         last = head // BUCKET_US
+        if after:
+            b = after // BUCKET_US
+        elif lane in self.first:
+            b = self.first[lane] // BUCKET_US
+        else:  # no row for the lane (the tenant deleted it?): the head's bucket, and the one before
+            b = last - 1
+        b = max(b, last - self.ctx.inbox_retention_hours - 1)
         while b <= last:
             rows = list(store.execute_with_retry(self.session, self.read_chunks, (lane, b, after, CHUNKS_PER_LANE)))
             if rows:
