@@ -110,6 +110,8 @@ def decode_envelope(payload: bytes) -> Envelope:
     if not 1 <= len(raw) <= MAX_ENVELOPE_RECORDS or not all(s.isdigit() and len(s) <= 9 for s in raw):
         raise ValueError("bad envelope sizes")
     sizes = tuple(int(s) for s in raw)
+    if 0 in sizes:
+        raise ValueError("an empty record in an envelope")
     body = payload[end + 1 :]
     if sum(sizes) != len(body):
         raise ValueError("envelope sizes do not match its body")

@@ -5,8 +5,8 @@ Every ``stream.control_interval`` seconds (0.5), for each tenant's recorded stre
 1. an instance that exited by itself (a crash, the memory limit) is started again in the same slot (with a
    growing back-off if it keeps crashing); meanwhile its lanes of the inbox go to the others;
 2. instances asked to stop are stopped gracefully (``leave``, or ``pause`` for the last one);
-3. the count is brought to the desired number: slots whose sessions kept a subscription first, then the
-   lowest free slots; extra instances leave, highest slot first;
+3. the count is brought to the desired number: paused slots first, then the lowest free slots; extra
+   instances leave, highest slot first;
 4. the lane plan: which running instance reads which lanes of the tenant's inbox (``inbox/<t>/plan``);
 5. the autoscaler (:mod:`.autoscaler`) looks at the latest reports and may change the desired number.
 
@@ -169,7 +169,7 @@ class Controller:
 
         def run():
             try:
-                if mode == "pause":  # recorded first: a paused session keeps its subscription whatever happens
+                if mode == "pause":  # recorded first: a paused slot starts first next time
                     self.store.park(tenant, slot)
                 self.instances.stop(tenant, slot, mode)
             finally:
@@ -205,14 +205,14 @@ class Controller:
                 self._stop_async(name, slot, "leave", "the tenant no longer exists")
             return
         running = {s: i for s, i in insts.items() if i.state == "running"}
-        # a slot whose broker user outlived its container still has a session (paused by `mysimbdp down`, or
+        # a slot whose broker user outlived its container was paused (by `mysimbdp down`, or
         # crashed while the controller was away): it counts as parked
         prefix = f"app.{name}."
         for u in self.broker_users:
             slot = u[len(prefix) :] if u.startswith(prefix) else None
             if slot and slot not in insts and slot not in busy and slot not in st.parked:
                 st.parked.add(slot)
-        # 1. crashed instances come back in the same slot (their sessions hold their messages)
+        # 1. crashed instances come back in the same slot (their lanes go to the others meanwhile)
         for slot, inst in insts.items():
             if inst.state == "running" or inst.state == "created":
                 continue
@@ -229,7 +229,7 @@ class Controller:
             self.runtime.remove(inst.container.name)
             self.latest.pop(key, None)
             if st.running:
-                self.store.park(name, slot)  # its session still holds a subscription: it must come back
+                self.store.park(name, slot)  # it comes back in the same slot
                 st.parked.add(slot)
                 self._decide(name, "restart", len(running), len(running) + 1, f"instance {slot} {why}")
         # 2. stop requests
@@ -239,8 +239,8 @@ class Controller:
                 self._stop_async(name, slot, mode, "asked to stop")
                 running.pop(slot)
             self.store.stop_done(name, slot)
-        # 3. the count. While any instance is wanted, every slot whose session kept a subscription must run
-        # (the broker hands such a session its share of messages): they start first, and extras leave below.
+        # 3. the count. While any instance is wanted, every paused slot runs
+        # first, and extras leave below.
         want = st.desired if st.running else 0
         if want > 0:
             waiting = set()

@@ -1,18 +1,15 @@
 """Stream app instances of a tenant: sandboxed containers in numbered slots (s0, s1, ...).
 
-A slot is an identity that outlives its containers: its MQTT client id (so its persistent session, and any
-messages waiting in it, belong to the slot), its broker user ``app.<tenant>.<slot>`` and its reports topic
-``reports/<tenant>/<slot>``. The user's generated password (kept in the state folder, mode 0600) stays the
-same for as long as the session lives: Mosquitto, reloading a changed password, stops queueing messages for
-the offline session of that user (measured; see docs/services.md), which would lose what a crashed
-instance's session holds.
+A slot is an identity that outlives its containers: its broker user ``app.<tenant>.<slot>`` (with a
+generated password kept in the state folder, mode 0600), its MQTT client id and its reports topic
+``reports/<tenant>/<slot>``. An instance holds nothing the platform needs back: its records wait in the
+tenant's inbox, and what it has done is in its lanes' offsets (docs/streaming.md).
 
-Stopping comes in two kinds, told apart by the signal the instance gets:
+Stopping comes in two kinds, told apart by the signal the instance gets; either way it finishes the round
+in hand, records its offsets and exits:
 
-* ``leave`` (SIGTERM): scale-down or stopping one of several: it unsubscribes, finishes what it holds and
-  ends its session; the other instances take the load;
-* ``pause`` (SIGINT): stopping the last one: it finishes what it holds but keeps its subscription, so
-  messages published while the app is stopped wait in the broker for this slot's next start.
+* ``leave`` (SIGTERM): scale-down or stopping one of several: the slot's broker user goes too;
+* ``pause`` (SIGINT): the stream stopped, or `mysimbdp down`: the slot is kept and starts first next time.
 """
 
 from __future__ import annotations
@@ -126,8 +123,6 @@ class Instances:
         sig = "SIGTERM" if mode == "leave" else "SIGINT"
         code = self.runtime.stop(container_name(tenant, slot), timeout=self.cfg.stream.drain_timeout, signal=sig)
         if mode == "leave":
-            # A paused slot keeps its broker user: Mosquitto checks the subscriber's right to read when it
-            # queues a message for an offline session, and would drop what waits for a user it no longer knows.
             mosquitto_broker.remove_users(self.cfg, broker.instance_user(tenant, slot))
             self._secret(tenant, slot).unlink(missing_ok=True)
         log.info("stopped %s/%s (%s), exit %s", tenant, slot, mode, code)

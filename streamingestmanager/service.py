@@ -9,8 +9,8 @@ How manual start/stop and the autoscaler work together:
   or adds ``n`` instances to a running one; never more than the policy's maximum;
 * ``stop(instance)`` removes one instance; the autoscaler may add one back later if the load calls for it
   (and does so at once if that went below the minimum);
-* ``stop()`` stops the whole stream: the autoscaler leaves a stopped stream alone until the next start,
-  and the last instance keeps its subscription, so messages published meanwhile wait in the broker;
+* ``stop()`` stops the whole stream: the autoscaler leaves a stopped stream alone until the next start;
+  records published meanwhile wait in the tenant's inbox;
 * between manual changes the autoscaler moves the count within [min, max], one step per cooldown, and
   every change, manual or automatic, is recorded with its reason.
 """
@@ -97,7 +97,7 @@ def wait_converged(
     cfg: Config, store: StreamStore, runtime: SandboxRuntime, tenant: str, timeout: float = 30.0
 ) -> bool:
     """Wait until the running instances match the desired state and each has reported since it started
-    (an instance reports as soon as its subscription is granted: from then on it consumes)."""
+    (an instance reports as soon as it listens to the platform's notices: from then on it consumes)."""
     deadline = time.monotonic() + timeout
     inst = Instances(cfg, runtime)
     while time.monotonic() < deadline:
