@@ -17,7 +17,9 @@ So a message confirmed to ``mysimbdp-publish`` is in Cassandra, whatever process
 acknowledged by the broker to any other client is in the broker's memory until the next round. A tenant
 whose waiting records pass ``stream.inbox_max_backlog`` gets "full" for what it sends until its instances
 catch up; a tenant whose keyspace refuses a write (it dropped its own inbox) loses that chunk alone, with
-"refused" to its publisher. While Cassandra is away, chunks are written again until it is back; nothing is
+"refused" to its publisher; one whose keyspace keeps failing while Cassandra answers (it set a replication
+factor the cluster cannot meet) gets "refused" for a while, so that it never holds up the others for more
+than a few seconds. While Cassandra is away, chunks are written again until it is back; nothing is
 acknowledged meanwhile.
 """
 
@@ -44,6 +46,7 @@ log = logging.getLogger("streamingestmanager.inbox_writer")
 HEARTBEAT = "inbox-writer.heartbeat"
 MAX_SEQ_AHEAD_US = 3600 * 1_000_000  # a lane head further in the future than this was not written by us
 WRITE_BUDGET = 512 << 10  # bytes of chunks sent before waiting for their answers
+TENANT_GRACE = 3.0  # seconds a tenant's chunk may keep failing while Cassandra answers, before it is refused
 
 
 def _wait(future) -> None:
@@ -101,6 +104,7 @@ class InboxWriter:
         self.written_records = 0
         self.client: mqtt.Client | None = None
         self.connection = 0
+        self.quarantine: dict[str, tuple[float, int]] = {}  # tenant -> (refused until, strikes)
 
     # --- the broker side (paho's thread: only decode and hand over) -----------------------------------------
     def _listen(self) -> mqtt.Client:
@@ -207,25 +211,31 @@ class InboxWriter:
 
     # --- a round ------------------------------------------------------------------------------------------
     def _gather(self) -> tuple[list[Chunk], list[Arrived]]:
-        """Chunks for this round (at most one per lane of a tenant), and what is turned away (backlog full)."""
+        """Chunks for this round (at most one per lane of a tenant), and what is turned away: (item, "full")
+        when the tenant's backlog is full, (item, "refused") when its keyspace refuses the inbox."""
         open_chunks: dict[tuple[str, str], Chunk] = {}
         per_tenant: dict[str, int] = collections.Counter()
         chunks: list[Chunk] = []
-        full: list[Arrived] = []
+        full: list[tuple[Arrived, str]] = []
+        now_mono = time.monotonic()
         left: list[Arrived] = []
         while self.arrived:
             item = self.arrived.popleft()
+            if self.quarantine.get(item.tenant, (0.0, 0))[0] > now_mono:
+                full.append((item, "refused"))
+                continue
             try:
                 t = self._tenant(item.tenant)
             except Exception as exc:  # noqa: BLE001 - Cassandra away: this item and the rest wait
                 self.arrived.appendleft(item)
                 self._complain("cannot open the inbox of %s yet: %s", item.tenant, exc)
                 break
-            if t is None:
-                full.append(item)
+            if t is None:  # its keyspace refuses the inbox: not asked again for a few seconds
+                self.quarantine[item.tenant] = (now_mono + 5.0, self.quarantine.get(item.tenant, (0.0, 0))[1])
+                full.append((item, "refused"))
                 continue
             if self._backlog(item.tenant, t) > self.cfg.stream.inbox_max_backlog:
-                full.append(item)
+                full.append((item, "full"))
                 continue
             key = (item.tenant, item.stream)
             c = open_chunks.get(key)
@@ -262,6 +272,7 @@ class InboxWriter:
         s = self.sessions.get()
         todo = list(chunks)
         done: list[Chunk] = []
+        failing: dict[int, float] = {}  # chunk -> when its writes started failing
         delay = 0.1
         while todo and not self.stop.is_set():
             futures = []
@@ -286,14 +297,20 @@ class InboxWriter:
                     self._complain("the inbox of %s refused a chunk: %s", c.tenant, exc)
                     self.tenants.pop(c.tenant, None)  # made again (tables included) on its next message
                 except Exception as exc:  # noqa: BLE001 - Cassandra away or slow: the same write again
-                    self._complain("a chunk of %s is written again: %s", c.tenant, exc)
-                    retry.append(c)
+                    since = failing.setdefault(id(c), time.monotonic())
+                    if time.monotonic() - since > TENANT_GRACE and self._cassandra_answers():
+                        self._quarantine(c.tenant, exc)  # its keyspace alone fails (say, replication 3 on one node)
+                    else:
+                        self._complain("a chunk of %s is written again: %s", c.tenant, exc)
+                        retry.append(c)
             todo = retry
             if todo:
                 self.stop.wait(delay)
                 delay = min(delay * 2, 2.0)
         heads = []
         for c in done:
+            if c.tenant in self.quarantine and self.quarantine[c.tenant][0] <= time.monotonic():
+                del self.quarantine[c.tenant]  # written again: forgiven
             t = self.tenants.get(c.tenant)
             if t is None:
                 continue
@@ -311,7 +328,7 @@ class InboxWriter:
                 self._complain("a lane head was not written: %s", exc)
         return done
 
-    def _settle(self, written: list[Chunk], all_chunks: list[Chunk], full: list[Arrived]) -> None:
+    def _settle(self, written: list[Chunk], all_chunks: list[Chunk], full: list[tuple[Arrived, str]]) -> None:
         c = self.client
         confirms: dict[tuple[str, str], dict[str, list[int]]] = collections.defaultdict(
             lambda: collections.defaultdict(list)
@@ -326,13 +343,28 @@ class InboxWriter:
             if status == "ok":
                 c.publish(broker.notify_topic(ch.tenant), f"{ch.lane} {ch.seq} {ch.total}", qos=0)
                 self.written_records += ch.records
-        for item in full:
+        for item, status in full:
             self._ack(item)
             if item.envelope is not None:
-                confirms[(item.tenant, item.envelope.publisher)]["full"].append(item.envelope.first)
+                confirms[(item.tenant, item.envelope.publisher)][status].append(item.envelope.first)
         for (tenant, publisher), by_status in confirms.items():
             lines = "\n".join(f"{status} " + " ".join(map(str, firsts)) for status, firsts in by_status.items())
             c.publish(broker.confirm_topic(tenant, publisher), lines, qos=0)
+
+    def _cassandra_answers(self) -> bool:
+        try:
+            self.sessions.get().execute("SELECT release_version FROM system.local", timeout=2)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _quarantine(self, tenant: str, exc: BaseException) -> None:
+        """Cassandra answers but the tenant's keyspace keeps failing: its chunks are refused (not confirmed,
+        so mysimbdp-publish keeps them) for 10 s, then 20 s ... up to 5 minutes while that goes on."""
+        _, strikes = self.quarantine.get(tenant, (0.0, 0))
+        hold = min(10.0 * 2**strikes, 300.0)
+        self.quarantine[tenant] = (time.monotonic() + hold, strikes + 1)
+        log.warning("the inbox of %s keeps failing (%s): its records are refused for %.0f s", tenant, exc, hold)
 
     def _ack(self, item: Arrived) -> None:
         """Acknowledge to the broker, on the connection the message came on only (after a reconnect the broker

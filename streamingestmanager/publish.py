@@ -178,15 +178,15 @@ class Publisher:
             if status == "ok":
                 self.confirmed += e.count
                 self._settle_one(first)
-            elif status == "full":  # the tenant's backlog is full: sent again a little later
+            else:  # "full" (the backlog) or "refused" (the keyspace, for a while): sent again a little later
                 e.full_since = e.full_since or now
                 e.sent_at = now - self.confirm_timeout + 1.0
                 if now - e.full_since > self.wait_for_room:
-                    self.full += e.count
+                    if status == "full":
+                        self.full += e.count
+                    else:
+                        self.refused += e.count
                     self._settle_one(first)
-            else:
-                self.refused += e.count
-                self._settle_one(first)
 
     def _resend_due(self) -> None:
         if not self.connected.is_set():
@@ -384,7 +384,10 @@ def run(args) -> int:
             "POST /v1/instances), then send them again with --resume"
         )
     if pub.refused:
-        print(f"{pub.refused} were refused by the platform (see the inbox writer's log)")
+        print(
+            f"{pub.refused} were refused: the platform could not write to your keyspace (was its inbox table or its"
+            " replication changed?); send them again with --resume"
+        )
     if gave_up:
         print(
             f"gave up: {gave_up}. The first {pub.mark} records of the file are confirmed; "
@@ -438,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="send records refused because the stream's backlog is full again for this long (default 30)",
+        help="send records refused (the stream's backlog full, the keyspace failing) again for this long (default 30)",
     )
     p.add_argument(
         "--checkpoint",

@@ -144,3 +144,23 @@ def test_every_other_process_on_the_path_killed_at_a_random_moment(platform, pai
     assert rb["res"].returncode == 0 and confirmed(rb["res"]) == 10000, rb["res"].stdout
     exactly(cfg, a.name, n, timeout=300)
     exactly(cfg, b.name, 10000)
+
+
+def test_a_tenant_that_breaks_its_own_keyspace_does_not_hold_up_the_others(platform, pair, cfg):
+    """Its role may drop its own keyspace, inbox and all: what it sends then is refused (and said so), and
+    the other tenant's stream goes on untouched."""
+    from mysimbdp import db, tenants
+
+    (a, apw, aapi), (b, bpw, bapi) = pair
+    own = db.connect(cfg, tenants.cassandra_login(cfg, a.name))
+    try:
+        own.execute(f"DROP KEYSPACE {a.name}")
+    finally:
+        own.cluster.shutdown()
+    tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(6000)), rate=1000)
+    res = publish_lines(cfg, a.name, apw, notes_lines(range(500)), extra=("--wait-for-room", "5"))
+    tb.join(120)
+    assert res.returncode == 1 and "500 were refused" in res.stdout, res.stdout
+    assert rb["res"].returncode == 0 and confirmed(rb["res"]) == 6000, rb["res"].stdout
+    assert "sent again" not in rb["res"].stdout  # b never waited 10 s for a confirmation
+    exactly(cfg, b.name, 6000)
