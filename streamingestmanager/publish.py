@@ -256,7 +256,7 @@ def checkpoint_path(args, path: Path) -> Path:
 def read_checkpoint(cp: Path, path: Path, topic: str) -> int:
     """The number of records already confirmed, from a checkpoint of the same file and topic."""
     try:
-        data = bounded.loads_json(bounded.read_regular(cp, 64 << 10))
+        data = bounded.loads_json(bounded.read_regular(cp, 64 << 10), max_bytes=64 << 10)
     except FileNotFoundError:
         raise UsageError(f"--resume: no checkpoint at {cp}", hint="nothing was published from this file yet") from None
     except (OSError, ValueError) as exc:

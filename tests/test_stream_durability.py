@@ -5,8 +5,10 @@ exactly one row, and the other tenant streaming at the same time gets exactly it
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import time
 
@@ -126,13 +128,14 @@ def test_every_other_process_on_the_path_killed_at_a_random_moment(platform, pai
     tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(10000)), rate=500)
     parts = {p.name: p for p in managers.PARTS}
     killed = []
-    for what, window in (("inbox-writer", (1, 4)), ("stream-controller", (1, 3)), ("instance", (1, 3))):
+    steps = [("inbox-writer", (1, 4)), ("stream-controller", (1, 3)), ("s0", (1, 3)), ("s1", (1, 3))]
+    rng.shuffle(steps)
+    for what, window in steps:
         time.sleep(rng.uniform(*window))
-        if what == "instance":
-            victims = [c for c in runtime(cfg).list(tenant=a.name, kind="stream") if c.state == "running"]
-            victim = rng.choice(victims)
-            runtime(cfg).client.containers.get(victim.name).kill(signal="SIGKILL")
-            killed.append(victim.name)
+        if what in ("s0", "s1"):  # each instance
+            victim = f"mysimbdp-stream-{a.name}-{what}"
+            runtime(cfg).client.containers.get(victim).kill(signal="SIGKILL")
+            killed.append(victim)
         else:
             pid = parts[what].daemon(cfg).pid()
             os.kill(pid, signal.SIGKILL)
@@ -163,3 +166,45 @@ def test_a_tenant_that_breaks_its_own_keyspace_does_not_hold_up_the_others(platf
     assert res.returncode == 1 and "500 were refused" in res.stdout, res.stdout
     assert rb["res"].returncode == 0 and confirmed(rb["res"]) == 6000, rb["res"].stdout
     exactly(cfg, b.name, 6000)
+
+
+def test_the_publisher_gives_up_past_its_bound_and_resumes_without_duplicates(platform, pair, cfg, tmp_path):
+    from mysimbdp.services import mosquitto_broker
+
+    (a, apw, aapi), _ = pair
+    n = 30000
+    data = tmp_path / "notes.csv"
+    data.write_text("\n".join(notes_lines(range(n))) + "\n")
+    args = ["-u", a.name, f"--password={apw}", str(data), "--no-header", "-q", "--rate", "3000"]
+    args += ["--broker", f"{cfg.broker.host}:{cfg.broker.port}"]
+    t, r = run_in_background(args + ["--max-outage", "3"])
+    time.sleep(3)
+    assert mosquitto_broker.stop(cfg)  # down, and kept down, longer than the publisher waits
+    try:
+        t.join(60)
+    finally:
+        mosquitto_broker.start(cfg)
+    res = r["res"]
+    assert res.returncode == 75, res.stdout + res.stderr
+    m = re.search(r"The first (\d+) records of the file are confirmed; run the same command with --resume", res.stdout)
+    assert m, res.stdout
+    done = int(m.group(1))
+    assert 0 < done < n, res.stdout
+    assert json.loads((tmp_path / "notes.csv.mysimbdp-checkpoint").read_text())["records_confirmed"] == done
+    again = run_cli(*args, "--resume", module="streamingestmanager.publish")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{n - done} confirmed (after {done} confirmed before, skipped by --resume)" in again.stdout
+    exactly(cfg, a.name, n)
+
+
+def run_in_background(args):
+    import threading
+
+    result = {}
+
+    def run():
+        result["res"] = run_cli(*args, module="streamingestmanager.publish")
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, result
