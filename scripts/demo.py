@@ -4,9 +4,9 @@
 2. sends each tenant's tenant_apps/<tenant>/client-input-dir with fetchdata, as the tenant would
    (a file that breaks a constraint and malformed rows included);
 3. starts each tenant's stream app over the stream API and streams tenant_apps/<tenant>/stream-sample.csv
-   with mysimbdp-publish;
-4. prints the receipts: the batch jobs, the rows in each keyspace, the stream reports and the scaling
-   decisions.
+   with mysimbdp-publish (each record confirmed once it is in the tenant's inbox in Cassandra);
+4. prints the receipts: the batch jobs, the rows in each keyspace, each stream's state and inbox, the
+   stream reports and the scaling decisions.
 
 The tenants' passwords are generated and kept in state/secrets/demo-tenants.json (0600).
 """
@@ -78,7 +78,7 @@ def main() -> int:
         folder = ROOT / "tenant_apps" / name / "client-input-dir"
         run("fetchdata", "-u", name, f"--password={passwords[name]}", "-d", str(folder), "--server", cfg.batch_url())
 
-    step("stream: each tenant publishes a CSV file line by line")
+    step("stream: each tenant publishes a CSV file (a record counts once it is safe in Cassandra)")
     cooldown = max(float(reg.get(n).constraints.autoscale.cooldown_seconds) for n in TENANTS)
     time.sleep(max(0.0, started + cooldown + 1 - time.monotonic()))  # past the cooldown of the start
     for name in TENANTS:
@@ -132,6 +132,10 @@ def main() -> int:
         n = session.execute(f"SELECT count(*) FROM {name}.{table}", timeout=60).one()[0]
         rejected = session.execute(f"SELECT count(*) FROM {name}.rejected_messages", timeout=60).one()[0]
         print(f"  {name}.{table}: {n} rows; {name}.rejected_messages (malformed stream lines kept aside): {rejected}")
+
+    step("streams: instances and inbox (records kept, turned into rows, waiting)")
+    for name in TENANTS:
+        subprocess.run([sys.executable, "-m", "mysimbdp", "stream", "status", name], cwd=ROOT)
 
     step("stream reports (newest first)")
     for name in TENANTS:
