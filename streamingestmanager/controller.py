@@ -269,7 +269,9 @@ class Controller:
             self._stop_async(name, slot, mode, "scaling down" if st.running else "the stream is stopped")
             running.pop(slot)
         # 4. which instance reads which lanes of the inbox: those that run and have reported
-        self._plan(name, sorted((s for s in running if (name, s) in self.latest), key=slot_number))
+        ready = sorted((s for s in running if (name, s) in self.latest), key=slot_number)
+        if ready or not running:  # a controller just started has no reports yet: the instances keep their plan
+            self._plan(name, ready)
         # 5. the autoscaler
         if st.running and not busy:
             self.autoscale(t, st, running)
