@@ -109,13 +109,12 @@ def test_broker_keeps_tenants_to_their_own_prefix(platform, pair):
     assert wrong.connack is not None and wrong.connack.is_failure
     wrong.close()
 
-    from mysimbdp import broker, credentials
+    from mysimbdp import broker
     from mysimbdp.services import mosquitto_broker
 
-    watcher_user = broker.instance_user(b, "s7")  # reads b's data, as b's stream app instances do
-    mosquitto_broker.put_user(cfg, broker.app_instance_user(b, "s7", credentials.mosquitto_hash("w-pass", 1000)))
-    mosquitto_broker.wait_for_login(cfg, watcher_user, "w-pass")
-    ca, cb, watcher = Client(cfg, a, pa), Client(cfg, b, pb), Client(cfg, watcher_user, "w-pass")
+    # reads b's data as the platform's inbox writer does (its login, another client id)
+    watcher_login = mosquitto_broker.service_login(cfg, broker.INBOX_WRITER_USER)
+    ca, cb, watcher = Client(cfg, a, pa), Client(cfg, b, pb), Client(cfg, *watcher_login)
     try:
         assert not ca.connack.is_failure and not cb.connack.is_failure
         ca.c.subscribe([(f"tenants/{b}/#", 1), ("#", 1), (f"$share/{b}/tenants/{b}/in/#", 1), (f"reports/{b}/#", 1)])
@@ -129,6 +128,8 @@ def test_broker_keeps_tenants_to_their_own_prefix(platform, pair):
         rc = ca.publish(f"tenants/{b}/in/x", b"1,forged-by-a")
         assert rc.is_failure and "authorized" in str(rc).lower()
         assert ca.publish(f"reports/{b}/i1", b"{}").is_failure
+        assert ca.publish(f"inbox/{b}/plan", b'{"slots": [], "version": 9}').is_failure  # the platform's notices
+        assert ca.publish(f"confirm/{b}/0123456789abcdef", b"ok 0").is_failure
         assert ca.publish("tenants/other/in/x", b"x").is_failure
         # a can use its own prefix
         assert not ca.publish(f"tenants/{a}/in/x", b"1,mine").is_failure
@@ -141,7 +142,6 @@ def test_broker_keeps_tenants_to_their_own_prefix(platform, pair):
         ca.close()
         cb.close()
         watcher.close()
-        mosquitto_broker.remove_users(cfg, watcher_user)
 
 
 def test_a_tenant_role_cannot_set_table_options_that_hurt_the_shared_node(platform, make_tenant):
