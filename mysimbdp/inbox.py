@@ -56,6 +56,35 @@ def schema(keyspace: str, retention_hours: int) -> list[str]:
     ]
 
 
+COLUMNS = {  # what the platform reads and writes: a tenant's table that differs is refused
+    INBOX_TABLE: {
+        "lane": "int",
+        "bucket": "bigint",
+        "seq": "bigint",
+        "stream": "text",
+        "total": "bigint",
+        "sizes": "blob",
+        "body": "blob",
+    },
+    LANES_TABLE: {"lane": "int", "first_seq": "bigint", "head_seq": "bigint", "head_total": "bigint"},
+    OFFSETS_TABLE: {"lane": "int", "seq": "bigint", "total": "bigint"},
+}
+
+
+def schema_problem(columns: list[tuple[str, str, str]]) -> str | None:
+    """What is wrong with a tenant's inbox tables, given (table, column, type) rows of system_schema.columns
+    for its keyspace; None when they are as the platform made them (extra columns are allowed)."""
+    found: dict[str, dict[str, str]] = {}
+    for table, column, kind in columns:
+        found.setdefault(table, {})[column] = kind
+    for table, wanted in COLUMNS.items():
+        have = found.get(table, {})
+        for column, kind in wanted.items():
+            if have.get(column) != kind:
+                return f"{table}.{column} is {have.get(column) or 'missing'}, not {kind}"
+    return None
+
+
 def bucket(seq: int) -> int:
     return seq // BUCKET_US
 

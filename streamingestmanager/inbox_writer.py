@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import struct
 import sys
 import threading
 import time
@@ -46,7 +47,18 @@ log = logging.getLogger("streamingestmanager.inbox_writer")
 HEARTBEAT = "inbox-writer.heartbeat"
 MAX_SEQ_AHEAD_US = 3600 * 1_000_000  # a lane head further in the future than this was not written by us
 WRITE_BUDGET = 512 << 10  # bytes of chunks sent before waiting for their answers
+RECHECK_SECONDS = 30.0  # a tenant's inbox tables are checked again this often (its role may change them)
 TENANT_GRACE = 3.0  # seconds a tenant's chunk may keep failing while Cassandra answers, before it is refused
+
+
+class _Failed:
+    """A write that could not even be sent, as a future that fails."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def result(self):
+        raise self.exc
 
 
 def _wait(future) -> None:
@@ -90,6 +102,7 @@ class TenantInbox:
     backlog: int = 0
     backlog_checked: float = 0.0
     statements: dict = field(default_factory=dict)
+    checked_at: float = field(default_factory=time.monotonic)  # when its tables were last checked
 
 
 class InboxWriter:
@@ -160,24 +173,36 @@ class InboxWriter:
     def _tenant(self, name: str) -> TenantInbox | None:
         """The tenant's inbox state, its tables made if missing (a tenant created before the inbox existed)."""
         t = self.tenants.get(name)
-        if t is not None:
+        if t is not None and time.monotonic() - t.checked_at < RECHECK_SECONDS:
             return t
         s = self.sessions.get()
         ks = names.tenant(name)
         try:
             for cql in inbox.schema(ks, self.cfg.stream.inbox_retention_hours):
                 s.execute(cql)
+            columns = s.execute(
+                "SELECT table_name, column_name, type FROM system_schema.columns WHERE keyspace_name = %s", (ks,)
+            )
+            problem = inbox.schema_problem([(r.table_name, r.column_name, r.type) for r in columns])
+            if problem:  # the tenant made its own inbox tables again, differently
+                raise InvalidRequest(f"its inbox tables were changed: {problem}")
             rows = s.execute(f"SELECT lane, head_seq, head_total FROM {ks}.{inbox.LANES_TABLE}")
         except (InvalidRequest, Unauthorized) as exc:
             self._complain("the inbox of %s cannot be used: %s", name, exc)
+            self.tenants.pop(name, None)
             return None
-        heads: dict[int, tuple[int, int]] = {}
+        heads: dict[int, tuple[int, int]] = dict(t.heads) if t is not None else {}  # ours, when checked again
         horizon = time.time_ns() // 1000 + MAX_SEQ_AHEAD_US
         for r in rows:  # the tenant can write this table: take only what could be ours
             if r.lane is not None and 0 <= r.lane < inbox.LANES and isinstance(r.head_seq, int):
                 if 0 < r.head_seq < horizon and isinstance(r.head_total, int) and 0 <= r.head_total < 1 << 62:
-                    heads[r.lane] = (r.head_seq, r.head_total)
-        t = TenantInbox(heads=heads, fresh={lane for lane in range(inbox.LANES) if lane not in heads})
+                    if r.head_seq > heads.get(r.lane, (0, 0))[0]:
+                        heads[r.lane] = (r.head_seq, r.head_total)
+        t = TenantInbox(
+            heads=heads,
+            fresh={lane for lane in range(inbox.LANES) if lane not in heads},
+            next_lane=t.next_lane if t is not None else 0,
+        )
         t.statements = {
             "chunk": s.prepare(
                 f"INSERT INTO {ks}.{inbox.INBOX_TABLE} (lane, bucket, seq, stream, total, sizes, body)"
@@ -193,20 +218,25 @@ class InboxWriter:
         return t
 
     def _backlog(self, name: str, t: TenantInbox) -> int:
-        """Records written and not yet turned into rows (checked every 2 s while the tenant sends)."""
+        """Records written and not yet turned into rows. The offsets are read in the background every 2 s
+        while the tenant sends (never on the round's path); until an answer comes, the last count holds."""
         now = time.monotonic()
         if now - t.backlog_checked < 2.0:
             return t.backlog
         t.backlog_checked = now
-        done: dict[int, int] = {}
-        try:
-            for r in self.sessions.get().execute(t.statements["offsets"], timeout=5):
+
+        def counted(rows) -> None:
+            done: dict[int, int] = {}
+            for r in rows:
                 if isinstance(r.lane, int) and isinstance(r.total, int) and 0 <= r.total < 1 << 62:
                     done[r.lane] = r.total
+            t.backlog = sum(max(0, total - done.get(lane, 0)) for lane, (_, total) in t.heads.items())
+
+        try:
+            future = self.sessions.get().execute_async(t.statements["offsets"], timeout=5)
+            future.add_callbacks(counted, lambda exc: self._complain("cannot read the offsets of %s: %s", name, exc))
         except Exception as exc:  # noqa: BLE001 - the count is advisory: keep the last one
             self._complain("cannot read the offsets of %s: %s", name, exc)
-            return t.backlog
-        t.backlog = sum(max(0, total - done.get(lane, 0)) for lane, (_, total) in t.heads.items())
         return t.backlog
 
     # --- a round ------------------------------------------------------------------------------------------
@@ -284,9 +314,15 @@ class InboxWriter:
                     in_flight = 0
                 sizes = [n for item in c.items for n in item.sizes]
                 body = b"".join(item.body for item in c.items)
-                st = self.tenants[c.tenant].statements["chunk"]
+                t = self.tenants.get(c.tenant)
                 values = (c.lane, inbox.bucket(c.seq), c.seq, c.stream, c.total, inbox.pack_sizes(sizes), body)
-                futures.append((c, s.execute_async(st, values)))
+                try:
+                    if t is None:
+                        raise InvalidRequest("the tenant's inbox was refused in this round")
+                    futures.append((c, s.execute_async(t.statements["chunk"], values)))
+                except (InvalidRequest, Unauthorized, TypeError, ValueError, AttributeError, struct.error) as exc:
+                    # the tenant changed its own inbox table (the driver binds by the table's columns now)
+                    futures.append((c, _Failed(InvalidRequest(f"cannot write to it: {exc}"))))
                 in_flight += len(body)
             retry = []
             for c, f in futures:
@@ -295,7 +331,7 @@ class InboxWriter:
                     done.append(c)
                 except (InvalidRequest, Unauthorized) as exc:
                     self._complain("the inbox of %s refused a chunk: %s", c.tenant, exc)
-                    self.tenants.pop(c.tenant, None)  # made again (tables included) on its next message
+                    self.tenants.pop(c.tenant, None)  # made again (tables checked) on its next message
                 except Exception as exc:  # noqa: BLE001 - Cassandra away or slow: the same write again
                     since = failing.setdefault(id(c), time.monotonic())
                     if time.monotonic() - since > TENANT_GRACE and self._cassandra_answers():
@@ -316,11 +352,14 @@ class InboxWriter:
                 continue
             t.heads[c.lane] = (c.seq, c.total)
             t.backlog += c.records
-            if c.lane in t.fresh:
-                t.fresh.discard(c.lane)
-                heads.append(s.execute_async(t.statements["first"], (c.lane, c.seq, c.seq, c.total)))
-            else:
-                heads.append(s.execute_async(t.statements["head"], (c.seq, c.total, c.lane)))
+            try:
+                if c.lane in t.fresh:
+                    t.fresh.discard(c.lane)
+                    heads.append(s.execute_async(t.statements["first"], (c.lane, c.seq, c.seq, c.total)))
+                else:
+                    heads.append(s.execute_async(t.statements["head"], (c.seq, c.total, c.lane)))
+            except Exception as exc:  # noqa: BLE001 - the tenant changed its own lanes table
+                self._complain("a lane head of %s was not written: %s", c.tenant, exc)
         for f in heads:  # advisory (backlog, where a reader starts): a lost one is corrected by the next chunk
             try:
                 f.result()
@@ -395,7 +434,11 @@ class InboxWriter:
             if not chunks and not full:  # Cassandra away: what arrived waits, unacknowledged
                 self.stop.wait(0.5)
                 continue
-            written = self._write(chunks) if chunks else []
+            try:
+                written = self._write(chunks) if chunks else []
+            except Exception:  # noqa: BLE001 - a bug must not become a crash loop on the same messages
+                log.exception("a round failed; its records are refused")
+                written = []
             if self.stop.is_set() and len(written) < len(chunks):
                 break  # not acknowledged: the broker delivers them again to the next writer
             self._settle(written, chunks, full)

@@ -61,3 +61,12 @@ def test_both_chunk_readers_agree_and_refuse_what_does_not_add_up():
 def test_lanes_and_buckets():
     assert inbox.bucket(0) == 0 and inbox.bucket(inbox.BUCKET_US - 1) == 0 and inbox.bucket(inbox.BUCKET_US) == 1
     assert sdk_stream.LANES == inbox.LANES and sdk_stream.BUCKET_US == inbox.BUCKET_US
+
+
+def test_inbox_tables_changed_by_their_tenant_are_found():
+    good = [(t, c, k) for t, cols in inbox.COLUMNS.items() for c, k in cols.items()]
+    assert inbox.schema_problem(good) is None
+    assert inbox.schema_problem(good + [(inbox.INBOX_TABLE, "extra", "text")]) is None
+    retyped = [(t, c, "text" if c == "body" else k) for t, c, k in good]
+    assert inbox.schema_problem(retyped) == "mysimbdp_inbox.body is text, not blob"
+    assert "missing" in inbox.schema_problem([r for r in good if r[0] != inbox.OFFSETS_TABLE])

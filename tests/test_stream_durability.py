@@ -149,15 +149,36 @@ def test_every_other_process_on_the_path_killed_at_a_random_moment(platform, pai
     exactly(cfg, b.name, 10000)
 
 
-def test_a_tenant_that_breaks_its_own_keyspace_does_not_hold_up_the_others(platform, pair, cfg):
-    """Its role may drop its own keyspace, inbox and all: what it sends then is refused (and said so), and
-    the other tenant's stream goes on untouched."""
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        ["DROP KEYSPACE {t}"],
+        [  # the same table, other types: the driver then binds the writer's values by the new columns
+            "DROP TABLE {t}.mysimbdp_inbox",
+            "CREATE TABLE {t}.mysimbdp_inbox (lane int, bucket bigint, seq bigint, stream text, total bigint,"
+            " sizes text, body text, PRIMARY KEY ((lane, bucket), seq))",
+            "DROP TABLE {t}.mysimbdp_inbox_lanes",
+            "CREATE TABLE {t}.mysimbdp_inbox_lanes (lane int PRIMARY KEY, first_seq text, head_seq text,"
+            " head_total text)",
+            "INSERT INTO {t}.mysimbdp_inbox_lanes (lane, head_seq, head_total) VALUES (1, 'x', '-1')",
+        ],
+    ],
+    ids=["keyspace dropped", "inbox tables of other types"],
+)
+def test_a_tenant_that_breaks_its_own_inbox_does_not_hold_up_the_others(platform, pair, cfg, breakage):
+    """Its role may drop its own keyspace, or make its inbox tables again with other types: what it sends
+    then is refused (and said so), the inbox writer does not stop, and the other tenant's stream goes on.
+    (The writer checks a tenant's tables when it first sees the tenant and every 30 s after.)"""
     from mysimbdp import db, tenants
+    from mysimbdp.services import managers
 
     (a, apw, aapi), (b, bpw, bapi) = pair
+    writer = next(p for p in managers.PARTS if p.name == "inbox-writer").daemon(cfg)
+    pid = writer.pid()
     own = db.connect(cfg, tenants.cassandra_login(cfg, a.name))
     try:
-        own.execute(f"DROP KEYSPACE {a.name}")
+        for cql in breakage:
+            own.execute(cql.format(t=a.name), timeout=60)
     finally:
         own.cluster.shutdown()
     tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(6000)), rate=1000)
@@ -166,6 +187,8 @@ def test_a_tenant_that_breaks_its_own_keyspace_does_not_hold_up_the_others(platf
     assert res.returncode == 1 and "500 were refused" in res.stdout, res.stdout
     assert rb["res"].returncode == 0 and confirmed(rb["res"]) == 6000, rb["res"].stdout
     exactly(cfg, b.name, 6000)
+    assert writer.pid() == pid  # never restarted
+    assert aapi.get("/v1/stream").status_code == 200
 
 
 def test_the_publisher_gives_up_past_its_bound_and_resumes_without_duplicates(platform, pair, cfg, tmp_path):

@@ -299,7 +299,7 @@ class StreamInstance:
                 store.execute_with_retry(self.session, self.write_offset, (lane, seq, total))
             for row in rows:
                 got.append((lane, row))
-                records += max(0, len(row.sizes or b"") // 4)
+                records += max(0, len(row.sizes or b"") // 4)  # 4 bytes of size per record
             if records >= ROUND_RECORDS:
                 break
         if not got:
@@ -313,7 +313,7 @@ class StreamInstance:
         for lane, row in got:
             try:
                 items = split_chunk(row.sizes or b"", row.body or b"")
-            except ValueError as exc:  # the tenant's own table: a chunk it wrote itself
+            except (ValueError, TypeError) as exc:  # the tenant's own table: a chunk (or a table) it made itself
                 log.warning("chunk %s of lane %d skipped: %s", row.seq, lane, exc)
                 items = []
             arrived = row.seq / 1e6
