@@ -133,7 +133,7 @@ def main() -> int:
         rejected = session.execute(f"SELECT count(*) FROM {name}.rejected_messages", timeout=60).one()[0]
         print(f"  {name}.{table}: {n} rows; {name}.rejected_messages (malformed stream lines kept aside): {rejected}")
 
-    step("streams: instances and inbox (records kept, turned into rows, waiting)")
+    step("streams: instances and inbox (records written, turned into rows, waiting)")
     for name in TENANTS:
         subprocess.run([sys.executable, "-m", "mysimbdp", "stream", "status", name], cwd=ROOT)
 

@@ -77,7 +77,7 @@ def cmd_stream(cfg, args) -> int:
     )
     b = st["backlog"]
     if b["waiting"] is not None:
-        print(f"  inbox: {b['written']} records kept, {b['done']} turned into rows, {b['waiting']} waiting")
+        print(f"  inbox: {b['written']} records written, {b['done']} turned into rows, {b['waiting']} waiting")
     for i in st["instances"]:
         r = i["last_report"] or {}
         print(

@@ -11,13 +11,16 @@ broker restart or crash. If nothing is confirmed for ``--max-outage`` seconds it
 records of the file are confirmed (also kept in a checkpoint file), and ``--resume`` sends the rest.
 
 Exit status: 0 every record confirmed; 1 some were not kept (too large, the stream's backlog full,
-refused); 75 gave up (run again with --resume); 2 usage, 3 login, 69 broker unreachable at the start.
+refused); 75 gave up (run again with --resume); 130 interrupted (the same); 2 usage; 65 no such file;
+69 broker unreachable at the start; 77 wrong user name or password. The checkpoint is removed when every
+record was confirmed.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import secrets
@@ -253,18 +256,33 @@ def checkpoint_path(args, path: Path) -> Path:
     return Path(args.checkpoint) if args.checkpoint else path.with_name(path.name + ".mysimbdp-checkpoint")
 
 
-def read_checkpoint(cp: Path, path: Path, topic: str) -> int:
-    """The number of records already confirmed, from a checkpoint of the same file and topic."""
+def file_digest(path: Path) -> str:
+    """sha256 of the file: a checkpoint is for this content only."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_checkpoint(cp: Path, path: Path, topic: str, digest: str) -> int:
+    """The number of records already confirmed, from a checkpoint of the same file content and topic."""
     try:
         data = bounded.loads_json(bounded.read_regular(cp, 64 << 10), max_bytes=64 << 10)
     except FileNotFoundError:
         raise UsageError(f"--resume: no checkpoint at {cp}", hint="nothing was published from this file yet") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"--resume: cannot read the checkpoint {cp}: {exc}") from None
-    st = path.stat()
-    if not isinstance(data, dict) or data.get("topic") != topic or data.get("size") != st.st_size:
+    if not isinstance(data, dict) or data.get("topic") != topic:
         raise UsageError(
-            f"--resume: the checkpoint {cp} is for another file or topic", hint="delete it to publish from the start"
+            f"--resume: the checkpoint {cp} is for another topic than {topic}",
+            hint="use the same --topic, or delete it to publish from the start",
+        )
+    if data.get("sha256") != digest:
+        raise UsageError(
+            f"--resume: {path} changed since the checkpoint {cp} was written",
+            hint="records may have moved: delete the checkpoint and publish the whole file (rows keyed by primary key"
+            " are not doubled)",
         )
     done = data.get("records_confirmed")
     if not isinstance(done, int) or done < 0:
@@ -272,16 +290,30 @@ def read_checkpoint(cp: Path, path: Path, topic: str) -> int:
     return done
 
 
-def write_checkpoint(cp: Path, path: Path, topic: str, done: int) -> None:
-    try:
-        daemon.write_atomic(
-            cp,
-            json.dumps(
-                {"file": str(path.resolve()), "size": path.stat().st_size, "topic": topic, "records_confirmed": done}
-            ),
-        )
-    except OSError:
-        pass  # a read-only folder: --resume will say there is no checkpoint
+class Checkpoint:
+    """How many records from the start of the file are confirmed, kept in a small JSON file (atomically)."""
+
+    def __init__(self, cp: Path, path: Path, topic: str, digest: str) -> None:
+        self.cp, self.path, self.topic, self.digest = cp, path, topic, digest
+        self.warned = False
+        self.written = False
+
+    def write(self, done: int) -> None:
+        data = {"file": str(self.path.resolve()), "topic": self.topic, "sha256": self.digest, "records_confirmed": done}
+        try:
+            daemon.write_atomic(self.cp, json.dumps(data))
+            self.written = True
+        except OSError as exc:
+            if not self.warned:
+                self.warned = True
+                print(
+                    f"mysimbdp-publish: warning: cannot write the checkpoint {self.cp} ({exc.strerror or exc}):"
+                    " --resume will not know where to start (use --checkpoint PATH)",
+                    file=sys.stderr,
+                )
+
+    def remove(self) -> None:
+        self.cp.unlink(missing_ok=True)
 
 
 def run(args) -> int:
@@ -298,9 +330,13 @@ def run(args) -> int:
         stream = names.stream(args.topic)
     except InvalidName as exc:  # a bad -u or --topic is a usage error (exit 2)
         raise UsageError(exc.message, hint=exc.hint) from None
+    if not 0 <= args.linger_ms <= 10000:
+        raise UsageError(f"--linger-ms must be 0 to 10000, not {args.linger_ms}")
     topic = broker.batch_topic(args.user, stream)
     cp = checkpoint_path(args, path)
-    skip = read_checkpoint(cp, path, topic) if args.resume else 0
+    digest = file_digest(path)
+    skip = read_checkpoint(cp, path, topic, digest) if args.resume else 0
+    checkpoint = Checkpoint(cp, path, topic, digest)
     password = credentials.client_password(args.password, args.user)
     pub = Publisher(
         host, port, args.user, password, max_outage=args.max_outage, wait_for_room=args.wait_for_room, first_record=skip
@@ -309,6 +345,7 @@ def run(args) -> int:
     t0 = time.monotonic()
     last_draw = last_cp = 0.0
     too_large: list[int] = []
+    long_records: list[int] = []
     batch: list[bytes] = []
     batch_first = skip
     batch_bytes = 0
@@ -323,8 +360,14 @@ def run(args) -> int:
         batch, batch_bytes = [], 0
 
     gave_up = None
+    interrupted = False
+    n = -1
+    prev_line = 0
     try:
         for n, (line, rec) in enumerate(records(path, not args.no_header, pub.max_payload)):
+            if prev_line and line - prev_line > 1000:  # one record over a thousand lines: a quote left open?
+                long_records.append(prev_line)
+            prev_line = line
             if n < skip:
                 continue
             if args.rate:
@@ -349,7 +392,7 @@ def run(args) -> int:
                 flush()
             if time.monotonic() - last_cp > 0.5:
                 last_cp = time.monotonic()
-                write_checkpoint(cp, path, topic, pub.mark)
+                checkpoint.write(pub.mark)
             if total and time.monotonic() - last_draw > 0.1:
                 last_draw = time.monotonic()
                 done = int(30 * (n + 1) / total)
@@ -362,7 +405,13 @@ def run(args) -> int:
         pub.finish()
     except GaveUp as exc:
         gave_up = str(exc)
-    write_checkpoint(cp, path, topic, pub.mark)
+    except KeyboardInterrupt:
+        interrupted = True
+        pub.client.disconnect()
+        pub._hear()
+    if skip and n + 1 < skip:
+        raise UsageError(f"--resume: the checkpoint {cp} counts {skip} records, the file has {n + 1}")
+    checkpoint.write(pub.mark)
     took = time.monotonic() - t0
     if total:
         sys.stderr.write("\r" + " " * 90 + "\r")
@@ -388,13 +437,20 @@ def run(args) -> int:
             f"{pub.refused} were refused: the platform could not write to your keyspace (was its inbox table or its"
             " replication changed?); send them again with --resume"
         )
-    if gave_up:
+    if long_records:
+        where = ", ".join(map(str, long_records[:5])) + (" ..." if len(long_records) > 5 else "")
+        print(f"warning: the record(s) at line(s) {where} span more than 1,000 lines each (a quote left open?)")
+    if gave_up or interrupted:
+        why = f"gave up: {gave_up}" if gave_up else "interrupted"
         print(
-            f"gave up: {gave_up}. The first {pub.mark} records of the file are confirmed; "
+            f"{why}. The first {pub.mark} records of the file are confirmed; "
             f"run the same command with --resume to send the rest (checkpoint: {cp})"
         )
-        return 75
-    return 0 if pub.confirmed == pub.sent and not too_large else 1
+        return 75 if gave_up else 130
+    ok = pub.confirmed == pub.sent and not too_large
+    if ok and pub.mark == n + 1:
+        checkpoint.remove()  # nothing left to resume
+    return 0 if ok else 1
 
 
 def broker_address(text: str) -> tuple[str, int]:
@@ -412,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--user", required=True, help="your tenant name")
     p.add_argument("-p", "--password", help="your password (else $MYSIMBDP_PASSWORD, else a prompt)")
     p.add_argument("--topic", default="default", help="the stream name under your topic prefix (default: default)")
-    p.add_argument("--rate", type=float, help="at most this many messages a second")
+    p.add_argument("--rate", type=float, help="at most this many records a second")
     p.add_argument(
         "--broker",
         default=os.environ.get("MYSIMBDP_BROKER", "127.0.0.1:1883"),
