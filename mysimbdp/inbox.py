@@ -25,6 +25,7 @@ from array import array
 from dataclasses import dataclass
 
 LANES = 16
+LANES_IN = "(" + ", ".join(map(str, range(LANES))) + ")"  # CQL: read the lanes' rows only, never others
 BUCKET_US = 3600 * 1_000_000  # one partition per lane and hour
 MAX_CHUNK_RECORDS = 4096
 MAX_CHUNK_BYTES = 1 << 20  # far below Cassandra's mutation limit

@@ -26,11 +26,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
+from cassandra import InvalidRequest, Unauthorized
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mysimbdp import bounded, broker, daemon, db
+from mysimbdp import bounded, broker, daemon, db, inbox, names
 from mysimbdp.config import Config
 from mysimbdp.errors import MysimbdpError, TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
@@ -184,7 +185,14 @@ class Controller:
         if time.monotonic() < allowed:
             return False
         try:
+            ks = names.tenant(t.name)
+            for cql in inbox.schema(ks, self.cfg.stream.inbox_retention_hours):  # what the instance will read
+                self.sessions.get().execute(cql)
             self.instances.start(t, slot)
+        except (InvalidRequest, Unauthorized) as exc:  # its keyspace refuses: it dropped it, say
+            log.warning("cannot start %s/%s: its inbox: %s", t.name, slot, exc)
+            self.crashes[key] = (crashes, time.monotonic() + 5)
+            return False
         except MysimbdpError as exc:
             log.warning("cannot start %s/%s: %s", t.name, slot, exc.one_line())
             self.crashes[key] = (crashes, time.monotonic() + 5)

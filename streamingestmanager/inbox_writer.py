@@ -186,7 +186,23 @@ class InboxWriter:
             problem = inbox.schema_problem([(r.table_name, r.column_name, r.type) for r in columns])
             if problem:  # the tenant made its own inbox tables again, differently
                 raise InvalidRequest(f"its inbox tables were changed: {problem}")
-            rows = s.execute(f"SELECT lane, head_seq, head_total FROM {ks}.{inbox.LANES_TABLE}")
+            rows = s.execute(
+                f"SELECT lane, head_seq, head_total FROM {ks}.{inbox.LANES_TABLE} WHERE lane IN {inbox.LANES_IN}"
+            )
+            statements = {
+                "chunk": s.prepare(
+                    f"INSERT INTO {ks}.{inbox.INBOX_TABLE} (lane, bucket, seq, stream, total, sizes, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ),
+                "first": s.prepare(
+                    f"INSERT INTO {ks}.{inbox.LANES_TABLE} (lane, first_seq, head_seq, head_total) VALUES (?, ?, ?, ?)"
+                ),
+                "head": s.prepare(f"UPDATE {ks}.{inbox.LANES_TABLE} SET head_seq = ?, head_total = ? WHERE lane = ?"),
+                # the 16 lanes only: the tenant may have filled its offsets table with other rows
+                "offsets": SimpleStatement(
+                    f"SELECT lane, total FROM {ks}.{inbox.OFFSETS_TABLE} WHERE lane IN {inbox.LANES_IN}"
+                ),
+            }
         except (InvalidRequest, Unauthorized) as exc:
             self._complain("the inbox of %s cannot be used: %s", name, exc)
             self.tenants.pop(name, None)
@@ -203,17 +219,7 @@ class InboxWriter:
             fresh={lane for lane in range(inbox.LANES) if lane not in heads},
             next_lane=t.next_lane if t is not None else 0,
         )
-        t.statements = {
-            "chunk": s.prepare(
-                f"INSERT INTO {ks}.{inbox.INBOX_TABLE} (lane, bucket, seq, stream, total, sizes, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
-            ),
-            "first": s.prepare(
-                f"INSERT INTO {ks}.{inbox.LANES_TABLE} (lane, first_seq, head_seq, head_total) VALUES (?, ?, ?, ?)"
-            ),
-            "head": s.prepare(f"UPDATE {ks}.{inbox.LANES_TABLE} SET head_seq = ?, head_total = ? WHERE lane = ?"),
-            "offsets": SimpleStatement(f"SELECT lane, total FROM {ks}.{inbox.OFFSETS_TABLE}"),
-        }
+        t.statements = statements
         self.tenants[name] = t
         return t
 
@@ -256,8 +262,12 @@ class InboxWriter:
                 continue
             try:
                 t = self._tenant(item.tenant)
-            except Exception as exc:  # noqa: BLE001 - Cassandra away: this item and the rest wait
-                self.arrived.appendleft(item)
+            except Exception as exc:  # noqa: BLE001
+                if self._cassandra_answers():  # the tenant's alone: refused for a while, the others go on
+                    self._quarantine(item.tenant, exc)
+                    full.append((item, "refused"))
+                    continue
+                self.arrived.appendleft(item)  # Cassandra away: this item and the rest wait
                 self._complain("cannot open the inbox of %s yet: %s", item.tenant, exc)
                 break
             if t is None:  # its keyspace refuses the inbox: not asked again for a few seconds

@@ -187,10 +187,14 @@ class StreamStore:
         ks = names.tenant(tenant)
         try:
             heads = self.session.execute(
-                SimpleStatement(f"SELECT lane, head_total FROM {ks}.{inbox.LANES_TABLE}"), timeout=5
+                SimpleStatement(
+                    f"SELECT lane, head_total FROM {ks}.{inbox.LANES_TABLE} WHERE lane IN {inbox.LANES_IN}"
+                ),
+                timeout=5,
             )
             offsets = self.session.execute(
-                SimpleStatement(f"SELECT lane, total FROM {ks}.{inbox.OFFSETS_TABLE}"), timeout=5
+                SimpleStatement(f"SELECT lane, total FROM {ks}.{inbox.OFFSETS_TABLE} WHERE lane IN {inbox.LANES_IN}"),
+                timeout=5,
             )
         except Exception:  # noqa: BLE001 - tables missing (no message yet), Cassandra busy: unknown
             return {"written": None, "done": None, "waiting": None}

@@ -162,8 +162,9 @@ def test_every_other_process_on_the_path_killed_at_a_random_moment(platform, pai
             " head_total text)",
             "INSERT INTO {t}.mysimbdp_inbox_lanes (lane, head_seq, head_total) VALUES (1, 'x', '-1')",
         ],
+        ["ALTER TABLE {t}.mysimbdp_inbox DROP stream"],  # a column the writer's statement names
     ],
-    ids=["keyspace dropped", "inbox tables of other types"],
+    ids=["keyspace dropped", "inbox tables of other types", "a column dropped"],
 )
 def test_a_tenant_that_breaks_its_own_inbox_does_not_hold_up_the_others(platform, pair, cfg, breakage):
     """Its role may drop its own keyspace, or make its inbox tables again with other types: what it sends
@@ -231,3 +232,53 @@ def run_in_background(args):
     t = threading.Thread(target=run)
     t.start()
     return t, result
+
+
+def test_junk_in_a_tenants_own_inbox_tables_costs_it_nothing_and_the_others_nothing(platform, pair, cfg):
+    """The lanes and offsets tables are the tenant's: rows for lanes that do not exist (many of them) and
+    absurd heads and offsets are ignored by the writer, the controller and the instances."""
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    from mysimbdp import db, tenants
+
+    (a, apw, aapi), (b, bpw, bapi) = pair
+    own = db.connect(cfg, tenants.cassandra_login(cfg, a.name))
+    try:
+        junk = own.prepare(f"INSERT INTO {a.name}.mysimbdp_inbox_offsets (lane, seq, total) VALUES (?, ?, ?)")
+        execute_concurrent_with_args(own, junk, [(1000 + i, i, i) for i in range(20000)], concurrency=64)
+        big = 2**63 - 1
+        own.execute(
+            f"INSERT INTO {a.name}.mysimbdp_inbox_lanes (lane, first_seq, head_seq, head_total)"
+            f" VALUES (7, {-big - 1}, {big}, {big})"
+        )
+        own.execute(f"INSERT INTO {a.name}.mysimbdp_inbox_offsets (lane, seq, total) VALUES (3, {big}, -5)")
+    finally:
+        own.cluster.shutdown()
+    assert aapi.delete("/v1/instances").status_code == 200
+    assert aapi.post("/v1/instances", json={"count": 1}).status_code == 201  # it reads the junk as it starts
+    tb, rb = publish_in_background(cfg, b.name, bpw, notes_lines(range(3000)), rate=1000)
+    res = publish_lines(cfg, a.name, apw, notes_lines(range(3200)), rate=800, extra=("--batch", "50"))
+    tb.join(120)
+    assert res.returncode == 0 and confirmed(res) == 3200, res.stdout
+    exactly(cfg, a.name, 3200)  # lane 7 and lane 3 included
+    exactly(cfg, b.name, 3000)
+    backlog = aapi.get("/v1/stream").json()["backlog"]
+    assert backlog["waiting"] == 0 and backlog["written"] == 3200, backlog
+
+
+def test_a_tenant_that_drops_its_inbox_mid_stream_gets_it_back(platform, pair, cfg):
+    """The writer makes the table again; the instance whose reads failed ends and is started again, instead
+    of living on without reading."""
+    from mysimbdp import db, tenants
+
+    (a, apw, aapi), _ = pair
+    assert confirmed(publish_lines(cfg, a.name, apw, notes_lines(range(100)))) == 100
+    exactly(cfg, a.name, 100)
+    own = db.connect(cfg, tenants.cassandra_login(cfg, a.name))
+    try:
+        own.execute(f"DROP TABLE {a.name}.mysimbdp_inbox", timeout=60)
+    finally:
+        own.cluster.shutdown()
+    res = publish_lines(cfg, a.name, apw, notes_lines(range(100, 400)))
+    assert res.returncode == 0 and confirmed(res) == 300, res.stdout
+    exactly(cfg, a.name, 400, timeout=120)

@@ -41,7 +41,7 @@ from cassandra.util import uuid_from_time
 from paho.mqtt.enums import CallbackAPIVersion
 
 from . import store
-from .context import EXIT_OK, EXIT_TEMPORARY, Context, TemporaryFailure
+from .context import EXIT_FAILED, EXIT_OK, EXIT_TEMPORARY, Context, TemporaryFailure
 from .records import Rejected, Table
 
 log = logging.getLogger("mysimbdp_app.stream")
@@ -103,6 +103,16 @@ class _Window:
             "started_at": started_at,
             "first_message_at": first_message_at,
         }
+
+
+def _sane_seq(seq: object) -> bool:
+    """A chunk's seq the platform could have written: microseconds since the epoch, not in the future (an
+    hour of clock skew allowed). The lanes and offsets tables are the tenant's own: anything else is ignored."""
+    return isinstance(seq, int) and 0 < seq < (time.time() + 3600) * 1e6
+
+
+def _sane_total(total: object) -> bool:
+    return isinstance(total, int) and 0 <= total < 1 << 62
 
 
 def _ints(text: str, n: int) -> list[int] | None:
@@ -212,7 +222,7 @@ class StreamInstance:
             return
         if msg.topic.endswith("/notify"):
             got = _ints(text, 3)
-            if got and 0 <= got[0] < LANES:
+            if got and 0 <= got[0] < LANES and _sane_seq(got[1]) and _sane_total(got[2]):
                 lane, seq, total = got
                 with self.lock:
                     if seq > self.heads.get(lane, (0, 0))[0]:
@@ -241,12 +251,14 @@ class StreamInstance:
 
     def _read_heads(self) -> None:
         for r in store.execute_with_retry(self.session, self.read_lanes, retry_for=60):
-            if isinstance(r.lane, int) and 0 <= r.lane < LANES and isinstance(r.head_seq, int):
+            if not (isinstance(r.lane, int) and 0 <= r.lane < LANES):
+                continue
+            if _sane_seq(r.head_seq) and _sane_total(r.head_total):
                 with self.lock:
                     if r.head_seq > self.heads.get(r.lane, (0, 0))[0]:
-                        self.heads[r.lane] = (r.head_seq, r.head_total or 0)
-                if isinstance(r.first_seq, int):
-                    self.first[r.lane] = r.first_seq
+                        self.heads[r.lane] = (r.head_seq, r.head_total)
+            if _sane_seq(r.first_seq):
+                self.first[r.lane] = r.first_seq
 
     def _poll(self) -> None:
         """Read the lanes' heads, and the offsets of lanes newly ours (another instance may have done more)."""
@@ -255,10 +267,10 @@ class StreamInstance:
         new = owned - self.owned
         if new:
             for r in store.execute_with_retry(self.session, self.read_offsets, retry_for=60):
-                if r.lane in new and isinstance(r.seq, int):
+                if r.lane in new and _sane_seq(r.seq) and _sane_total(r.total):
                     old = self.done.get(r.lane, (0, 0))
                     if r.seq > old[0]:
-                        self.done[r.lane] = (r.seq, r.total or 0)
+                        self.done[r.lane] = (r.seq, r.total)
             log.info("lanes now read by this instance: %s", sorted(owned))
         self.owned = owned
 
@@ -409,6 +421,10 @@ class StreamInstance:
             except TemporaryFailure as exc:  # Cassandra away for an hour: the platform starts us again later
                 failure.append(exc)
                 self.stopped.set()
+            except Exception as exc:  # noqa: BLE001 - never a live-looking instance that reads nothing
+                log.exception("the worker failed; this instance ends (the platform starts it again)")
+                failure.append(exc)
+                self.stopped.set()
 
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
@@ -431,8 +447,8 @@ class StreamInstance:
         self.mqtt.loop_stop()
         self.session.cluster.shutdown()
         if failure:
-            print(f"Cassandra unavailable: {failure[0]}", file=sys.stderr)
-            return EXIT_TEMPORARY
+            print(f"stopped: {failure[0]}", file=sys.stderr)
+            return EXIT_TEMPORARY if isinstance(failure[0], TemporaryFailure) else EXIT_FAILED
         print(f"instance {self.ctx.instance} stopped", flush=True)
         return EXIT_OK
 
