@@ -105,6 +105,7 @@ class StreamSettings:
     inbox_flush_ms: float = 5.0  # how long the inbox writer lets a round gather
     inbox_retention_hours: int = 48  # a record not turned into a row by then expires from the inbox
     inbox_max_backlog: int = 2_000_000  # records waiting per tenant; past it the writer answers "full"
+    inbox_max_mb: int = 4096  # what one tenant's inbox may take in a retention window (the node's disk is shared)
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,10 @@ class Controller:
                 self.broker_users = {u.name for u in mosquitto_broker.list_users(self.cfg)}
                 known = {st.tenant for st in states}
                 for st in states:
-                    self.reconcile(st)
+                    try:
+                        self.reconcile(st)
+                    except Exception:  # noqa: BLE001 - one tenant's trouble (Cassandra slow on its DDL) is not the others'
+                        log.warning("reconciling %s failed", st.tenant, exc_info=True)
                 for c in self.runtime.list(brief=True, kind="stream"):  # instances of tenants with no stream state
                     if c.tenant not in known:
                         self._stop_async(c.tenant, c.labels.get("mysimbdp.instance", ""), "leave", "no stream state")

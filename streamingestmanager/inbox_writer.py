@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from cassandra import InvalidRequest, Unauthorized
-from cassandra.query import SimpleStatement
+from cassandra.query import SimpleStatement, ValueSequence
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mysimbdp import bounded, broker, daemon, db, inbox, names
@@ -46,6 +46,7 @@ from mysimbdp.services import mosquitto_broker
 log = logging.getLogger("streamingestmanager.inbox_writer")
 HEARTBEAT = "inbox-writer.heartbeat"
 MAX_SEQ_AHEAD_US = 3600 * 1_000_000  # a lane head further in the future than this was not written by us
+MAX_WAITING = 20000  # QoS 0 messages taken while this many wait for a round
 WRITE_BUDGET = 512 << 10  # bytes of chunks sent before waiting for their answers
 RECHECK_SECONDS = 30.0  # a tenant's inbox tables are checked again this often (its role may change them)
 TENANT_GRACE = 3.0  # seconds a tenant's chunk may keep failing while Cassandra answers, before it is refused
@@ -78,6 +79,7 @@ class Arrived:
     body: bytes
     envelope: inbox.Envelope | None = None
     connection: int = 0  # message ids are per connection: one is acknowledged only on the connection it came on
+    qos: int = 1  # QoS 0 (a plain MQTT client's default) is never acknowledged: PUBACK(0) costs the connection
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Chunk:
     items: list[Arrived] = field(default_factory=list)
     records: int = 0
     size: int = 0
+    inbox_of: "TenantInbox | None" = None
 
 
 @dataclass
@@ -118,6 +121,7 @@ class InboxWriter:
         self.client: mqtt.Client | None = None
         self.connection = 0
         self.quarantine: dict[str, tuple[float, int]] = {}  # tenant -> (refused until, strikes)
+        self.kept_bytes: dict[str, dict[int, int]] = {}  # tenant -> hour -> bytes written to its inbox
 
     # --- the broker side (paho's thread: only decode and hand over) -----------------------------------------
     def _listen(self) -> mqtt.Client:
@@ -154,13 +158,20 @@ class InboxWriter:
             tenant, is_envelope, stream = broker.parse_data_topic(msg.topic)
             if is_envelope:
                 env = inbox.decode_envelope(msg.payload)
-                item = Arrived(msg.mid, tenant, stream, env.sizes, env.body, env, self.connection)
+                item = Arrived(msg.mid, tenant, stream, env.sizes, env.body, env, self.connection, msg.qos)
             else:
-                item = Arrived(msg.mid, tenant, stream, (len(msg.payload),), msg.payload, None, self.connection)
+                size = (len(msg.payload),)
+                item = Arrived(msg.mid, tenant, stream, size, msg.payload, None, self.connection, msg.qos)
         except (InvalidName, ValueError, UnicodeDecodeError) as exc:
             # only a tenant's own publisher can send here (the broker's ACL): it loses that message alone
-            client.ack(msg.mid, msg.qos)
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
             self._complain("a message on %r was not taken: %s", msg.topic[:200], exc)
+            return
+        if msg.qos == 0 and len(self.arrived) >= MAX_WAITING:  # QoS 1 is bounded by the broker's in-flight window
+            self._complain(
+                "a QoS 0 message on %r was dropped: the writer is %d messages behind", msg.topic[:200], MAX_WAITING
+            )
             return
         self.arrived.append(item)
         self.wake.set()
@@ -181,7 +192,9 @@ class InboxWriter:
             for cql in inbox.schema(ks, self.cfg.stream.inbox_retention_hours):
                 s.execute(cql)
             columns = s.execute(
-                "SELECT table_name, column_name, type FROM system_schema.columns WHERE keyspace_name = %s", (ks,)
+                "SELECT table_name, column_name, type FROM system_schema.columns WHERE keyspace_name = %s"
+                " AND table_name IN %s",
+                (ks, ValueSequence(list(inbox.COLUMNS))),
             )
             problem = inbox.schema_problem([(r.table_name, r.column_name, r.type) for r in columns])
             if problem:  # the tenant made its own inbox tables again, differently
@@ -236,7 +249,8 @@ class InboxWriter:
             for r in rows:
                 if isinstance(r.lane, int) and isinstance(r.total, int) and 0 <= r.total < 1 << 62:
                     done[r.lane] = r.total
-            t.backlog = sum(max(0, total - done.get(lane, 0)) for lane, (_, total) in t.heads.items())
+            heads = t.heads.copy()  # the round may add a lane meanwhile
+            t.backlog = sum(max(0, total - min(done.get(lane, 0), total)) for lane, (_, total) in heads.items())
 
         try:
             future = self.sessions.get().execute_async(t.statements["offsets"], timeout=5)
@@ -255,7 +269,7 @@ class InboxWriter:
         full: list[tuple[Arrived, str]] = []
         now_mono = time.monotonic()
         left: list[Arrived] = []
-        while self.arrived:
+        for _ in range(len(self.arrived)):  # what is there now: a flood never keeps a round from ending
             item = self.arrived.popleft()
             if self.quarantine.get(item.tenant, (0.0, 0))[0] > now_mono:
                 full.append((item, "refused"))
@@ -274,7 +288,10 @@ class InboxWriter:
                 self.quarantine[item.tenant] = (now_mono + 5.0, self.quarantine.get(item.tenant, (0.0, 0))[1])
                 full.append((item, "refused"))
                 continue
-            if self._backlog(item.tenant, t) > self.cfg.stream.inbox_max_backlog:
+            if (
+                self._backlog(item.tenant, t) > self.cfg.stream.inbox_max_backlog
+                or self._bytes_kept(item.tenant) > self.cfg.stream.inbox_max_mb << 20
+            ):
                 full.append((item, "full"))
                 continue
             key = (item.tenant, item.stream)
@@ -289,7 +306,7 @@ class InboxWriter:
                     left.append(item)
                     continue
                 per_tenant[item.tenant] += 1
-                c = open_chunks[key] = Chunk(item.tenant, item.stream)
+                c = open_chunks[key] = Chunk(item.tenant, item.stream, inbox_of=t)
                 chunks.append(c)
             c.items.append(item)
             c.records += n
@@ -297,7 +314,7 @@ class InboxWriter:
         self.arrived.extendleft(reversed(left))
         now = time.time_ns() // 1000
         for c in chunks:
-            t = self.tenants[c.tenant]
+            t = c.inbox_of
             c.lane = t.next_lane
             t.next_lane = (t.next_lane + 1) % inbox.LANES
             seq, total = t.heads.get(c.lane, (0, 0))
@@ -324,7 +341,7 @@ class InboxWriter:
                     in_flight = 0
                 sizes = [n for item in c.items for n in item.sizes]
                 body = b"".join(item.body for item in c.items)
-                t = self.tenants.get(c.tenant)
+                t = c.inbox_of
                 values = (c.lane, inbox.bucket(c.seq), c.seq, c.stream, c.total, inbox.pack_sizes(sizes), body)
                 try:
                     if t is None:
@@ -341,7 +358,9 @@ class InboxWriter:
                     done.append(c)
                 except (InvalidRequest, Unauthorized) as exc:
                     self._complain("the inbox of %s refused a chunk: %s", c.tenant, exc)
-                    self.tenants.pop(c.tenant, None)  # made again (tables checked) on its next message
+                    self.tenants.pop(c.tenant, None)  # made again (tables checked) on its next message...
+                    until, strikes = self.quarantine.get(c.tenant, (0.0, 0))  # ... a few seconds from now
+                    self.quarantine[c.tenant] = (max(until, time.monotonic() + 5.0), strikes)
                 except Exception as exc:  # noqa: BLE001 - Cassandra away or slow: the same write again
                     since = failing.setdefault(id(c), time.monotonic())
                     if time.monotonic() - since > TENANT_GRACE and self._cassandra_answers():
@@ -357,23 +376,23 @@ class InboxWriter:
         for c in done:
             if c.tenant in self.quarantine and self.quarantine[c.tenant][0] <= time.monotonic():
                 del self.quarantine[c.tenant]  # written again: forgiven
-            t = self.tenants.get(c.tenant)
-            if t is None:
-                continue
+            t = c.inbox_of
             t.heads[c.lane] = (c.seq, c.total)
             t.backlog += c.records
+            self._count_bytes(c.tenant, c.size)
             try:
-                if c.lane in t.fresh:
-                    t.fresh.discard(c.lane)
-                    heads.append(s.execute_async(t.statements["first"], (c.lane, c.seq, c.seq, c.total)))
+                if c.lane in t.fresh:  # the lane's row says where a reader starts: retried until written
+                    f = s.execute_async(t.statements["first"], (c.lane, c.seq, c.seq, c.total))
                 else:
-                    heads.append(s.execute_async(t.statements["head"], (c.seq, c.total, c.lane)))
+                    f = s.execute_async(t.statements["head"], (c.seq, c.total, c.lane))
+                heads.append((t, c.lane, f))
             except Exception as exc:  # noqa: BLE001 - the tenant changed its own lanes table
                 self._complain("a lane head of %s was not written: %s", c.tenant, exc)
-        for f in heads:  # advisory (backlog, where a reader starts): a lost one is corrected by the next chunk
+        for t, lane, f in heads:
             try:
                 f.result()
-            except Exception as exc:  # noqa: BLE001
+                t.fresh.discard(lane)
+            except Exception as exc:  # noqa: BLE001 - the next chunk of the lane writes it again; readers also probe
                 self._complain("a lane head was not written: %s", exc)
         return done
 
@@ -400,6 +419,18 @@ class InboxWriter:
             lines = "\n".join(f"{status} " + " ".join(map(str, firsts)) for status, firsts in by_status.items())
             c.publish(broker.confirm_topic(tenant, publisher), lines, qos=0)
 
+    def _count_bytes(self, tenant: str, n: int) -> None:
+        hours = self.kept_bytes.setdefault(tenant, {})
+        hour = int(time.time() // 3600)
+        hours[hour] = hours.get(hour, 0) + n
+        for old in [h for h in hours if h < hour - self.cfg.stream.inbox_retention_hours]:
+            del hours[old]
+
+    def _bytes_kept(self, tenant: str) -> int:
+        """What this writer put in the tenant's inbox within the retention window: counted by the writer itself
+        (the tenant's own tables could say anything); forgotten when the writer restarts."""
+        return sum(self.kept_bytes.get(tenant, {}).values())
+
     def _cassandra_answers(self) -> bool:
         try:
             self.sessions.get().execute("SELECT release_version FROM system.local", timeout=2)
@@ -418,8 +449,8 @@ class InboxWriter:
     def _ack(self, item: Arrived) -> None:
         """Acknowledge to the broker, on the connection the message came on only (after a reconnect the broker
         delivers it again, and the same id may name another message)."""
-        if item.connection == self.connection:
-            self.client.ack(item.mid, 1)
+        if item.qos and item.connection == self.connection:
+            self.client.ack(item.mid, item.qos)
 
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -440,7 +471,17 @@ class InboxWriter:
                 self.wake.clear()
                 continue
             self.stop.wait(flush)  # let a round gather
-            chunks, full = self._gather()
+            try:
+                chunks, full = self._gather()
+            except Exception:  # noqa: BLE001 - a bug must not become a crash loop on the same messages
+                log.exception("gathering a round failed; what arrived waits for the broker to deliver it again")
+                self.arrived.clear()
+                self.client.disconnect()  # unacknowledged: the persistent session delivers them again
+                self.client.loop_stop()
+                self.stop.wait(1)
+                self.client.reconnect()
+                self.client.loop_start()
+                continue
             if not chunks and not full:  # Cassandra away: what arrived waits, unacknowledged
                 self.stop.wait(0.5)
                 continue

@@ -102,7 +102,7 @@ class Publisher:
         self.outstanding: dict[int, _Sent] = {}  # first record number -> envelope, in sending order
         self.order: collections.deque[tuple[int, int]] = collections.deque()  # (first, count) not yet below the mark
         self.done: set[int] = set()  # firsts settled (confirmed, or given up) above the mark
-        self.mark = first_record  # every record numbered below this is settled
+        self.mark = first_record  # every record numbered below this is confirmed (or too large to send)
         self.heard: collections.deque = collections.deque()  # (status, first) from the MQTT thread
         self.connected = threading.Event()
         self.connected_at = 0.0  # the last (re)connection: what was sent before it is sent again
@@ -162,8 +162,12 @@ class Publisher:
                     self.heard.append((status, int(f)))
 
     # --- bookkeeping (publishing thread) ---------------------------------------------------------------
-    def _settle_one(self, first: int) -> None:
+    def _settle_one(self, first: int, kept: bool = True) -> None:
+        """The envelope at ``first`` is settled: confirmed (or a record too large to send, ``kept``), or given up
+        (full, refused). Only the first kind moves the mark: --resume sends again from the first given up."""
         self.outstanding.pop(first, None)
+        if not kept:
+            return  # never in ``done``: the mark stops before it
         self.done.add(first)
         while self.order and self.order[0][0] in self.done:
             f, n = self.order.popleft()
@@ -189,7 +193,7 @@ class Publisher:
                         self.full += e.count
                     else:
                         self.refused += e.count
-                    self._settle_one(first)
+                    self._settle_one(first, kept=False)
 
     def _resend_due(self) -> None:
         if not self.connected.is_set():

@@ -166,14 +166,16 @@ class Writer:
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         for bound, _ in group:
             batch.add(bound)
-        self._send(batch, len(group), [t for _, t in group])
+        self._send(batch, len(group), [t for _, t in group], parts=group)
 
     def flush(self) -> None:
         """Send every partly filled group now (without waiting for the writes)."""
         for key in list(self._groups):
             self._send_group(self._groups.pop(key))
 
-    def _send(self, statement, rows: int, tags: list, deadline: float | None = None, attempt: int = 0) -> None:
+    def _send(
+        self, statement, rows: int, tags: list, deadline: float | None = None, attempt: int = 0, parts=None
+    ) -> None:
         self._slots.acquire()
         with self._lock:
             self._in_flight += 1
@@ -184,7 +186,10 @@ class Writer:
             self._err(exc, statement, rows, tags, deadline, attempt)
             return
         future.add_callbacks(
-            self._ok, self._err, callback_args=(rows, tags), errback_args=(statement, rows, tags, deadline, attempt)
+            self._ok,
+            self._err,
+            callback_args=(rows, tags),
+            errback_args=(statement, rows, tags, deadline, attempt, parts),
         )
 
     def _ok(self, _result, rows: int, tags: list) -> None:
@@ -195,7 +200,25 @@ class Writer:
                 self.on_written(1, tag)
         self._finish()
 
-    def _err(self, exc, statement, rows, tags, deadline, attempt) -> None:
+    def _err(self, exc, statement, rows, tags, deadline, attempt, parts=None) -> None:
+        if isinstance(exc, InvalidRequest) and parts and len(parts) > 1 and "too large" in str(exc).lower():
+            # wide rows: more than Cassandra takes in one batch (batch_size_fail_threshold): one request each
+            with self._lock:
+                self._in_flight += 1
+            self._finish()
+
+            def one_by_one() -> None:  # never on the driver's event loop
+                try:
+                    for bound, tag in parts:
+                        if self._failure is None:
+                            self._send(bound, 1, [tag], deadline)
+                finally:
+                    with self._lock:
+                        self._in_flight -= 1
+                        self._idle.notify_all()
+
+            threading.Thread(target=one_by_one, daemon=True).start()
+            return
         if isinstance(exc, InvalidRequest):
             self._fail(exc)
             self._finish()
@@ -213,7 +236,7 @@ class Writer:
             time.sleep(delay)
             try:
                 if self._failure is None:
-                    self._send(statement, rows, tags, deadline, attempt + 1)
+                    self._send(statement, rows, tags, deadline, attempt + 1, parts)
             finally:
                 with self._lock:
                     self._in_flight -= 1

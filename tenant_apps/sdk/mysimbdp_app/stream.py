@@ -55,6 +55,7 @@ LANES = 16
 BUCKET_US = 3600 * 1_000_000
 CHUNKS_PER_LANE = 4  # read per lane and round
 ROUND_RECORDS = 20000  # a round stops reading once it holds this many records
+PROBE_SECONDS = 5.0  # how often every lane is looked at, whatever its head says
 
 
 def split_chunk(sizes_blob: bytes, body: bytes) -> list[bytes]:
@@ -274,40 +275,48 @@ class StreamInstance:
             log.info("lanes now read by this instance: %s", sorted(owned))
         self.owned = owned
 
-    def _fetch(self, lane: int) -> list:
+    def _fetch(self, lane: int, probe: bool = False) -> tuple[list, tuple[int, int]]:
         """The next chunks of ``lane`` after the last one done, across hour buckets up to the head's (never
-        further back than the inbox keeps chunks)."""
+        further back than the inbox keeps chunks), and the head that was scanned up to. A ``probe`` looks in
+        the last two hours whatever the head says (a chunk whose head and notice were both lost)."""
         after = self.done.get(lane, (0, 0))[0]
-        head = self.heads.get(lane, (0, 0))[0]
         if not after and lane not in self.first:
             self._read_heads()  # the lane's first chunk: its row in the lanes table follows the chunk at once
-        last = head // BUCKET_US
-        if after:
+        with self.lock:
+            head = self.heads.get(lane, (0, 0))
+        now_bucket = int(time.time() * 1e6) // BUCKET_US
+        last = max(head[0] // BUCKET_US, now_bucket) if probe else head[0] // BUCKET_US
+        if probe:
+            b = max(after // BUCKET_US, now_bucket - 1)
+        elif after:
             b = after // BUCKET_US
         elif lane in self.first:
             b = self.first[lane] // BUCKET_US
-        else:  # no row for the lane (the tenant deleted it?): the head's bucket, and the one before
-            b = last - 1
+        else:  # no row for the lane (the tenant deleted it?): as far back as the inbox keeps chunks
+            b = 0
         b = max(b, last - self.ctx.inbox_retention_hours - 1)
         while b <= last:
             rows = list(store.execute_with_retry(self.session, self.read_chunks, (lane, b, after, CHUNKS_PER_LANE)))
             if rows:
-                return rows
+                return rows, head
             b += 1
-        return []
+        return [], head
 
-    def _round(self, lanes: list[int]) -> int:
+    def _round(self, lanes: list[int], probe: bool = False) -> int:
         """Turn the next chunks of ``lanes`` into rows; record the offsets; return the records done."""
         got: list[tuple[int, object]] = []
         records = 0
         for lane in lanes:
-            rows = self._fetch(lane)
-            if not rows:  # the head is past every chunk there is: they expired (or the tenant deleted them)
+            rows, (seq, total) = self._fetch(lane, probe)
+            done_seq, done_total = self.done.get(lane, (0, 0))
+            if not rows and not probe and seq > done_seq:
+                # the head this scan went up to is past every chunk there is: they expired (or the tenant
+                # deleted them). Only as far as that head: a chunk written since is read next time.
                 with self.lock:
-                    seq, total = self.heads[lane]
-                    lost = total - self.done.get(lane, (0, 0))[1]
                     self.done[lane] = (seq, total)
-                log.warning("lane %d: %d records expired from the inbox before they were read", lane, lost)
+                log.warning(
+                    "lane %d: %d records expired from the inbox before they were read", lane, total - done_total
+                )
                 store.execute_with_retry(self.session, self.write_offset, (lane, seq, total))
             for row in rows:
                 got.append((lane, row))
@@ -321,7 +330,6 @@ class StreamInstance:
         good = bad = size = 0
         latencies = []
         last: dict[int, tuple[int, int]] = {}
-        day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         for lane, row in got:
             try:
                 items = split_chunk(row.sizes or b"", row.body or b"")
@@ -337,8 +345,9 @@ class StreamInstance:
                 except (Rejected, ValueError, UnicodeDecodeError, csv.Error, StopIteration) as exc:
                     reason = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc) or "empty message"
                     text = payload.decode("utf-8", "replace")[:10000]
-                    key = uuid_from_time(arrived, node=lane, clock_seq=i)  # its place in the inbox
-                    topic = f"tenants/{self.ctx.tenant}/in/{row.stream}"
+                    key = uuid_from_time(arrived, node=lane, clock_seq=i)  # its place in the inbox, and its day:
+                    day = datetime.fromtimestamp(arrived, timezone.utc).strftime("%Y-%m-%d")  # done twice, one row
+                    topic = f"tenants/{self.ctx.tenant}/{row.stream}"
                     self.reject_writer.add((day, key, topic, text, reason, self.ctx.instance))
                     bad += 1
             last[lane] = (row.seq, row.total or 0)
@@ -379,17 +388,23 @@ class StreamInstance:
             return sum(max(0, self.heads.get(lane, (0, 0))[1] - self.done.get(lane, (0, 0))[1]) for lane in self.owned)
 
     def _work(self) -> None:
-        last_poll = 0.0
+        last_poll = last_probe = 0.0
+        start = 0
         while not self.stopped.is_set():
             if time.monotonic() - last_poll >= 1.0 or self._lanes_of_plan() != self.owned:
                 self._poll()
                 last_poll = time.monotonic()
+            if time.monotonic() - last_probe >= PROBE_SECONDS:  # chunks no head or notice told of
+                last_probe = time.monotonic()
+                self._round(sorted(self.owned), probe=True)
             with self.lock:
                 lanes = [
                     lane
                     for lane in sorted(self.owned)
                     if self.heads.get(lane, (0, 0))[0] > self.done.get(lane, (0, 0))[0]
                 ]
+            start += 1  # each round begins at another lane: under load none waits for the others
+            lanes = lanes[start % len(lanes) :] + lanes[: start % len(lanes)] if lanes else lanes
             if lanes and self._round(lanes):
                 continue
             self.wake.wait(1.0)
