@@ -295,7 +295,7 @@ class Reports:
         self.cl.loop_stop()
 
 
-def end_to_end(c, total, publishers, instances) -> tuple[float, dict]:
+def end_to_end(c, total, publishers, instances, batch=BATCH) -> tuple[float, dict]:
     cons = json.loads(json.dumps(BASE_CONS))
     cons["stream"]["autoscale"].update(min_instances=instances, max_instances=instances)
     user, password = common.tenant(c, "bstr", cons, stream_app=APP)
@@ -303,7 +303,10 @@ def end_to_end(c, total, publishers, instances) -> tuple[float, dict]:
     try:
         stream_api(c, user, password, "POST", "/v1/instances", json={"count": instances})
         time.sleep(2)
-        pub = publish(c, user, password, f"tenants/{user}/batch/e2e", total, publishers, batch=BATCH, confirm=True)
+        if batch:
+            pub = publish(c, user, password, f"tenants/{user}/batch/e2e", total, publishers, batch=batch, confirm=True)
+        else:  # plain MQTT clients: one record per message, acknowledged by the broker only
+            pub = publish(c, user, password, f"tenants/{user}/in/e2e", total, publishers)
         assert pub["acked"] == total, pub
         deadline = time.time() + 600
         while reports.messages < total and time.time() < deadline:
@@ -407,7 +410,7 @@ def main() -> int:
     ap.add_argument("--publishers", type=int, default=3)
     ap.add_argument("--instances", type=int, default=2)
     ap.add_argument("--writers", type=int, default=2)
-    ap.add_argument("--only", choices=["rates", "latency", "autoscale"])
+    ap.add_argument("--only", choices=["rates", "plain", "latency", "autoscale"])
     args = ap.parse_args()
     c = common.cfg()
     common.up(c)
@@ -444,6 +447,14 @@ def main() -> int:
         )
         common.figure("stream (c) / min(a2, b2)", e2e / min(a, b), "(target >= 0.5)")
         common.figure("stream (c) / min(a1, b1)", e2e / min(a1, b1), "(the peers one record per message/row)")
+    if args.only in (None, "plain"):
+        plain, extra = end_to_end(c, args.messages, args.publishers, args.instances, batch=0)
+        common.figure(
+            f"stream (c1) end to end, one record per message (plain MQTT clients), {args.instances} instances",
+            plain,
+            "records/s",
+            **extra,
+        )
     if args.only in (None, "latency"):
         p50, p99, worst = latency(c, 1000, 30)
         common.figure("stream latency publish -> row at 1000 msg/s, p50", p50, "ms")
