@@ -122,6 +122,7 @@ def test_a_job_the_manager_dies_on_twice_is_failed_the_rest_goes_on(platform, ba
     job_id = api.put_file("poison.csv", body.encode()).json()["job"]["job_id"]
     mark = cfg.paths.work(t.name) / job_id / "running"
     seen = None
+    killed = []
     for death in (1, 2):
         deadline = time.monotonic() + 120
         while True:  # a manager is working on it (not the mark the dead one left)
@@ -137,14 +138,17 @@ def test_a_job_the_manager_dies_on_twice_is_failed_the_rest_goes_on(platform, ba
         time.sleep(1)
         pid = manager_pid(cfg)
         os.kill(pid, signal.SIGKILL)  # as a bug in reading this job's output would
+        killed.append(pid)
         deadline = time.monotonic() + 20
         while manager_pid(cfg) in (None, pid):
             assert time.monotonic() < deadline
             time.sleep(0.2)
     job = api.wait_job(job_id, timeout=120)
     assert job["status"] == "failed" and "died 2 times" in job["reason"], job
-    deaths = supervisor.read_state(cfg.home, "batch-manager").deaths
-    assert len(deaths) >= 2 and all("SIGKILL" in d["cause"] for d in deaths[-2:])
+    deaths = {d["pid"]: d["cause"] for d in supervisor.read_state(cfg.home, "batch-manager").deaths}
+    # each death recorded; a manager started by an earlier supervisor (another test restarts it) dies with
+    # its status unknown to the one that sees it die
+    assert all("SIGKILL" in deaths.get(p, "") or "status is unknown" in deaths.get(p, "") for p in killed), deaths
     bystander.check()
 
 
