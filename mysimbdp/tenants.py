@@ -223,6 +223,7 @@ class Registry:
         else:
             password = credentials.read_secret_json(path)["cassandra_password"]
         s = self.session
+        # ks: names.tenant above; the replication map is built from the typed configuration, not from input
         s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {db.replication_cql(self.cfg)}")
         db.ensure_role(s, ks, password, password_changed=fresh)
         for perm in ("CREATE", "ALTER", "DROP", "SELECT", "MODIFY"):
@@ -285,7 +286,7 @@ class Registry:
             rt.stop(c.name, timeout=5)
         mosquitto_broker.remove_users(self.cfg, name)
         mosquitto_broker.remove_users(self.cfg, broker.instance_users_prefix(name))
-        self.session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+        self.session.execute(f"DROP KEYSPACE IF EXISTS {name}")  # name: names.tenant at the top
         self.session.execute(f"DROP ROLE IF EXISTS {name}")
         from .sandbox import outputs
 

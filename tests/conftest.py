@@ -218,6 +218,15 @@ def stream_tenant(make_tenant, platform):
     return make
 
 
+def two_running_streams(stream_tenant, cons: dict):
+    """Tenants a and b with the notes stream app and ``cons``, each with one instance running."""
+    a = stream_tenant(cons=cons)
+    b = stream_tenant(cons=cons)
+    for _, _, api in (a, b):
+        assert api.post("/v1/instances", json={"count": 1}).status_code == 201
+    return a, b
+
+
 def notes_lines(ids, bad_every: int = 0) -> list[str]:
     out = []
     for i in ids:

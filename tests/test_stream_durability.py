@@ -21,6 +21,7 @@ from conftest import (
     notes_lines,
     publish_in_background,
     publish_lines,
+    two_running_streams,
     run_cli,
     wait_rows,
 )
@@ -52,11 +53,7 @@ def kill_broker(cfg) -> None:
 @pytest.fixture
 def pair(stream_tenant):
     """Tenant a (whose broker dies under it) and b (the bystander), each with one instance running."""
-    a = stream_tenant(cons=CONS)
-    b = stream_tenant(cons=CONS)
-    for _, _, api in (a, b):
-        assert api.post("/v1/instances", json={"count": 1}).status_code == 201
-    return a, b
+    return two_running_streams(stream_tenant, CONS)
 
 
 def exactly(cfg, tenant: str, n: int, timeout: float = 180) -> None:

@@ -15,6 +15,7 @@ from conftest import (
     notes_lines,
     publish_in_background,
     publish_lines,
+    two_running_streams,
     wait_rows,
     wait_session_back,
 )
@@ -26,11 +27,7 @@ CONS = {**STREAM_CONSTRAINTS, "stream": {**STREAM_CONSTRAINTS["stream"], "cpus":
 @pytest.fixture
 def two_streams(stream_tenant):
     """Tenant a (the one that suffers) and tenant b (the bystander), each with one instance running."""
-    a = stream_tenant(cons=CONS)
-    b = stream_tenant(cons=CONS)
-    for _, _, api in (a, b):
-        assert api.post("/v1/instances", json={"count": 1}).status_code == 201
-    return a, b
+    return two_running_streams(stream_tenant, CONS)
 
 
 def test_an_instance_killed_with_sigkill_loses_nothing(platform, two_streams, cfg):

@@ -20,7 +20,7 @@ def _version() -> str | None:
     if os.geteuid() != 0:
         return None
     if (ROOT / "cgroup.controllers").exists():
-        return "v2" if "memory" in (ROOT / "cgroup.controllers").read_text().split() else None
+        return "v2" if "memory" in (ROOT / "cgroup.controllers").read_text().split() else None  # bounded: kernel file
     if (ROOT / "memory" / "cgroup.procs").exists():
         return "v1"
     return None

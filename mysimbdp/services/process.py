@@ -164,9 +164,10 @@ def pid_alive(pid: int, match: str | None = None) -> bool:
     except PermissionError:
         pass
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()  # bounded: the kernel's one-line status of a pid
         if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is not alive
             return False
+        # bounded: a pid of the platform's own daemons (its pid file), whose command line the kernel caps
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
         return False
@@ -222,7 +223,7 @@ def who_listens(port: int) -> str:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            lines = Path(table).read_text().splitlines()[1:]  # bounded: the kernel's socket table, a line a socket
         except OSError:
             continue
         for line in lines:
@@ -238,6 +239,7 @@ def who_listens(port: int) -> str:
             for fd in (proc / "fd").iterdir():
                 link = os.readlink(fd)
                 if link.startswith("socket:[") and link[8:-1] in inodes:
+                    # bounded: the kernel caps a command line (ARG_MAX); read once, for an error message
                     cmd = (proc / "cmdline").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
                     return f"pid {proc.name} ({Path(cmd).name})"
         except OSError:

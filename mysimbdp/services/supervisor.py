@@ -94,7 +94,7 @@ def _write(path: Path, data: dict) -> None:
 
 def _pid_in(pid_file: Path, match: str) -> int | None:
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = int(pid_file.read_text().strip())  # bounded: the platform's own pid file (written atomically)
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid, match) else None
@@ -102,6 +102,7 @@ def _pid_in(pid_file: Path, match: str) -> int | None:
 
 def read_state(home: Path, name: str) -> State:
     try:
+        # bounded: the supervisor's own state file in the state folder, which no tenant can write
         return _known(State, json.loads((_dir(home) / f"{name}.state.json").read_text()))
     except (OSError, ValueError, TypeError):
         return State()
@@ -109,7 +110,7 @@ def read_state(home: Path, name: str) -> State:
 
 def _read_program(path: Path) -> Program | None:
     try:
-        return _known(Program, json.loads(path.read_text()))
+        return _known(Program, json.loads(path.read_text()))  # bounded: the platform's own request file
     except (OSError, ValueError, TypeError):
         return None
 
