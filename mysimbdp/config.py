@@ -109,6 +109,23 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class QuerySettings:
+    host: str = "127.0.0.1"
+    port: int = 8803
+    threads: int = 16
+    sessions: int = 32  # tenants' Cassandra sessions kept open at once (least recently used closed first)
+    session_idle: int = 300  # seconds a tenant's unused session stays open
+    max_page_size: int = 1000  # rows in one page of a query
+    default_page_size: int = 100
+    max_write_rows: int = 500  # rows in one write request
+    max_in_values: int = 100  # values of one `in` filter
+    token_hours: int = 24  # a page token is valid this long
+    export_fetch_size: int = 2000  # rows read from Cassandra at a time by an export
+    object_chunk_kb: int = 1024  # binary objects are stored in rows of this size (a mutation stays far below 16 MiB)
+    request_seconds: int = 60  # a query or write answers within this (exports and objects stream past it)
+
+
+@dataclass(frozen=True)
 class SupervisorSettings:
     max_log_mb: int = 64  # a daemon's log is rotated past this (two old copies kept)
     # memory caps (MiB) of the platform's daemons; past its cap the kernel kills that daemon alone and the
@@ -130,6 +147,7 @@ class Config:
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
 
     # --- derived places -------------------------------------------------------------------------
@@ -163,6 +181,9 @@ class Config:
 
     def stream_url(self) -> str:
         return f"http://{self.stream.host}:{self.stream.port}"
+
+    def query_url(self) -> str:
+        return f"http://{self.query.host}:{self.query.port}"
 
 
 @dataclass(frozen=True)
@@ -245,6 +266,7 @@ _SECTIONS = {
     "sandbox": SandboxSettings,
     "batch": BatchSettings,
     "stream": StreamSettings,
+    "query": QuerySettings,
     "supervisor": SupervisorSettings,
 }
 _TOP = {"keyspace", "log_level"}
@@ -377,8 +399,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("sandbox.subnet must be an IPv4 network of at least /28")
     if cfg.batch.after_success not in ("archive", "delete"):
         raise ConfigError("batch.after_success must be archive or delete")
-    for port in (c.port, c.storage_port, cfg.broker.port, cfg.broker.sandbox_port, cfg.batch.port, cfg.stream.port):
+    for port in (c.port, c.storage_port, cfg.broker.port, cfg.broker.sandbox_port, cfg.batch.port, cfg.stream.port, cfg.query.port):
         if not 0 < port < 65536:
             raise ConfigError(f"port {port} is out of range")
+    q = cfg.query
+    if not 1 <= q.default_page_size <= q.max_page_size <= 10000:
+        raise ConfigError("query: need 1 <= default_page_size <= max_page_size <= 10000")
+    if not 64 <= q.object_chunk_kb <= 4096:
+        raise ConfigError("query.object_chunk_kb must be between 64 and 4096 (a mutation must stay far below 16 MiB)")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")

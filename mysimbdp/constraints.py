@@ -70,6 +70,11 @@ class Constraints:
     def autoscale(self) -> Autoscale:
         return Autoscale(**self.raw["stream"]["autoscale"])
 
+    @property
+    def objects(self) -> dict:
+        """max_object_bytes, max_total_bytes, max_objects (defaults filled in)."""
+        return self.raw["objects"]
+
     def to_json(self) -> str:
         return json.dumps(self.raw, sort_keys=True)
 
@@ -82,7 +87,7 @@ def _defaults(node: dict, value: Any) -> Any:
         if key not in value:
             if "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
-            elif sub.get("type") == "object" and key in ("batch", "stream", "autoscale"):
+            elif sub.get("type") == "object" and key in ("batch", "stream", "autoscale", "objects"):
                 value[key] = {}
         if key in value:
             value[key] = _defaults(sub, value[key])

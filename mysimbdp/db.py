@@ -75,11 +75,18 @@ def operator_login(cfg: Config) -> Login:
 
 
 def cluster_for(
-    cfg: Config, login: Login, *, hosts: tuple[str, ...] | None = None, request_timeout: float = 20.0
+    cfg: Config,
+    login: Login,
+    *,
+    hosts: tuple[str, ...] | None = None,
+    request_timeout: float = 20.0,
+    row_factory=None,
 ) -> Cluster:
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()), request_timeout=request_timeout
     )
+    if row_factory is not None:
+        profile.row_factory = row_factory
     return Cluster(
         contact_points=list(hosts or cfg.cassandra.contact_points),
         port=cfg.cassandra.port,

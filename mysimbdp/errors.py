@@ -206,6 +206,54 @@ class NoApp(TenantError):
     code = "no_app"
 
 
+# --- the query API -------------------------------------------------------------------------------------
+
+
+class BadQuery(TenantError):
+    """A query, write or export request that cannot be run as asked (the message says what to change)."""
+
+    code = "bad_query"
+
+
+class BadValue(BadQuery):
+    """A value that does not fit its column's type ("abc" for an int, a date that is not ISO 8601)."""
+
+    code = "bad_value"
+
+
+class NeedsIndex(BadQuery):
+    """A filter Cassandra could only answer by reading the whole table; the hint names the index to create."""
+
+    code = "needs_index"
+
+
+class BadPageToken(BadQuery):
+    """A page or resume token that was forged, cut, expired, or made for another query or tenant."""
+
+    code = "bad_page_token"
+
+
+class RangeNotSatisfiable(TenantError):
+    """An HTTP Range outside the object."""
+
+    http_status = 416
+    code = "range_not_satisfiable"
+
+
+class ChecksumMismatch(TenantError):
+    """An uploaded body's sha256 is not the one the client declared."""
+
+    http_status = 400
+    code = "checksum_mismatch"
+
+
+class QuotaExceeded(TenantError):
+    """An object over the tenant's size limit, or past its total quota or object count."""
+
+    http_status = 413
+    code = "quota_exceeded"
+
+
 def exit_status(prog: str, call: Callable[[], int], *, interrupted: str = "interrupted") -> int:
     """Run a console script's work: a MysimbdpError becomes one line on stderr and its exit code, ^C 130."""
     try:

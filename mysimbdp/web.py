@@ -112,18 +112,18 @@ def send_file_idle(path, *, mimetype: str, download_name: str, idle: float = 30.
 # --- request bodies ----------------------------------------------------------------------------------------
 
 
-def json_body(*, required: bool = True) -> object:
-    """The request's JSON body, read within BODY_SECONDS and at most MAX_JSON_BYTES, parsed with a depth
+def json_body(*, required: bool = True, max_bytes: int = MAX_JSON_BYTES) -> object:
+    """The request's JSON body, read within BODY_SECONDS and at most ``max_bytes``, parsed with a depth
     bound; TenantError (400, 408 or 413) otherwise. An empty body is ``{}`` unless ``required``."""
     length = request.content_length
-    if length is not None and length > MAX_JSON_BYTES:
-        raise BodyTooLarge(f"the JSON body is larger than {MAX_JSON_BYTES // 1024} KiB")
+    if length is not None and length > max_bytes:
+        raise BodyTooLarge(f"the JSON body is larger than {max_bytes // 1024} KiB")
     extend_deadline(BODY_SECONDS)
     started = time.monotonic()
     data = bytearray()
     try:
-        while len(data) <= MAX_JSON_BYTES:
-            chunk = request.stream.read(min(16 * 1024, MAX_JSON_BYTES + 1 - len(data)))
+        while len(data) <= max_bytes:
+            chunk = request.stream.read(min(16 * 1024, max_bytes + 1 - len(data)))
             if not chunk:
                 break
             data += chunk
@@ -133,14 +133,14 @@ def json_body(*, required: bool = True) -> object:
         raise TenantError("the body ended early", code="body_ended_early") from None
     finally:
         extend_deadline(current_app.config.get("REQUEST_SECONDS", REQUEST_SECONDS))
-    if len(data) > MAX_JSON_BYTES:
-        raise BodyTooLarge(f"the JSON body is larger than {MAX_JSON_BYTES // 1024} KiB")
+    if len(data) > max_bytes:
+        raise BodyTooLarge(f"the JSON body is larger than {max_bytes // 1024} KiB")
     if not data.strip():
         if required:
             raise TenantError("send a JSON object", code="bad_json")
         return {}
     try:
-        return bounded.loads_json(bytes(data), max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH)
+        return bounded.loads_json(bytes(data), max_bytes=max_bytes, max_depth=MAX_JSON_DEPTH)
     except ValueError as exc:
         raise TenantError(f"the body is not valid JSON: {exc}"[:300], code="bad_json") from None
 
@@ -203,10 +203,15 @@ def get_backend():
 
 
 def create_api(
-    name: str, backend, blueprints: list[Blueprint], log: logging.Logger, request_seconds: float = REQUEST_SECONDS
+    name: str,
+    backend,
+    blueprints: list[Blueprint],
+    log: logging.Logger,
+    request_seconds: float = REQUEST_SECONDS,
+    public: tuple[str, ...] = (),
 ) -> Flask:
-    """A platform HTTP API: the blueprints, a ``/healthz`` without login, every other request logged in (HTTP
-    Basic) before its view runs, and errors answered as JSON with a code."""
+    """A platform HTTP API: the blueprints, a ``/healthz`` (and the ``public`` endpoints) without login, every
+    other request logged in (HTTP Basic) before its view runs, and errors answered as JSON with a code."""
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = None  # uploads stream; JSON bodies are bounded by json_body()
     app.config["REQUEST_SECONDS"] = request_seconds
@@ -216,7 +221,7 @@ def create_api(
     @app.before_request
     def authenticate():
         extend_deadline(request_seconds)
-        if request.endpoint in (None, "healthz"):
+        if request.endpoint in (None, "healthz") or request.endpoint in public:
             return None
         backend.directory.login()
         return None

@@ -1,4 +1,4 @@
-"""The platform's own long-running processes (the APIs, the batch and stream managers and the stream inbox
+"""The platform's own long-running processes (the batch, stream and query APIs, the batch and stream managers and the stream inbox
 writer), started by `mysimbdp up`.
 
 Each is a Python module run detached with its log in $MYSIMBDP_HOME/logs; an HTTP part counts as ready
@@ -21,7 +21,7 @@ from .process import Daemon, port_free, wait_until, who_listens
 class ManagedProcess:
     name: str
     module: str
-    health: str | None = None  # "batch" or "stream": which API's /healthz proves it ready
+    health: str | None = None  # "batch", "stream" or "query": which API's /healthz proves it ready
     heartbeat: str | None = None  # else: a file in run/ the process touches while its loop runs
 
     def daemon(self, cfg: Config) -> Daemon:
@@ -32,6 +32,8 @@ class ManagedProcess:
             return cfg.batch_url() + "/healthz"
         if self.health == "stream":
             return cfg.stream_url() + "/healthz"
+        if self.health == "query":
+            return cfg.query_url() + "/healthz"
         return None
 
     def _port(self, cfg: Config) -> tuple[str, int] | None:
@@ -39,6 +41,8 @@ class ManagedProcess:
             return cfg.batch.host, cfg.batch.port
         if self.health == "stream":
             return cfg.stream.host, cfg.stream.port
+        if self.health == "query":
+            return cfg.query.host, cfg.query.port
         return None
 
     def healthy(self, cfg: Config) -> bool:
@@ -98,4 +102,5 @@ PARTS: list[ManagedProcess] = [
     ManagedProcess("stream-api", "streamingestmanager.api", health="stream"),
     ManagedProcess("inbox-writer", "streamingestmanager.inbox_writer", heartbeat="inbox-writer.heartbeat"),
     ManagedProcess("stream-controller", "streamingestmanager.controller", heartbeat="stream-controller.heartbeat"),
+    ManagedProcess("query-api", "queryapi.api", health="query"),
 ]

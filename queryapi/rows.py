@@ -1,0 +1,173 @@
+"""Reading and writing a tenant's rows: query (paged), count, write (with TTL), delete, remaining TTL.
+
+Each call gets the tenant's own session and a checked request body; it plans the statement
+(:mod:`queryapi.plan`), prepares it once per session, runs it and answers plain data for the API to
+send. Cassandra's refusals of a statement become a :class:`BadQuery` with Cassandra's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+
+from cassandra import InvalidRequest, Unauthorized
+from cassandra.cluster import Session
+from cassandra.concurrent import execute_concurrent
+
+from mysimbdp.config import QuerySettings
+from mysimbdp.errors import BadQuery, NeedsIndex, NotFound, ServiceError, TenantError
+
+from . import plan, tokens, values
+from .tables import Table
+
+MAX_LIMIT = 1_000_000  # rows one query may return over all its pages (an export reads more)
+
+
+@contextlib.contextmanager
+def cassandra_refusals():
+    """Cassandra's refusal of a statement as a 400 (or a 503 while an index is still being built)."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        msg = _message(exc)
+        if "ALLOW FILTERING" in msg:
+            raise NeedsIndex(
+                "this filter would read the whole table", hint="filter on the key, or create an index on the column"
+            ) from None
+        if "not yet" in msg.lower() or "building" in msg.lower() or "not queryable" in msg.lower():
+            raise ServiceError(
+                "an index this query needs is still being built", hint="try again in a moment", retry_after=5
+            ) from None
+        raise BadQuery("Cassandra refused the statement: " + msg[:300]) from None
+    except Unauthorized:
+        raise TenantError("your role may not do this", code="forbidden") from None
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc)
+    marker = 'message="'
+    if marker in text:
+        text = text[text.index(marker) + len(marker) :].rstrip('"}')
+    return text
+
+
+class Prepared:
+    """Prepared statements per session, least recently used dropped past ``size``."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, str], object] = OrderedDict()
+        self.size = size
+
+    def get(self, session: Session, cql: str):
+        key = (id(session), cql)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        with cassandra_refusals():
+            stmt = session.prepare(cql)
+        with self._lock:
+            self._cache[key] = stmt
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return stmt
+
+
+class Rows:
+    def __init__(self, settings: QuerySettings, sealer: tokens.Sealer) -> None:
+        self.s = settings
+        self.sealer = sealer
+        self.prepared = Prepared()
+
+    # --- reads -------------------------------------------------------------------------------------------
+    def query(self, session: Session, tenant: str, table: Table, body: dict) -> dict:
+        conds = plan.conditions(table, body.get("where"), max_in=self.s.max_in_values)
+        plan.check_served(table, conds)
+        cols = plan.projection(table, body.get("columns"))
+        limit = plan.positive_int(body, "limit", None, MAX_LIMIT)
+        page_size = plan.positive_int(body, "page_size", self.s.default_page_size, self.s.max_page_size)
+        bound_to = tokens.fingerprint(
+            "page", tenant, table.name, {"where": body.get("where"), "columns": cols, "limit": limit, "page": page_size}
+        )
+        token = body.get("page_token")
+        paging_state = self.sealer.open(token, bound_to) if token is not None else None
+        stmt = plan.select(table, cols, conds, limit)
+        bound = self.prepared.get(session, stmt.cql).bind(stmt.params)
+        bound.fetch_size = page_size
+        with cassandra_refusals():
+            rs = session.execute(bound, paging_state=paging_state)
+        rows = rs.current_rows
+        decoders = [values.decoder(table.columns[c]) for c in cols]
+        out = [row_json(cols, decoders, r) for r in rows]
+        next_token = self.sealer.seal(bound_to, rs.paging_state) if rs.has_more_pages and rs.paging_state else None
+        return {"rows": out, "count": len(out), "next_page_token": next_token}
+
+    def count(self, session: Session, table: Table, body: dict) -> dict:
+        conds = plan.conditions(table, body.get("where"), max_in=self.s.max_in_values)
+        plan.check_served(table, conds)
+        stmt = plan.count(table, conds)
+        bound = self.prepared.get(session, stmt.cql).bind(stmt.params)
+        bound.fetch_size = 5000
+        with cassandra_refusals():
+            row = session.execute(bound, timeout=max(60.0, self.s.request_seconds)).one()
+        return {"count": int(row[0]) if row else 0}
+
+    def ttl(self, session: Session, table: Table, body: dict) -> dict:
+        conds = plan.key_conditions(table, body.get("key"), full=True)
+        stmt, cols = plan.ttl_read(table, conds)
+        with cassandra_refusals():
+            row = session.execute(self.prepared.get(session, stmt.cql), stmt.params).one()
+        if row is None or (not cols and not row[0]):
+            raise NotFound("no row with this key", code="no_such_row")
+        return {"ttl": dict(zip(cols, row)) if cols else {}}
+
+    # --- writes ------------------------------------------------------------------------------------------
+    def write(self, session: Session, table: Table, body: dict) -> dict:
+        rows = body.get("rows")
+        if not isinstance(rows, list) or not rows:
+            raise BadQuery('send {"rows": [{...}, ...]} with at least one row')
+        if len(rows) > self.s.max_write_rows:
+            raise BadQuery(
+                f"{len(rows)} rows in one request; at most {self.s.max_write_rows}", code="too_many_rows",
+                hint="send them in several requests",
+            )
+        ttl = plan.ttl_value(body.get("ttl"))
+        if_not_exists = body.get("if_not_exists", False)
+        if not isinstance(if_not_exists, bool):
+            raise BadQuery('"if_not_exists" is true or false')
+        # every row is checked before anything is written: a bad row fails the request, not half of it
+        items = [plan.row_values(table, r) for r in rows]
+        work = []
+        for cols, vals, row_ttl in items:
+            use = row_ttl if row_ttl is not None else ttl
+            stmt = self.prepared.get(session, plan.insert(table, cols, ttl=use is not None, if_not_exists=if_not_exists))
+            work.append((stmt, vals + ((use,) if use is not None else ())))
+        with cassandra_refusals():
+            results = execute_concurrent(session, work, concurrency=32, raise_on_first_error=True)
+        out: dict = {"written": len(work)}
+        if if_not_exists:
+            existing = [i for i, (ok, rs) in enumerate(results) if ok and rs and not rs.one()[0]]
+            out["written"] = len(work) - len(existing)
+            out["existing"] = existing
+        return out
+
+    def delete(self, session: Session, table: Table, body: dict) -> dict:
+        keys = body.get("keys") if "keys" in body else [body.get("key")]
+        if not isinstance(keys, list) or not keys:
+            raise BadQuery('send {"key": {...}} or {"keys": [{...}, ...]}')
+        if len(keys) > self.s.max_write_rows:
+            raise BadQuery(f"{len(keys)} keys in one request; at most {self.s.max_write_rows}", code="too_many_rows")
+        work = []
+        for key in keys:
+            stmt = plan.delete(table, plan.key_conditions(table, key, full=False))
+            work.append((self.prepared.get(session, stmt.cql), stmt.params))
+        with cassandra_refusals():
+            execute_concurrent(session, work, concurrency=32, raise_on_first_error=True)
+        return {"deleted": len(work)}
+
+
+def row_json(cols: list[str], decoders: list, row: tuple) -> dict:
+    return {c: (v if d is None or v is None else d(v)) for c, d, v in zip(cols, decoders, row)}
