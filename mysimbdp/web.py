@@ -176,9 +176,11 @@ def install_error_handlers(app: Flask, log: logging.Logger) -> None:
     def on_unexpected(exc: Exception):
         if isinstance(exc, db.UNAVAILABLE):
             log.warning("Cassandra unavailable: %s", exc)
-            return json_error(
+            resp = json_error(
                 503, "database_unavailable", "the platform's database is unavailable", "try again in a moment"
             )
+            resp.headers["Retry-After"] = "5"
+            return resp
         log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
         return json_error(500, "internal_error", "internal error; the operator can find it in this API's log")
 

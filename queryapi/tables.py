@@ -92,7 +92,8 @@ def _from_metadata(tm) -> Table:
             column = m.group(1)
         column = column.strip('"').replace('""', '"')
         cls = (im.index_options or {}).get("class_name", "")
-        kinds[iname] = "sai" if "StorageAttachedIndex" in cls else ("custom" if im.kind == "CUSTOM" else "legacy")
+        sai = cls.lower() == "sai" or cls.endswith("StorageAttachedIndex")
+        kinds[iname] = "sai" if sai else ("custom" if im.kind == "CUSTOM" else "legacy")
         if column:
             indexes[column] = iname
     order = {c.name: ("DESC" if c.is_reversed else "ASC") for c in tm.clustering_key}
