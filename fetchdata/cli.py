@@ -23,6 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mysimbdp_client import Client
+from mysimbdp_client import errors as sdk
+from mysimbdp_client.uploads import Sent
+
 from mysimbdp import constraints as constraints_mod
 from mysimbdp import credentials, names
 from mysimbdp.errors import (
@@ -32,6 +36,8 @@ from mysimbdp.errors import (
     InvalidName,
     MysimbdpError,
     ServiceError,
+    TenantError,
+    TooManyAttempts,
     TooManyFiles,
     UsageError,
     exit_status,
@@ -39,7 +45,6 @@ from mysimbdp.errors import (
 from mysimbdp.filecheck import ContentChecker
 
 from . import sources
-from .client import Client, ServerUnreachable
 from .progress import Bar
 
 DEFAULT_SERVER = "http://127.0.0.1:8801"
@@ -47,6 +52,55 @@ MIN_RATE = 32 * 1024  # bytes a second: the upload API wants 1 MiB of a body eve
 EXIT_FAILED = 1  # some file failed on its way
 EXIT_REFUSED = 4  # some files were refused by the constraints (not sent); the others were sent
 EXIT_ALL_REFUSED = 65  # nothing was sent: every file was refused by the constraints
+
+
+class ServerUnreachable(ServiceError):
+    """The upload API does not answer."""
+
+
+class SourceChanged(TenantError):
+    """The local file changed after it was checked: what was checked is not what would be sent."""
+
+
+def platform_error(exc: sdk.MysimbdpError) -> MysimbdpError:
+    """The client SDK's error as the platform error this command prints and exits with (docs/operations.md):
+    wrong login 77, platform away 69, refused by the constraints (counted per file), other refusals 65."""
+    code = None if exc.code == "error" else exc.code
+    if isinstance(exc, sdk.AuthenticationError):
+        if exc.code == "too_many_attempts":
+            return TooManyAttempts(exc.message, retry_after=_whole(exc.retry_after), hint=exc.hint)
+        return AuthenticationFailed("wrong user name or password", hint="check -u/-p")
+    if isinstance(exc, sdk.TransportError):
+        if exc.code == "upload_broke_off":
+            return ServerUnreachable(exc.message, hint="run fetchdata again: it resumes where it stopped")
+        return ServerUnreachable(exc.message, hint="is it running? check --server" if exc.hint else None)
+    if isinstance(exc, sdk.SourceChangedError):
+        return SourceChanged(exc.message, hint=exc.hint)
+    if exc.status is None:  # the upload was ended on the server, or another client holds it
+        later = " later" if exc.code == "upload_busy" else ""
+        return MysimbdpError(exc.message, hint=f"run fetchdata again{later}")
+    if exc.code == "too_many_files":
+        return TooManyFiles(exc.message, hint=exc.hint)
+    if exc.status in (413, 415, 422):
+        return ConstraintViolation(exc.message, hint=exc.hint, code=code)
+    if exc.status >= 500:
+        return ServiceError(
+            f"{exc.action}: the server answered {exc.status}: {exc.message}",
+            hint=exc.hint,
+            retry_after=_whole(exc.retry_after),
+        )
+    return TenantError(f"{exc.action}: {exc.message}", hint=exc.hint, code=code)
+
+
+def _whole(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds)
+
+
+def upload(client: Client, part: sources.Source, progress, rate: int | None) -> Sent:
+    try:
+        return client.uploads.upload(part, progress, rate=rate)
+    except sdk.MysimbdpError as exc:
+        raise platform_error(exc) from None
 
 
 @dataclass
@@ -99,8 +153,11 @@ def run(args) -> int:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", hint="use -d DIR")
     password = credentials.client_password(args.password, args.user)
-    client = Client(args.server, args.user, password, rate=args.limit_rate)
-    raw = client.constraints()
+    client = Client(args.user, password, batch_url=args.server)
+    try:
+        raw = client.uploads.constraints()
+    except sdk.MysimbdpError as exc:
+        raise platform_error(exc) from None
     try:
         cons = constraints_mod.parse(raw, "the server's constraints")
     except InvalidConstraints as exc:
@@ -143,7 +200,7 @@ def run(args) -> int:
                 continue
             bar = Bar(part.name, part.size) if show_bar else None
             try:
-                sent = client.upload(part, bar.update if bar else None)
+                sent = upload(client, part, bar.update if bar else None, args.limit_rate)
             except TooManyFiles as exc:
                 if bar:
                     bar.close()

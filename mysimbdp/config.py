@@ -112,7 +112,13 @@ class StreamSettings:
 class QuerySettings:
     host: str = "127.0.0.1"
     port: int = 8803
-    threads: int = 16
+    # reads are short and many: one tenant may have 32 in progress (a client with 32 connections), and as many
+    # threads again stay for the others
+    threads: int = 64
+    tenant_requests: int = 32
+    # a tenant's password hash is read again after this long: a point read then costs one Cassandra round
+    # trip, not two; a changed password or a deleted tenant reaches this API within it
+    password_recheck_seconds: float = 1.0
     sessions: int = 32  # tenants' Cassandra sessions kept open at once (least recently used closed first)
     session_idle: int = 300  # seconds a tenant's unused session stays open
     max_page_size: int = 1000  # rows in one page of a query

@@ -257,10 +257,22 @@ class Directory:
     """The platform keyspace as an API needs it, created lazily (the API may start before Cassandra answers),
     with tenants cached for a few seconds (their password hashes are not: see auth.py)."""
 
-    def __init__(self, cfg: config.Config, *, operator: bool = False, threads: int = 16) -> None:
+    def __init__(
+        self,
+        cfg: config.Config,
+        *,
+        operator: bool = False,
+        threads: int = 16,
+        tenant_requests: int | None = None,
+        hash_seconds: float = 0.0,
+    ) -> None:
         self.cfg = cfg
+        # a password hash may be reused for this long (0: read on every login, a change counts at once)
+        self.hash_seconds = hash_seconds
+        self._hashes: dict[str, tuple[str | None, float]] = {}
         # one tenant may hold at most half the API's threads, whatever the configuration says
-        self.tenant_requests = max(1, min(cfg.batch.tenant_requests, threads // 2))
+        wanted = cfg.batch.tenant_requests if tenant_requests is None else tenant_requests
+        self.tenant_requests = max(1, min(wanted, threads // 2))
         self.sessions = db.SessionHolder(cfg)
         self._lock = threading.Lock()
         self._registry: Registry | None = None
@@ -288,10 +300,20 @@ class Directory:
         return self._tenants.get(name)
 
     def _password_hash(self, name: str) -> str | None:
+        now = time.monotonic()
+        if self.hash_seconds > 0:
+            hit = self._hashes.get(name)
+            if hit is not None and hit[1] > now:
+                return hit[0]
         try:
-            return self.registry.password_hash(name)
+            stored = self.registry.password_hash(name)
         except InvalidName:  # not a tenant's name: an unknown user like any other
             return None
+        if self.hash_seconds > 0 and stored is not None:
+            if len(self._hashes) >= 10_000:  # bounded: made-up names are never kept (stored is None for them)
+                self._hashes.clear()
+            self._hashes[name] = (stored, now + self.hash_seconds)
+        return stored
 
     def login(self) -> auth.Principal:
         """Authenticate this request (HTTP Basic); sets g.principal, and g.tenant for a tenant. A tenant with
@@ -390,6 +412,12 @@ def _guarded_worker(threads: int):
                     pass
                 return False
             DEADLINES.set(conn.sock, HEAD_SECONDS)
+            try:
+                # gunicorn writes an answer's head and body separately: without this the body waits for the
+                # client's acknowledgement of the head (Nagle's algorithm against delayed ACKs, up to 40 ms)
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
             try:
                 return super().handle(conn)
             finally:

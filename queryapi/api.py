@@ -50,7 +50,13 @@ class Backend:
 
     def __init__(self, cfg: config.Config) -> None:
         self.cfg = cfg
-        self.directory = web.Directory(cfg, operator=True, threads=cfg.query.threads)
+        self.directory = web.Directory(
+            cfg,
+            operator=True,
+            threads=cfg.query.threads,
+            tenant_requests=cfg.query.tenant_requests,
+            hash_seconds=cfg.query.password_recheck_seconds,
+        )
         self.sessions = TenantSessions(cfg)
         self.sealer = tokens.Sealer(tokens.load_key(cfg.paths.secrets), cfg.query.token_hours)
         self.rows = rows.Rows(cfg.query, self.sealer)

@@ -38,9 +38,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.mysimbdp-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ python-sdk/pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing the Python packages into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
+  # the client SDK first: fetchdata and mysimbdp-publish are built on it, and it is not on PyPI
+  .venv/bin/pip install -q -e python-sdk
   .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"
 fi

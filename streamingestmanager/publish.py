@@ -14,28 +14,26 @@ Exit status: 0 every record confirmed; 1 some were not kept (too large, the stre
 refused); 75 gave up (run again with --resume); 130 interrupted (the same); 2 usage; 65 no such file;
 69 broker unreachable at the start; 77 wrong user name or password. The checkpoint is removed when every
 record was confirmed.
+
+The publishing itself (envelopes, confirmations, resending, the checkpoint) is the client SDK's
+:class:`mysimbdp_client.publisher.Publisher`; this command reads the file with the platform's one record
+reader, and turns the SDK's outcome into the lines and the exit status above.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import hashlib
-import json
 import os
-import secrets
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from mysimbdp_client import errors as sdk
+from mysimbdp_client.client import broker_address as parse_broker
+from mysimbdp_client.publisher import MAX_PAYLOAD, Checkpoint, Publisher, file_digest
 
-from mysimbdp import bounded, broker, credentials, csvrecords, daemon, inbox, names
-from mysimbdp.services import mosquitto_broker
+from mysimbdp import broker, credentials, csvrecords, inbox, names
 from mysimbdp.errors import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -45,8 +43,7 @@ from mysimbdp.errors import (
     exit_status,
 )
 
-MAX_PACKET = 256 << 10  # the platform broker's max_packet_size (broker.max_packet_kb); MQTT 5 says it on connect
-MAX_PAYLOAD = MAX_PACKET - 1024  # room for the topic and the packet's header
+__all__ = ["Publisher", "main", "records"]
 
 
 def records(path: Path, skip_header: bool, max_payload: int = MAX_PAYLOAD) -> Iterator[tuple[int, bytes | None]]:
@@ -62,262 +59,45 @@ def records(path: Path, skip_header: bool, max_payload: int = MAX_PAYLOAD) -> It
                 yield line, record
 
 
-@dataclass
-class _Sent:
-    payload: bytes
-    count: int
-    last_line: int  # the file line number of its last record (for the message when giving up)
-    sent_at: float = 0.0
-    full_since: float | None = None
-
-
-class Publisher:
-    """Records go in envelopes (:mod:`mysimbdp.inbox`) of up to ``batch`` records or ``linger`` seconds, at
-    QoS 1, to ``tenants/<user>/batch/<stream>``. The inbox writer confirms an envelope on
-    ``confirm/<user>/<publisher id>`` once its records are in Cassandra; only then do they count as confirmed.
-    What is not confirmed within ``confirm_timeout`` (a broker or writer crash lost it) is sent again, with
-    the same numbers: a record that arrives twice is still one row. The MQTT thread only queues what it
-    hears; the publishing thread does the bookkeeping."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        user: str,
-        password: str,
-        *,
-        window: int = 64,
-        confirm_timeout: float = 10.0,
-        max_outage: float = 60.0,
-        wait_for_room: float = 30.0,
-        first_record: int = 0,
-    ) -> None:
-        self.user = user
-        self.id = secrets.token_hex(8)
-        self.sent = self.confirmed = self.refused = self.full = self.resent = 0
-        self.window = window
-        self.confirm_timeout = confirm_timeout
-        self.max_outage = max_outage
-        self.wait_for_room = wait_for_room
-        self.outstanding: dict[int, _Sent] = {}  # first record number -> envelope, in sending order
-        self.order: collections.deque[tuple[int, int]] = collections.deque()  # (first, count) not yet below the mark
-        self.done: set[int] = set()  # firsts settled (confirmed, or given up) above the mark
-        self.mark = first_record  # every record numbered below this is confirmed (or too large to send)
-        self.heard: collections.deque = collections.deque()  # (status, first) from the MQTT thread
-        self.connected = threading.Event()
-        self.connected_at = 0.0  # the last (re)connection: what was sent before it is sent again
-        self.connack = None
-        self.last_progress = time.monotonic()
-        self.max_payload = MAX_PAYLOAD
-        self.confirm_topic = broker.confirm_topic(user, self.id)
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-        c.username_pw_set(user, password)
-        c.max_inflight_messages_set(window)
-        c.reconnect_delay_set(0.2, 2)
-        c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a: self.connected.clear()
-        c.on_message = self._on_message
-        self.client = c
-        deadline = time.monotonic() + min(max_outage, 10.0)  # a broker restarting right now is back in seconds
-        while True:
-            try:
-                c.connect(host, port, keepalive=15)
-                break
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(
-                        f"cannot reach the broker at {host}:{port}: {exc.strerror or exc}",
-                        hint="is the platform running? check --broker",
-                    ) from None
-                time.sleep(0.5)
-        c.loop_start()
-        deadline = time.monotonic() + 10
-        while self.connack is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.connack is None:
-            raise BrokerUnavailable(f"the broker at {host}:{port} did not answer")
-        if self.connack.is_failure:
-            c.loop_stop()
-            if self.connack.value in (134, 135, 4, 5):  # bad user name or password / not authorized
-                raise AuthenticationFailed("wrong user name or password", hint="check -u/-p")
-            raise BrokerUnavailable(f"the broker refused the connection: {self.connack}")
-        if not self.connected.wait(10):
-            raise BrokerUnavailable("the broker did not grant the confirmation subscription")
-
-    def _on_connect(self, client, userdata, flags, rc, props) -> None:
-        packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
-        if isinstance(packet, int) and packet > 2048:  # the broker's own bound, when it says it
-            self.max_payload = min(self.max_payload, packet - 1024)
-        self.connack = rc
-        if not rc.is_failure:
-            mosquitto_broker.no_delay(client)
-            client.subscribe(self.confirm_topic, qos=0)
-            client.on_subscribe = lambda *a: (setattr(self, "connected_at", time.monotonic()), self.connected.set())
-
-    def _on_message(self, client, userdata, msg) -> None:
-        for line in msg.payload[: 1 << 20].decode("ascii", "replace").splitlines():
-            status, *firsts = line.split()
-            for f in firsts:
-                if f.isdigit() and len(f) <= 18:
-                    self.heard.append((status, int(f)))
-
-    # --- bookkeeping (publishing thread) ---------------------------------------------------------------
-    def _settle_one(self, first: int, kept: bool = True) -> None:
-        """The envelope at ``first`` is settled: confirmed (or a record too large to send, ``kept``), or given up
-        (full, refused). Only the first kind moves the mark: --resume sends again from the first given up."""
-        self.outstanding.pop(first, None)
-        if not kept:
-            return  # never in ``done``: the mark stops before it
-        self.done.add(first)
-        while self.order and self.order[0][0] in self.done:
-            f, n = self.order.popleft()
-            self.done.discard(f)
-            self.mark = f + n
-
-    def _hear(self) -> None:
-        now = time.monotonic()
-        while self.heard:
-            status, first = self.heard.popleft()
-            e = self.outstanding.get(first)
-            if e is None:
-                continue  # a confirmation of something sent twice
-            self.last_progress = now
-            if status == "ok":
-                self.confirmed += e.count
-                self._settle_one(first)
-            else:  # "full" (the backlog) or "refused" (the keyspace, for a while): sent again a little later
-                e.full_since = e.full_since or now
-                e.sent_at = now - self.confirm_timeout + 1.0
-                if now - e.full_since > self.wait_for_room:
-                    if status == "full":
-                        self.full += e.count
-                    else:
-                        self.refused += e.count
-                    self._settle_one(first, kept=False)
-
-    def _resend_due(self) -> None:
-        if not self.connected.is_set():
-            return
-        now = time.monotonic()
-        for first, e in list(self.outstanding.items()):
-            if now - e.sent_at > self.confirm_timeout or e.sent_at < self.connected_at:
-                self.resent += 1
-                self._publish(first, e)
-
-    def _publish(self, first: int, e: _Sent) -> None:
-        e.sent_at = time.monotonic()
-        self.client.publish(self.topic, e.payload, qos=1)
-
-    def _wait(self, until) -> None:
-        """Wait, doing the bookkeeping, until ``until()``; GaveUp when the broker or the platform stays away."""
-        while not until():
-            self._hear()
-            self._resend_due()
-            quiet = time.monotonic() - self.last_progress
-            if quiet > self.max_outage:
-                raise GaveUp(
-                    "no confirmation for %.0f s (%s)"
-                    % (
-                        quiet,
-                        "the broker is unreachable" if not self.connected.is_set() else "the platform does not answer",
-                    )
-                )
-            time.sleep(0.005)
-
-    def send(self, topic: str, first: int, records: list[bytes], last_line: int) -> None:
-        """Send one envelope of ``records`` numbered from ``first`` (waits while the window is full)."""
-        self.topic = topic
-        if len(self.outstanding) >= self.window or not self.connected.is_set():
-            self._wait(lambda: len(self.outstanding) < self.window and self.connected.is_set())
-        if not self.outstanding:
-            self.last_progress = time.monotonic()
-        e = _Sent(inbox.encode_envelope(self.id, first, records), len(records), last_line)
-        self.outstanding[first] = e
-        self.order.append((first, len(records)))
-        self.sent += len(records)
-        self._publish(first, e)
-        self._hear()
-
-    def skip(self, n: int) -> None:
-        """Record ``n`` is not sent (too large): settled at once, so that the mark can pass it."""
-        self.order.append((n, 1))
-        self._settle_one(n)
-
-    def finish(self) -> None:
-        """Wait until every envelope is settled (GaveUp past the outage bound), then disconnect."""
-        try:
-            self._wait(lambda: not self.outstanding)
-        finally:
-            self.client.disconnect()
-            self.client.loop_stop()
-
-
-class GaveUp(Exception):
-    pass
-
-
 def checkpoint_path(args, path: Path) -> Path:
     return Path(args.checkpoint) if args.checkpoint else path.with_name(path.name + ".mysimbdp-checkpoint")
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of the file: a checkpoint is for this content only."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_checkpoint(cp: Path, path: Path, topic: str, digest: str) -> int:
-    """The number of records already confirmed, from a checkpoint of the same file content and topic."""
+def read_checkpoint(checkpoint: Checkpoint) -> int:
+    """The number of records already confirmed (for --resume); UsageError when the checkpoint cannot say."""
     try:
-        data = bounded.loads_json(bounded.read_regular(cp, 64 << 10), max_bytes=64 << 10)
-    except FileNotFoundError:
-        raise UsageError(f"--resume: no checkpoint at {cp}", hint="nothing was published from this file yet") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--resume: cannot read the checkpoint {cp}: {exc}") from None
-    if not isinstance(data, dict) or data.get("topic") != topic:
-        raise UsageError(
-            f"--resume: the checkpoint {cp} is for another topic than {topic}",
-            hint="use the same --topic, or delete it to publish from the start",
-        )
-    if data.get("sha256") != digest:
-        raise UsageError(
-            f"--resume: {path} changed since the checkpoint {cp} was written",
-            hint="records may have moved: delete the checkpoint and publish the whole file (rows keyed by primary key"
-            " are not doubled)",
-        )
-    done = data.get("records_confirmed")
-    if not isinstance(done, int) or done < 0:
-        raise UsageError(f"--resume: the checkpoint {cp} is damaged")
-    return done
+        return checkpoint.read()
+    except sdk.CheckpointError as exc:
+        hint = "use the same --topic, or delete it to publish from the start" if exc.code == "other_topic" else exc.hint
+        raise UsageError(f"--resume: {exc.message}", hint=hint) from None
 
 
-class Checkpoint:
-    """How many records from the start of the file are confirmed, kept in a small JSON file (atomically)."""
+def connect(host: str, port: int, user: str, password: str, stream: str, args, first_record: int) -> Publisher:
+    try:
+        return Publisher(
+            host, port, user, password, stream=stream, max_outage=args.max_outage, wait_for_room=args.wait_for_room,
+            first_record=first_record,
+        )  # fmt: skip
+    except sdk.AuthenticationError:
+        raise AuthenticationFailed("wrong user name or password", hint="check -u/-p") from None
+    except sdk.TransportError as exc:
+        hint = "is the platform running? check --broker" if exc.hint else None
+        raise BrokerUnavailable(exc.message, hint=hint) from None
 
-    def __init__(self, cp: Path, path: Path, topic: str, digest: str) -> None:
-        self.cp, self.path, self.topic, self.digest = cp, path, topic, digest
-        self.warned = False
-        self.written = False
 
-    def write(self, done: int) -> None:
-        data = {"file": str(self.path.resolve()), "topic": self.topic, "sha256": self.digest, "records_confirmed": done}
-        try:
-            daemon.write_atomic(self.cp, json.dumps(data))
-            self.written = True
-        except OSError as exc:
-            if not self.warned:
-                self.warned = True
-                print(
-                    f"mysimbdp-publish: warning: cannot write the checkpoint {self.cp} ({exc.strerror or exc}):"
-                    " --resume will not know where to start (use --checkpoint PATH)",
-                    file=sys.stderr,
-                )
+def warn_once(cp: Path):
+    warned = []
 
-    def remove(self) -> None:
-        self.cp.unlink(missing_ok=True)
+    def warn(exc: OSError) -> None:
+        if not warned:
+            warned.append(exc)
+            print(
+                f"mysimbdp-publish: warning: cannot write the checkpoint {cp} ({exc.strerror or exc}):"
+                " --resume will not know where to start (use --checkpoint PATH)",
+                file=sys.stderr,
+            )
+
+    return warn
 
 
 def run(args) -> int:
@@ -338,81 +118,36 @@ def run(args) -> int:
         raise UsageError(f"--linger-ms must be 0 to 10000, not {args.linger_ms}")
     topic = broker.batch_topic(args.user, stream)
     cp = checkpoint_path(args, path)
-    digest = file_digest(path)
-    skip = read_checkpoint(cp, path, topic, digest) if args.resume else 0
-    checkpoint = Checkpoint(cp, path, topic, digest)
+    checkpoint = Checkpoint(cp, path, topic, file_digest(path), on_error=warn_once(cp))
+    skip = read_checkpoint(checkpoint) if args.resume else 0
     password = credentials.client_password(args.password, args.user)
-    pub = Publisher(
-        host, port, args.user, password, max_outage=args.max_outage, wait_for_room=args.wait_for_room, first_record=skip
-    )
+    pub = connect(host, port, args.user, password, stream, args, skip)
     total = sum(1 for _ in records(path, not args.no_header)) if sys.stderr.isatty() and not args.quiet else 0
     t0 = time.monotonic()
-    last_draw = last_cp = 0.0
-    too_large: list[int] = []
-    long_records: list[int] = []
-    batch: list[bytes] = []
-    batch_first = skip
-    batch_bytes = 0
-    batch_started = 0.0
-    last_line = 0
-    room = pub.max_payload - 256  # the envelope's header: numbers, and up to 8 bytes of size per record
 
-    def flush() -> None:
-        nonlocal batch, batch_bytes
-        if batch:
-            pub.send(topic, batch_first, batch, last_line)
-        batch, batch_bytes = [], 0
+    def draw(done_records: int) -> None:
+        done = int(30 * done_records / total)
+        sys.stderr.write(
+            f"\r{path.name[:24]:<24} [{'#' * done}{' ' * (30 - done)}] {done_records}/{total} "
+            f"{(done_records - skip) / max(time.monotonic() - t0, 1e-6):8.0f} rec/s"
+        )
+        sys.stderr.flush()
 
     gave_up = None
     interrupted = False
-    n = -1
-    prev_line = 0
     try:
-        for n, (line, rec) in enumerate(records(path, not args.no_header, pub.max_payload)):
-            if prev_line and line - prev_line > 1000:  # one record over a thousand lines: a quote left open?
-                long_records.append(prev_line)
-            prev_line = line
-            if n < skip:
-                continue
-            if args.rate:
-                ahead = (n - skip) / args.rate - (time.monotonic() - t0)
-                if ahead > 0:
-                    if batch and time.monotonic() + ahead - batch_started > args.linger_ms / 1000:
-                        flush()  # nothing waits in a batch longer than the linger
-                    time.sleep(ahead)
-            if rec is None or len(rec) > room:
-                too_large.append(line)
-                flush()
-                pub.skip(n)  # it keeps its number: the checkpoint counts records of the file
-                continue
-            if batch and batch_bytes + len(rec) + 8 * (len(batch) + 1) > room:
-                flush()
-            if not batch:
-                batch_first, batch_started = n, time.monotonic()
-            batch.append(rec)
-            batch_bytes += len(rec)
-            last_line = line
-            if len(batch) >= args.batch or time.monotonic() - batch_started > args.linger_ms / 1000:
-                flush()
-            if time.monotonic() - last_cp > 0.5:
-                last_cp = time.monotonic()
-                checkpoint.write(pub.mark)
-            if total and time.monotonic() - last_draw > 0.1:
-                last_draw = time.monotonic()
-                done = int(30 * (n + 1) / total)
-                sys.stderr.write(
-                    f"\r{path.name[:24]:<24} [{'#' * done}{' ' * (30 - done)}] {n + 1}/{total} "
-                    f"{(n + 1 - skip) / max(last_draw - t0, 1e-6):8.0f} rec/s"
-                )
-                sys.stderr.flush()
-        flush()
+        pub.publish(
+            records(path, not args.no_header, pub.max_payload), batch=args.batch, linger_ms=args.linger_ms,
+            rate=args.rate, checkpoint=checkpoint, progress=draw if total else None,
+        )  # fmt: skip
         pub.finish()
-    except GaveUp as exc:
-        gave_up = str(exc)
+    except sdk.GaveUp as exc:
+        gave_up = exc.message
+        pub.close()
     except KeyboardInterrupt:
         interrupted = True
-        pub.client.disconnect()
-        pub._hear()
+        pub.close()
+    n = pub.records_read - 1
     if skip and n + 1 < skip:
         raise UsageError(f"--resume: the checkpoint {cp} counts {skip} records, the file has {n + 1}")
     checkpoint.write(pub.mark)
@@ -425,6 +160,7 @@ def run(args) -> int:
     )
     if pub.resent:
         print(f"{pub.resent} envelopes were sent again (not confirmed in time: a broker or platform restart?)")
+    too_large = pub.too_large
     if too_large:
         where = ", ".join(map(str, too_large[:5])) + (" ..." if len(too_large) > 5 else "")
         print(
@@ -441,6 +177,7 @@ def run(args) -> int:
             f"{pub.refused} were refused: the platform could not write to your keyspace (was its inbox table or its"
             " replication changed?); send them again with --resume"
         )
+    long_records = pub.long_records
     if long_records:
         where = ", ".join(map(str, long_records[:5])) + (" ..." if len(long_records) > 5 else "")
         print(f"warning: the record(s) at line(s) {where} span more than 1,000 lines each (a quote left open?)")
@@ -459,11 +196,10 @@ def run(args) -> int:
 
 def broker_address(text: str) -> tuple[str, int]:
     """HOST:PORT (an IPv6 address in brackets) -> (host, port); UsageError when it is not that."""
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--broker must be HOST:PORT, for example 127.0.0.1:1883, not {text!r}")
-    return host, int(port)
+    try:
+        return parse_broker(text)
+    except ValueError:
+        raise UsageError(f"--broker must be HOST:PORT, for example 127.0.0.1:1883, not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

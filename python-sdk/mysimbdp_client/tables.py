@@ -18,7 +18,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, BinaryIO, Iterator
 from urllib.parse import quote
 

@@ -194,13 +194,13 @@ class Uploads:
         elif not src.sha256:
             src = src.with_checksum()
         t0 = time.monotonic()
-        resp = self.http.call(
+        resp: requests.Response | None = self.http.call(
             "POST",
             "/v1/uploads",
             f"opening the upload of {src.name}",
             json={"name": src.name, "size": src.size, "sha256": src.sha256},
         )
-        data = resp.json()
+        data = resp.json()  # type: ignore[union-attr]
         if data.get("status") == "duplicate":
             return Sent("duplicate", data["job_id"])
         upload_id, offset = data["upload_id"], int(data["offset"])
@@ -212,7 +212,6 @@ class Uploads:
         busy_since: float | None = None  # another client has been writing this upload since then
         while True:
             body = _Body(src, offset, progress, rate)
-            resp: requests.Response | None
             try:
                 resp = self.http.session.patch(
                     f"{self.http.base}/v1/uploads/{upload_id}",

@@ -1,0 +1,286 @@
+"""The query API against its peers, in one run (ratios, not absolute times: the machine is noisy).
+
+1. Point reads by full primary key, concurrency 1 and 32: the API (HTTP keep-alive, one connection per
+   client thread) against the Python driver doing the same reads as the same tenant role (prepared
+   statement, one session, the same number of threads). p50/p99 latency and reads/s.
+2. Export of the 336,776 flights: the API as NDJSON and as CSV against ``cqlsh COPY TO`` of the same table
+   as the same role; rows/s.
+3. A 200 MiB object: PUT and GET through the API (curl) against the batch upload of the same bytes (curl,
+   PUT /v1/files); MiB/s, and the API's resident memory before and during.
+
+    .venv/bin/python bench/query_bench.py [--reads 3000] [--only reads|export|objects]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import http.client
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from base64 import b64encode
+from pathlib import Path
+
+import common
+
+from mysimbdp import db, tenants
+
+COLUMNS = (
+    "year,month,day,dep_time,sched_dep_time,dep_delay,arr_time,sched_arr_time,arr_delay,carrier,flight,"
+    "tailnum,origin,dest,air_time,distance,hour,minute,time_hour"
+)
+TABLE = (
+    "CREATE TABLE IF NOT EXISTS {ks}.flights (year int, month int, day int, dep_time int, sched_dep_time int,"
+    " dep_delay int, arr_time int, sched_arr_time int, arr_delay int, carrier text, flight int, tailnum text,"
+    " origin text, dest text, air_time int, distance int, hour int, minute int, time_hour timestamp,"
+    " PRIMARY KEY ((origin, year, month, day), carrier, flight, sched_dep_time))"
+)
+KEY = ("origin", "year", "month", "day", "carrier", "flight", "sched_dep_time")
+CONS = {
+    "formats": ["csv"],
+    "max_files": {"count": 10, "per": "staged"},
+    "max_file_size_bytes": 256 << 20,
+    "objects": {"max_object_bytes": 256 << 20, "max_total_bytes": 1 << 30},
+}
+PY = sys.executable
+
+
+def cqlsh(c, tenant: str, statement: str) -> str:
+    res = subprocess.run(
+        [PY, "-m", "mysimbdp", "cqlsh", "--tenant", tenant, "-e", statement],
+        cwd=common.ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(res.stdout[-2000:] + res.stderr[-2000:])
+    return res.stdout
+
+
+def load_flights(c, tenant: str, data: Path) -> int:
+    s = db.connect(c, tenants.cassandra_login(c, tenant))
+    try:
+        s.execute(TABLE.format(ks=tenant))
+    finally:
+        s.cluster.shutdown()
+    t0 = time.monotonic()
+    cqlsh(c, tenant, f"COPY {tenant}.flights ({COLUMNS}) FROM '{data}' WITH HEADER=true AND NULL='NA'")
+    n = common.count(c, tenant, "flights")
+    print(f"# loaded {n:,} flights in {time.monotonic() - t0:.0f}s with cqlsh COPY FROM")
+    return n
+
+
+def sample_keys(data: Path, n: int) -> list[dict]:
+    with open(data, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    random.seed(7)
+    out = []
+    for r in random.sample(rows, n):
+        out.append({k: (r[k] if k in ("origin", "carrier") else int(r[k])) for k in KEY})
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def run_clients(n_threads: int, keys: list[dict], make_client) -> tuple[float, list[float]]:
+    """Each thread reads its share of the keys with its own client; (seconds, latencies in ms)."""
+    shares = [keys[i::n_threads] for i in range(n_threads)]
+    lat: list[list[float]] = [[] for _ in range(n_threads)]
+    barrier = threading.Barrier(n_threads + 1)
+
+    def work(i: int) -> None:
+        read = make_client()
+        read(shares[i][0])  # warm the connection
+        barrier.wait()
+        for k in shares[i]:
+            t = time.perf_counter()
+            read(k)
+            lat[i].append((time.perf_counter() - t) * 1000)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, [x for part in lat for x in part]
+
+
+def point_reads(c, tenant: str, password: str, keys: list[dict]) -> None:
+    login = tenants.cassandra_login(c, tenant)
+    session = db.connect(c, login)
+    stmt = session.prepare(f"SELECT * FROM {tenant}.flights WHERE " + " AND ".join(f"{k} = ?" for k in KEY))
+    auth = "Basic " + b64encode(f"{tenant}:{password}".encode()).decode()
+
+    def driver_client():
+        def read(k):
+            rows = session.execute(stmt, [k[x] for x in KEY]).all()
+            assert len(rows) == 1
+
+        return read
+
+    def api_client():
+        conn = http.client.HTTPConnection(c.query.host, c.query.port, timeout=30)
+        headers = {"Authorization": auth, "Content-Type": "application/json"}
+
+        def read(k):
+            conn.request("POST", "/v1/tables/flights/query", body=json.dumps({"where": k}), headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+            assert r.status == 200, body[:300]
+            assert b'"count":1' in body
+
+        return read
+
+    for conc in (1, 32):
+        for name, make in (("driver", driver_client), ("api", api_client)):
+            secs, lat = run_clients(conc, keys, make)
+            rate = len(lat) / secs
+            common.figure(f"point reads c={conc} {name} reads/s", rate, "reads/s")
+            common.figure(f"point reads c={conc} {name} p50", pct(lat, 50), "ms")
+            common.figure(f"point reads c={conc} {name} p99", pct(lat, 99), "ms")
+            if name == "driver":
+                base = (rate, pct(lat, 99))
+        common.figure(f"point reads c={conc} api/driver throughput", rate / base[0], "x")
+        common.figure(f"point reads c={conc} api p99 - driver p99", pct(lat, 99) - base[1], "ms")
+    session.cluster.shutdown()
+
+
+def export(c, tenant: str, password: str, n: int) -> None:
+    auth = "Basic " + b64encode(f"{tenant}:{password}".encode()).decode()
+    rates = {}
+    for fmt in ("ndjson", "csv"):
+        conn = http.client.HTTPConnection(c.query.host, c.query.port, timeout=120)
+        t0 = time.perf_counter()
+        conn.request("GET", f"/v1/tables/flights/export?format={fmt}", headers={"Authorization": auth})
+        r = conn.getresponse()
+        assert r.status == 200
+        lines, tail = 0, b""
+        while block := r.read(1 << 20):
+            lines += block.count(b"\n")
+            tail = (tail + block)[-300:]
+        secs = time.perf_counter() - t0
+        end = tail.decode().strip().splitlines()[-1]
+        assert f"rows={n} complete" in end or f'"rows": {n}, "complete": true' in end, end
+        rates[fmt] = n / secs
+        common.figure(f"export {fmt} via API", rates[fmt], "rows/s", seconds=round(secs, 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "flights.csv"
+        t0 = time.perf_counter()
+        text = cqlsh(c, tenant, f"COPY {tenant}.flights TO '{out}' WITH HEADER=true")
+        secs = time.perf_counter() - t0
+        assert f"{n} rows exported" in text.replace(",", ""), text[-500:]
+    peer = n / secs
+    common.figure("export cqlsh COPY TO", peer, "rows/s", seconds=round(secs, 1))
+    for fmt in rates:
+        common.figure(f"export {fmt} API / cqlsh COPY TO", rates[fmt] / peer, "x")
+
+
+class RssWatch:
+    """The highest resident memory of a process while it runs, sampled every 0.1 s."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, common.rss_kib(self.pid))
+            time.sleep(0.1)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self._t.join()
+
+
+def curl(*args: str) -> float:
+    t0 = time.perf_counter()
+    res = subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    return time.perf_counter() - t0
+
+
+def objects(c, tenant: str, password: str, data: Path) -> None:
+    size = 200 << 20
+    with tempfile.TemporaryDirectory() as tmp:
+        blob = Path(tmp) / "big.csv"
+        with open(blob, "wb") as out, open(data, "rb") as src:  # CSV bytes, so that the batch API takes them too
+            header = src.readline()
+            body = src.read()
+            out.write(header)
+            while out.tell() < size:
+                out.write(body[: size - out.tell()])
+        sha = hashlib.sha256(blob.read_bytes()).hexdigest()
+        mib = size / 2**20
+        master = int((c.paths.run / "query-api.pid").read_text().split()[0])
+        pid = (common.children(master) or [master])[0]  # gunicorn's worker serves the requests
+        base = common.rss_kib(pid)
+        user = f"{tenant}:{password}"
+        with RssWatch(pid) as w:
+            put = curl("-u", user, "-T", str(blob), "-H", f"X-Checksum-Sha256: {sha}", "-H", "Content-Type: text/csv",
+                       f"{c.query_url()}/v1/objects/big.csv")  # fmt: skip
+        put_peak = w.peak
+        with RssWatch(pid) as w:
+            get = curl("-u", user, f"{c.query_url()}/v1/objects/big.csv")
+        get_peak = w.peak
+        batch = curl("-u", user, "-T", str(blob), "-H", f"Content-SHA256: {sha}", f"{c.batch_url()}/v1/files/big.csv")
+    common.figure("object 200 MiB PUT via API", mib / put, "MiB/s")
+    common.figure("object 200 MiB GET via API", mib / get, "MiB/s")
+    common.figure("batch upload of the same 200 MiB (curl)", mib / batch, "MiB/s")
+    common.figure("object PUT / batch upload", (mib / put) / (mib / batch), "x")
+    common.figure("object GET / batch upload", (mib / get) / (mib / batch), "x")
+    common.figure("query API memory before", base / 1024, "MiB")
+    common.figure("query API memory peak during PUT", put_peak / 1024, "MiB")
+    common.figure("query API memory peak during GET", get_peak / 1024, "MiB")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reads", type=int, default=3000)
+    ap.add_argument("--only", choices=("reads", "export", "objects"))
+    ap.add_argument("--tenant", help="NAME:PASSWORD of a tenant kept from an earlier run (KEEP_TENANT=1)")
+    args = ap.parse_args()
+    c = common.cfg()
+    common.up(c)
+    data = common.nycflights()
+    if args.tenant:
+        tenant, password = args.tenant.split(":", 1)
+    else:
+        tenant, password = common.tenant(c, "qbench", CONS)
+    try:
+        if args.tenant:
+            n = common.count(c, tenant, "flights")
+        else:
+            n = load_flights(c, tenant, data) if args.only != "objects" else 0
+        if args.only in (None, "reads"):
+            point_reads(c, tenant, password, sample_keys(data, args.reads))
+        if args.only in (None, "export"):
+            export(c, tenant, password, n)
+        if args.only in (None, "objects"):
+            objects(c, tenant, password, data)
+    finally:
+        if args.tenant:
+            pass
+        elif not os.environ.get("KEEP_TENANT"):
+            common.drop_tenant(c, tenant)
+        else:
+            print(f"# kept tenant {tenant} / {password}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
