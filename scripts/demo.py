@@ -6,7 +6,9 @@
 3. starts each tenant's stream app over the stream API and streams tenant_apps/<tenant>/stream-sample.csv
    with mysimbdp-publish (each record confirmed once it is in the tenant's inbox in Cassandra);
 4. prints the receipts: the batch jobs, the rows in each keyspace, each stream's state and inbox, the
-   stream reports and the scaling decisions.
+   stream reports and the scaling decisions;
+5. reads back through the query API, as each tenant: a date-range query, a page through a table, an
+   object stored and fetched (whole and a range), and the table exported.
 
 The tenants' passwords are generated and kept in state/secrets/demo-tenants.json (0600).
 """
@@ -150,6 +152,9 @@ def main() -> int:
                 f"{d['reason']}"
             )
 
+    for name in TENANTS:
+        read_back(cfg, name, passwords[name])
+
     step("done")
     print(
         "Try: . .venv/bin/activate; mysimbdp status; mysimbdp cqlsh --tenant airline; "
@@ -157,6 +162,77 @@ def main() -> int:
     )
     session.cluster.shutdown()
     return 0
+
+
+READS = {
+    # a date range: airline through an index on time_hour (over the whole table), weather through its
+    # clustering column (inside one station's month); a page through one partition
+    "airline": {
+        "index": "time_hour",
+        "range": {"time_hour": {"gte": "2013-01-01T10:00:00Z", "lt": "2013-01-01T12:00:00Z"}},
+        "columns": ["carrier", "flight", "origin", "dest", "time_hour"],
+        "partition": {"origin": "JFK", "year": 2013, "month": 1, "day": 1},
+    },
+    "weather": {
+        "index": None,
+        "range": {"origin": "JFK", "year": 2013, "month": 1,
+                  "time_hour": {"gte": "2013-01-01T00:00:00Z", "lt": "2013-01-01T06:00:00Z"}},
+        "columns": ["origin", "time_hour", "temp", "humid"],
+        "partition": {"origin": "EWR", "year": 2013, "month": 1},
+    },
+}  # fmt: skip
+
+
+def read_back(cfg: config.Config, name: str, password: str) -> None:
+    """What a tenant reads back through the query API (docs/query.md)."""
+    import hashlib
+
+    table = TENANTS[name]
+    q = requests.Session()
+    q.auth = (name, password)
+    base = cfg.query_url()
+    spec = READS[name]
+    step(f"{name}: reading back through the query API ({base})")
+    if spec["index"]:
+        r = q.post(f"{base}/v1/tables/{table}/indexes", json={"column": spec["index"]}, timeout=150)
+        print(f"POST /v1/tables/{table}/indexes {{'column': '{spec['index']}'}}: {r.status_code} {r.json()['data']}")
+    body = {"where": spec["range"], "columns": spec["columns"], "page_size": 1000}
+    for _ in range(60):  # an index answers once it is built (503 with Retry-After until then)
+        r = q.post(f"{base}/v1/tables/{table}/query", json=body, timeout=60)
+        if r.status_code != 503:
+            break
+        time.sleep(1)
+    rows = r.json()["data"]["rows"]
+    print(f"date range {json_text(spec['range'])}: {len(rows)} rows, e.g.")
+    for row in rows[:3]:
+        print("   ", json_text(row))
+    pages, seen, token = 0, 0, None
+    while True:
+        body = {"where": spec["partition"], "page_size": 50, **({"page_token": token} if token else {})}
+        page = q.post(f"{base}/v1/tables/{table}/query", json=body, timeout=60).json()["data"]
+        pages, seen, token = pages + 1, seen + page["count"], page["next_page_token"]
+        if token is None:
+            break
+    print(f"a page at a time through {json_text(spec['partition'])}: {seen} rows in {pages} pages of 50")
+    sample = ROOT / "tenant_apps" / name / "stream-sample.csv"
+    data = sample.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    r = q.put(f"{base}/v1/objects/raw/{sample.name}", data=data,
+              headers={"Content-Type": "text/csv", "X-Checksum-Sha256": sha}, timeout=60)  # fmt: skip
+    print(f"PUT /v1/objects/raw/{sample.name}: {r.status_code} {r.json()['data']['size']} bytes, sha256 {sha[:12]}...")
+    back = q.get(f"{base}/v1/objects/raw/{sample.name}", timeout=60).content
+    part = q.get(f"{base}/v1/objects/raw/{sample.name}", headers={"Range": "bytes=0-59"}, timeout=60)
+    print(f"GET it back: {'the same bytes' if back == data else 'DIFFERENT BYTES'}; "
+          f"Range bytes=0-59: {part.status_code} {part.content[:60]!r}")  # fmt: skip
+    r = q.get(f"{base}/v1/tables/{table}/export", params={"format": "csv"}, timeout=300)
+    last = r.text.rstrip("\n").rsplit("\n", 1)[-1]
+    print(f"GET /v1/tables/{table}/export?format=csv: {len(r.content):,} bytes, last line: {last}")
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value, separators=(", ", ": "))
 
 
 if __name__ == "__main__":
