@@ -131,10 +131,10 @@ class Objects:
         self.chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
         self._tenant_locks: dict[str, threading.Lock] = {}
-        self._ready: dict[int, dict] = {}  # id(session) -> prepared statements, after the tables exist
+        self._ready: dict = {}  # session_id -> prepared statements, after the tables exist
 
     def _stmts(self, session: Session, ks: str) -> dict:
-        st = self._ready.get(id(session))
+        st = self._ready.get(session.session_id)
         if st is not None:
             return st
         for ddl in SCHEMA:
@@ -161,7 +161,9 @@ class Objects:
             "unreserve": session.prepare(f"DELETE FROM {k}.mysimbdp_object_uploads WHERE bucket = {BUCKET}"
                                          " AND version = ?"),
         }  # fmt: skip
-        self._ready[id(session)] = st
+        if len(self._ready) > 256:  # sessions come and go (see sessions.py); their statements with them
+            self._ready.clear()
+        self._ready[session.session_id] = st
         return st
 
     def _tenant_lock(self, ks: str) -> threading.Lock:

@@ -57,11 +57,11 @@ class Prepared:
 
     def __init__(self, size: int = 1024) -> None:
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[int, str], object] = OrderedDict()
+        self._cache: OrderedDict[tuple[object, str], object] = OrderedDict()
         self.size = size
 
     def get(self, session: Session, cql: str):
-        key = (id(session), cql)
+        key = (session.session_id, cql)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:

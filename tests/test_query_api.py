@@ -592,3 +592,15 @@ def test_cassandra_down_is_a_503_with_a_retry_hint_and_it_serves_again_after(que
         time.sleep(1)
     assert r.status_code == 200 and r.json()["data"]["count"] == 3
     assert q.get("/v1/objects/x").content == b"abc"
+
+
+def test_a_new_password_reaches_the_query_api_within_its_recheck_time(query_tenant, platform):
+    from conftest import run_cli
+
+    t, old, q = query_tenant()
+    assert q.get("/v1/tables").status_code == 200  # the old password is in the API's caches now
+    res = run_cli("tenant", "update", t.name, "--password-stdin", input="a-brand-new-password\n")
+    assert res.returncode == 0, res.stderr
+    time.sleep(platform.query.password_recheck_seconds + 0.5)
+    refused(q.get("/v1/tables"), 401, "unauthorized")
+    assert Query(platform, t.name, "a-brand-new-password").get("/v1/tables").status_code == 200

@@ -183,7 +183,12 @@ final class Exporter {
                     }
                     case "end" -> {
                         long total = rowsAtMark + sinceMark;
-                        if (skip > 0 || c.rows != total) {
+                        if (skip > 0) {
+                            throw new MysimbdpException("exporting " + table.name() + ": the table changed while the "
+                                    + "export was resumed (fewer rows after the last mark)", 0, "export_changed",
+                                    "export it again");
+                        }
+                        if (c.rows != total) {
                             throw new TransportException("exporting " + table.name() + ": the server counted "
                                     + c.rows + " rows, " + total + " were received", null);
                         }
