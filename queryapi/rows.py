@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections import OrderedDict
 
-from cassandra import InvalidRequest, Unauthorized
+from cassandra import InvalidRequest, ReadFailure, Unauthorized
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
@@ -40,6 +40,13 @@ def cassandra_refusals():
                 "an index this query needs is still being built", hint="try again in a moment", retry_after=5
             ) from None
         raise BadQuery("Cassandra refused the statement: " + msg[:300]) from None
+    except ReadFailure as exc:  # replicas failed the read: an index still being built, most often
+        building = "INDEX_NOT_AVAILABLE" in str(exc) or "index" in str(exc).lower()
+        raise ServiceError(
+            "an index this query needs is still being built" if building else "the read failed on the database",
+            hint="try again in a moment",
+            retry_after=2,
+        ) from None
     except Unauthorized:
         raise TenantError("your role may not do this", code="forbidden") from None
 
