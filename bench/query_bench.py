@@ -7,8 +7,10 @@
    as the same role; rows/s.
 3. A 200 MiB object: PUT and GET through the API (curl) against the batch upload of the same bytes (curl,
    PUT /v1/files); MiB/s, and the API's resident memory before and during.
+4. The same export through the Python SDK (``Table.export_to``, and iterating the rows) and the Java SDK
+   (``Table.export(Format, OutputStream)``) against the raw HTTP figure of (2).
 
-    .venv/bin/python bench/query_bench.py [--reads 3000] [--only reads|export|objects]
+    .venv/bin/python bench/query_bench.py [--reads 3000] [--only reads|export|objects|sdk]
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def point_reads(c, tenant: str, password: str, keys: list[dict]) -> None:
     session.cluster.shutdown()
 
 
-def export(c, tenant: str, password: str, n: int) -> None:
+def export(c, tenant: str, password: str, n: int) -> dict:
     auth = "Basic " + b64encode(f"{tenant}:{password}".encode()).decode()
     rates = {}
     for fmt in ("ndjson", "csv"):
@@ -183,6 +185,51 @@ def export(c, tenant: str, password: str, n: int) -> None:
     common.figure("export cqlsh COPY TO", peer, "rows/s", seconds=round(secs, 1))
     for fmt in rates:
         common.figure(f"export {fmt} API / cqlsh COPY TO", rates[fmt] / peer, "x")
+    return rates
+
+
+def java_classpath() -> str:
+    """The Java SDK built (tests skipped), and the classpath of its dependencies."""
+    sdk = common.ROOT / "java-sdk"
+    subprocess.run(["mvn", "-B", "-q", "-DskipTests", "-DskipIntegration=true", "package"], cwd=sdk, check=True)
+    out = sdk / "target" / "bench-classpath.txt"
+    subprocess.run(["mvn", "-B", "-q", "dependency:build-classpath", f"-Dmdep.outputFile={out}"], cwd=sdk, check=True)
+    return f"{sdk / 'target' / 'classes'}:{out.read_text().strip()}"
+
+
+def sdks(c, tenant: str, password: str, n: int, raw: dict) -> None:
+    from mysimbdp_client import Client
+
+    client = Client(tenant, password, query_url=c.query_url())
+    table = client.table("flights")
+    for fmt in ("ndjson", "csv"):
+        with tempfile.TemporaryFile() as fh:
+            t0 = time.perf_counter()
+            rows = table.export_to(fh, format=fmt)
+            secs = time.perf_counter() - t0
+        assert rows == n, (rows, n)
+        common.figure(f"export {fmt} via Python SDK export_to", n / secs, "rows/s")
+        common.figure(f"export {fmt} Python SDK / raw HTTP", n / secs / raw[fmt], "x")
+    t0 = time.perf_counter()
+    rows = sum(1 for _ in table.export(format="ndjson"))
+    secs = time.perf_counter() - t0
+    assert rows == n
+    common.figure("export ndjson via Python SDK, iterating dicts", n / secs, "rows/s")
+    common.figure("export ndjson Python SDK rows / raw HTTP", n / secs / raw["ndjson"], "x")
+
+    cp = java_classpath()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = common.ROOT / "bench" / "java" / "ExportBench.java"
+        subprocess.run(["javac", "-d", tmp, "-cp", cp, str(src)], check=True)
+        for fmt in ("ndjson", "csv"):
+            res = subprocess.run(
+                ["java", "-cp", f"{tmp}:{cp}", "ExportBench", tenant, password, c.query_url(), "flights", fmt],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            rows, secs = res.stdout.split()
+            assert int(rows) == n, res.stdout
+            common.figure(f"export {fmt} via Java SDK", n / float(secs), "rows/s")
+            common.figure(f"export {fmt} Java SDK / raw HTTP", n / float(secs) / raw[fmt], "x")
 
 
 class RssWatch:
@@ -251,7 +298,7 @@ def objects(c, tenant: str, password: str, data: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reads", type=int, default=3000)
-    ap.add_argument("--only", choices=("reads", "export", "objects"))
+    ap.add_argument("--only", choices=("reads", "export", "objects", "sdk"))
     ap.add_argument("--tenant", help="NAME:PASSWORD of a tenant kept from an earlier run (KEEP_TENANT=1)")
     args = ap.parse_args()
     c = common.cfg()
@@ -268,8 +315,10 @@ def main() -> int:
             n = load_flights(c, tenant, data) if args.only != "objects" else 0
         if args.only in (None, "reads"):
             point_reads(c, tenant, password, sample_keys(data, args.reads))
-        if args.only in (None, "export"):
-            export(c, tenant, password, n)
+        if args.only in (None, "export", "sdk"):
+            raw = export(c, tenant, password, n)
+        if args.only in (None, "sdk"):
+            sdks(c, tenant, password, n, raw)
         if args.only in (None, "objects"):
             objects(c, tenant, password, data)
     finally:
