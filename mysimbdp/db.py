@@ -246,6 +246,19 @@ PLATFORM_TABLES = {
             last_change timestamp,      -- of desired (the autoscaler's cooldown counts from here)
             updated_at timestamp
         )""",
+    # the bytes each tenant's binary objects take, kept where the tenant cannot write (its quota is counted
+    # here, not from the object tables in its own keyspace); one row per stored version of an object
+    "object_usage": """
+        CREATE TABLE IF NOT EXISTS {ks}.object_usage (
+            tenant text,
+            version uuid,
+            key text,
+            size bigint,
+            chunks int,
+            state text,                 -- reserved (upload under way) | stored | retired (replaced, chunks to drop)
+            at timestamp,               -- of the last change of state
+            PRIMARY KEY ((tenant), version)
+        )""",
     # the autoscaler's decisions and manual starts/stops, with their reasons
     "scaling_decisions": """
         CREATE TABLE IF NOT EXISTS {ks}.scaling_decisions (

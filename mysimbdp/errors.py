@@ -247,6 +247,13 @@ class ChecksumMismatch(TenantError):
     code = "checksum_mismatch"
 
 
+class LengthRequired(TenantError):
+    """A body whose size must be known first came without a Content-Length."""
+
+    http_status = 411
+    code = "length_required"
+
+
 class QuotaExceeded(TenantError):
     """An object over the tenant's size limit, or past its total quota or object count."""
 

@@ -296,6 +296,7 @@ class Registry:
         secret_path(self.cfg, name).unlink(missing_ok=True)
         bounded.remove_tree(self.cfg.paths.secrets / "stream" / name)
         self.session.execute(prepare(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = ?"), (name,))
+        self.session.execute(prepare(f"DELETE FROM {ks}.object_usage WHERE tenant = ?"), (name,))
         jobs = prepare(f"DELETE FROM {ks}.jobs WHERE tenant = ? AND bucket = ?")
         for bucket in months_since(t.created_at):
             self.session.execute(jobs, (name, bucket))

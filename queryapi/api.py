@@ -26,6 +26,7 @@ database is down, with Retry-After). docs/query.md has every endpoint; ``/v1/ope
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 
@@ -33,7 +34,7 @@ from cassandra import InvalidRequest, Unauthorized
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from mysimbdp import config, web
-from mysimbdp.errors import BadQuery, MysimbdpError, TenantError
+from mysimbdp.errors import BadQuery, MysimbdpError, RangeNotSatisfiable, TenantError
 from mysimbdp.tenants import Tenant
 
 from . import export, objects, openapi, plan, rows, tables, tokens
@@ -42,7 +43,8 @@ from .sessions import TenantSessions
 log = logging.getLogger("queryapi.api")
 bp = Blueprint("query", __name__)
 WRITE_BODY_BYTES = 2 << 20  # a write of max_write_rows rows
-IDLE_SECONDS = 30.0  # a download or upload may take as long as it likes, but not this long without a block
+IDLE_SECONDS = 30.0
+DIGITS = re.compile(r"[0-9]{1,12}")  # a download or upload may take as long as it likes, but not this long without a block
 
 
 class Backend:
@@ -60,9 +62,17 @@ class Backend:
         self.sessions = TenantSessions(cfg)
         self.sealer = tokens.Sealer(tokens.load_key(cfg.paths.secrets), cfg.query.token_hours)
         self.rows = rows.Rows(cfg.query, self.sealer)
-        self.objects = objects.Objects(cfg.query.object_chunk_kb * 1024)
+        self.objects = objects.Objects(cfg.query.object_chunk_kb * 1024, ledger=self._object_ledger)
+        self._ledger: objects.Ledger | None = None
         self._sweeper = threading.Thread(target=self._sweep, name="session-sweeper", daemon=True)
         self._sweeper.start()
+
+    def _object_ledger(self) -> objects.Ledger:
+        """The platform keyspace's count of object bytes, on the platform's session (made on first use)."""
+        if self._ledger is None:
+            _ = self.directory.registry  # the platform schema exists once the registry is open
+            self._ledger = objects.Ledger(self.directory.session, self.cfg.keyspace)
+        return self._ledger
 
     def _sweep(self) -> None:
         import time
@@ -221,6 +231,12 @@ def export_table(table: str, tenant: str | None = None):
     tb = _table(t, table)
     cols_arg = request.args.get("columns")
     cols = plan.projection(tb, cols_arg.split(",") if cols_arg else None)
+    clash = [c for c in cols if c in export.CONTROL_KEYS]
+    if clash and fmt == "ndjson":
+        raise BadQuery(
+            f"column {clash[0]} has the name of an export control line", code="reserved_column",
+            hint="export it as CSV, or leave it out with columns=",
+        )
     b = backend()
     with rows.cassandra_refusals():
         job = export.Export(
@@ -259,12 +275,12 @@ def list_objects(tenant: str | None = None):
     return ok({"objects": items, "next_page_token": b.sealer.seal(bound_to, nxt) if nxt else None})
 
 
-def _int_arg(name: str, default: int | None) -> int | None:
+def _int_arg(name: str, default: int | None, code: str = "bad_limit") -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 12:
-        raise BadQuery(f"{name} must be a whole number", code="bad_limit")
+    if not DIGITS.fullmatch(raw):  # ASCII digits only: str.isdigit() takes '²' and int() takes '５'
+        raise BadQuery(f"{name} must be a whole number", code=code)
     return int(raw)
 
 
@@ -275,10 +291,9 @@ def put_object(key: str, tenant: str | None = None):
     objects.check_key(key)
     sock = request.environ.get("gunicorn.socket")
     ttl_raw = request.args.get("ttl")
-    try:
-        ttl_seconds = int(ttl_raw) if ttl_raw is not None else None
-    except ValueError:
-        raise BadQuery("ttl must be a whole number of seconds", code="bad_ttl") from None
+    if ttl_raw is not None and not re.fullmatch(r"-?[0-9]{1,12}", ttl_raw):
+        raise BadQuery("ttl must be a whole number of seconds", code="bad_ttl")
+    ttl_seconds = int(ttl_raw) if ttl_raw is not None else None
     web.DEADLINES.set(sock, IDLE_SECONDS)
     meta = backend().objects.put(
         _session(t), t.name, key, request.stream,
@@ -311,7 +326,12 @@ def get_object(key: str, tenant: str | None = None):
     session = _session(t)
     meta = b.objects.head(session, t.name, key)
     headers = _object_headers(meta)
-    rng = objects.parse_range(request.headers.get("Range"), meta.size) if request.headers.get("Range") else None
+    try:
+        rng = objects.parse_range(request.headers.get("Range"), meta.size)
+    except RangeNotSatisfiable as exc:
+        resp = web.json_error(416, exc.code, exc.message)
+        resp.headers["Content-Range"] = f"bytes */{meta.size}"
+        return resp
     first, last = rng if rng else (0, meta.size - 1)
     status = 206 if rng else 200
     if rng:

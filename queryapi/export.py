@@ -41,7 +41,12 @@ MAX_TOKEN = 2**63 - 1
 SPLITS = 64
 MARK_EVERY = 10_000
 FLUSH_BYTES = 256 * 1024
+PAGE_BYTES = 2 << 20  # what one page from Cassandra should weigh: pages are sized from the rows seen
+FIRST_FETCH = 100
 _RESUME = struct.Struct(">qQ")  # last complete token, rows before it
+#: the keys of NDJSON control lines: a column of one of these names is not exported as NDJSON (a row
+#: holding only it would read as a control line)
+CONTROL_KEYS = ("_resume", "_end", "_error")
 
 
 def splits(after: int, n: int = SPLITS) -> list[tuple[int, int]]:
@@ -79,9 +84,11 @@ class Export:
         """Pages of rows in token order; the next page (or range) is requested before one is handed out."""
         ranges = iter(splits(self.after))
 
+        fetch = [min(FIRST_FETCH, self.fetch_size)]
+
         def start(paging_state=None, rng=None):
             bound = self.stmt.bind(rng)
-            bound.fetch_size = self.fetch_size
+            bound.fetch_size = fetch[0]
             return self.session.execute_async(bound, paging_state=paging_state), rng
 
         pending = None
@@ -92,6 +99,9 @@ class Export:
             fut, rng = pending
             rs = fut.result()
             rows = rs.current_rows
+            if rows:  # the next page's size, from what these rows weighed (a page of huge rows stays small)
+                weight = sum(values.approx_size(v) for v in rows[0]) + sum(values.approx_size(v) for v in rows[-1])
+                fetch[0] = max(1, min(self.fetch_size, PAGE_BYTES * 2 // max(1, weight)))
             if rs.has_more_pages and rs.paging_state:
                 pending = start(rs.paging_state, rng)
             else:
@@ -138,10 +148,10 @@ class Export:
                         buf.write("\n")
                     n += 1
                     since_mark += 1
-                if buf.tell() >= FLUSH_BYTES:
-                    yield buf.getvalue().encode("utf-8")
-                    buf.seek(0)
-                    buf.truncate()
+                    if buf.tell() >= FLUSH_BYTES:
+                        yield buf.getvalue().encode("utf-8")
+                        buf.seek(0)
+                        buf.truncate()
         except Exception as exc:  # noqa: BLE001 - the answer has begun: say so in the stream, then stop
             if isinstance(exc, MysimbdpError):
                 code, msg = exc.code, exc.message

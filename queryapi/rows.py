@@ -22,6 +22,8 @@ from . import plan, tokens, values
 from .tables import Table
 
 MAX_LIMIT = 1_000_000  # rows one query may return over all its pages (an export reads more)
+PAGE_BYTES = 4 << 20  # a page ends early past this many bytes of values (rows can be megabytes each)
+FIRST_FETCH = 5  # rows asked of Cassandra first (a row can weigh 16 MiB); later ones sized by what these weighed
 
 
 @contextlib.contextmanager
@@ -100,16 +102,34 @@ class Rows:
             "page", tenant, table.name, {"where": body.get("where"), "columns": cols, "limit": limit, "page": page_size}
         )
         token = body.get("page_token")
-        paging_state = self.sealer.open(token, bound_to) if token is not None else None
+        returned, paging_state = 0, None
+        if token is not None:  # the rows handed out before this page, then the driver's paging state
+            payload = self.sealer.open(token, bound_to)
+            returned, paging_state = int.from_bytes(payload[:8], "big"), payload[8:] or None
+        # the limit is counted here, over all pages: Cassandra's LIMIT starts again when a page continues
+        want = page_size if limit is None else min(page_size, limit - returned)
         stmt = plan.select(table, cols, conds, limit)
         bound = self.prepared.get(session, stmt.cql).bind(stmt.params)
-        bound.fetch_size = page_size
-        with cassandra_refusals():
-            rs = session.execute(bound, paging_state=paging_state)
-        rows = rs.current_rows
         decoders = [values.decoder(table.columns[c]) for c in cols]
-        out = [row_json(cols, decoders, r) for r in rows]
-        next_token = self.sealer.seal(bound_to, rs.paging_state) if rs.has_more_pages and rs.paging_state else None
+        # A page is fetched in steps: a few rows first, then as many as the budget allows at what they
+        # weighed, so that a page of megabyte rows stops at PAGE_BYTES instead of filling memory.
+        out: list[dict] = []
+        used, fetch, state = 0, min(want, FIRST_FETCH), paging_state
+        while want > 0:
+            bound.fetch_size = fetch
+            with cassandra_refusals():
+                rs = session.execute(bound, paging_state=state)
+            for r in rs.current_rows:
+                used += sum(values.approx_size(v) for v in r)
+                out.append(row_json(cols, decoders, r))
+            state = rs.paging_state if rs.has_more_pages else None
+            if state is None or len(out) >= want or used >= PAGE_BYTES:
+                break
+            per_row = max(1, used // max(1, len(out)))
+            fetch = max(1, min(want - len(out), (PAGE_BYTES - used) // per_row))
+        returned += len(out)
+        done = state is None or (limit is not None and returned >= limit)
+        next_token = None if done else self.sealer.seal(bound_to, returned.to_bytes(8, "big") + state)
         return {"rows": out, "count": len(out), "next_page_token": next_token}
 
     def count(self, session: Session, table: Table, body: dict) -> dict:

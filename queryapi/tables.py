@@ -122,13 +122,18 @@ def get_table(session: Session, keyspace: str, name: str) -> Table:
     check_table_name(name)
     if name.startswith(PLATFORM_PREFIX):
         raise NotFound(f"no table {name!r}", code="no_such_table", hint="mysimbdp_* tables are the platform's own")
-    for attempt in range(2):
+    for attempt in range(3):
         ks = session.cluster.metadata.keyspaces.get(keyspace)
         tm = ks.tables.get(name) if ks is not None else None
         if tm is not None:
             return _from_metadata(tm)
-        if attempt == 0:
-            session.cluster.refresh_keyspace_metadata(keyspace)
+        if attempt < 2:  # made a moment ago (by the tenant's app): the driver hears of it with a delay
+            try:
+                session.cluster.refresh_table_metadata(keyspace, name)
+            except Exception:  # noqa: BLE001 - no such table, or the schema is settling: look once more
+                import time
+
+                time.sleep(0.2)
     raise NotFound(f"no table {name!r} in your keyspace", code="no_such_table", hint="GET /v1/tables lists them")
 
 
@@ -156,6 +161,14 @@ def create_index(session: Session, table: Table, column: str) -> dict:
     if head not in values.SCALARS and head not in ("list", "set", "map", "vector"):
         raise TenantError(f"columns of type {typ} cannot have a Storage-Attached Index", code="index_unsupported")
     name = index_name(table.name, column)
+    ks = session.cluster.metadata.keyspaces.get(table.keyspace)
+    taken = {i for t in (ks.tables.values() if ks else ()) for i in t.indexes}
+    if name in taken:  # index names are per keyspace: table a_b's column c and table a's column b_c meet
+        import hashlib
+
+        name = name[:-4][:36] + "_" + hashlib.sha256(f"{table.name}/{column}".encode()).hexdigest()[:6] + "_sai"
+        if name in taken:
+            raise TenantError(f"an index named {name} exists already on another column", code="index_name_taken")
     session.execute(
         f"CREATE INDEX IF NOT EXISTS {quote(name)} ON {table.qualified} ({quote(column)}) USING 'sai'",
         timeout=120,

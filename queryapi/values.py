@@ -35,6 +35,11 @@ _INT_RANGES = {
     "varint": (-(10**100), 10**100),  # a bound all the same: a 10^6-digit number would cost seconds
 }
 _INT_TEXT = re.compile(r"-?[0-9]{1,101}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME = re.compile(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?")
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?"
+)
 MAX_TEXT = 1 << 20  # one text value in a request (the body is bounded too)
 #: types a value may be given for; others (tuples, user types) are read out but not written or filtered
 SCALARS = {
@@ -76,7 +81,24 @@ def split_type(cql_type: str) -> tuple[str, list[str]]:
 
 def encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
     """A function that turns a JSON value into the value the driver binds for a column of ``cql_type``
-    (None stays None), raising BadValue that names ``column``."""
+    (None stays None), raising BadValue that names ``column``. Whatever else a value makes Python raise on
+    the way (a float past its range, a date past year 9999 in UTC) is a BadValue too, never a 500."""
+    inner = _encoder(cql_type, column)
+
+    def guarded(v: Any) -> Any:
+        try:
+            return inner(v)
+        except BadValue:
+            raise
+        except (ArithmeticError, ValueError, TypeError, OSError, UnicodeError):
+            shown = repr(v)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise BadValue(f"column {column}: {shown} does not fit", hint=f"the column's type is {cql_type}") from None
+
+    return guarded
+
+
+def _encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
     head, args = split_type(cql_type)
 
     def bad(value: Any, what: str) -> BadValue:
@@ -93,6 +115,10 @@ def encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
                 raise bad(v[:20], f"a string of at most {MAX_TEXT} characters")
             if head == "ascii" and not v.isascii():
                 raise bad(v, "ASCII text")
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad(v, "text (it holds a lone surrogate, which UTF-8 cannot carry)") from None
             return v
 
         return _nullable(text)
@@ -111,10 +137,15 @@ def encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
         return _nullable(integer)
     if head in ("float", "double"):
 
+        top = 3.4028234663852886e38 if head == "float" else 1.7976931348623157e308
+
         def real(v):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise bad(v, "a number")
-            return float(v)
+            f = float(v)
+            if not -top <= f <= top:
+                raise bad(v, f"within {head}'s range")
+            return f
 
         return _nullable(real)
     if head == "decimal":
@@ -126,8 +157,8 @@ def encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
                 d = Decimal(str(v))
             except InvalidOperation:
                 raise bad(v, "a decimal number") from None
-            if not d.is_finite():
-                raise bad(v, "a finite decimal number")
+            if not d.is_finite() or not -(2**31) < d.as_tuple().exponent < 2**31 - 200:
+                raise bad(v, "a finite decimal number within Cassandra's scale")
             return d
 
         return _nullable(decimal)
@@ -144,7 +175,7 @@ def encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
     if head == "date":
 
         def date(v):
-            if not isinstance(v, str) or len(v) != 10:
+            if not isinstance(v, str) or not _DATE.fullmatch(v):
                 raise bad(v, "a date (YYYY-MM-DD)")
             try:
                 return dt.date.fromisoformat(v)
@@ -155,8 +186,8 @@ def encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
     if head == "time":
 
         def time_of_day(v):
-            if not isinstance(v, str) or len(v) > 20:
-                raise bad(v, "a time of day (HH:MM:SS[.ffffff])")
+            if not isinstance(v, str) or not _TIME.fullmatch(v):
+                raise bad(v, "a time of day (HH:MM:SS[.ffffff], no zone)")
             try:
                 return dt.time.fromisoformat(v)
             except ValueError:
@@ -191,8 +222,8 @@ def encoder(cql_type: str, column: str) -> Callable[[Any], Any]:
     if head == "inet":
 
         def inet(v):
-            if not isinstance(v, str) or len(v) > 45:
-                raise bad(v, "an IP address")
+            if not isinstance(v, str) or len(v) > 45 or "%" in v:
+                raise bad(v, "an IP address (without a scope)")
             try:
                 return str(ipaddress.ip_address(v))
             except ValueError:
@@ -261,13 +292,13 @@ def parse_timestamp(v: Any, bad: Callable[[Any, str], Exception]) -> dt.datetime
             return (EPOCH + dt.timedelta(milliseconds=v)).replace(tzinfo=UTC)
         except OverflowError:
             raise bad(v, what) from None
-    if not isinstance(v, str) or len(v) > 40:
+    if not isinstance(v, str) or not _TIMESTAMP.fullmatch(v):
         raise bad(v, what)
     try:
         t = dt.datetime.fromisoformat(v)
-    except ValueError:
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise bad(v, what) from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 # --- CQL -> JSON ----------------------------------------------------------------------------------------
@@ -282,6 +313,10 @@ def _iso_timestamp(v: dt.datetime) -> str:
 
 def _generic(v: Any) -> Any:
     """Any value the driver returns, as JSON (used inside collections, tuples and user types)."""
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return str(v)  # NaN and infinities are not JSON
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 1000:
+        return hex(v)  # past ~300 digits: hex, which costs linear time (decimal text of a huge int does not)
     if v is None or isinstance(v, (str, int, float, bool)):
         return v
     if isinstance(v, dt.datetime):
@@ -299,8 +334,10 @@ def decoder(cql_type: str) -> Callable[[Any], Any] | None:
     """A function that turns a value read from a column of ``cql_type`` into JSON; None when the value is
     JSON already (text, integers, doubles, booleans), so that the hot path does nothing."""
     head, _ = split_type(cql_type)
-    if head in ("ascii", "text", "varchar", "tinyint", "smallint", "int", "bigint", "varint", "counter", "boolean"):
+    if head in ("ascii", "text", "varchar", "tinyint", "smallint", "int", "bigint", "counter", "boolean"):
         return None
+    if head == "varint":
+        return _generic
     if head in ("float", "double"):
         return lambda v: v if v is None or v == v and v not in (float("inf"), float("-inf")) else str(v)
     if head == "timestamp":
@@ -310,3 +347,16 @@ def decoder(cql_type: str) -> Callable[[Any], Any] | None:
     if head in ("decimal", "uuid", "timeuuid", "date", "time", "inet", "duration"):
         return lambda v: None if v is None else str(v)
     return _generic
+
+
+def approx_size(v: Any) -> int:
+    """About how many bytes a value read from Cassandra takes (what a page's budget counts)."""
+    if isinstance(v, (str, bytes, bytearray)):
+        return len(v) + 8
+    if v is None or isinstance(v, (int, float, bool)):
+        return 8
+    if isinstance(v, dict) or hasattr(v, "items"):
+        return 16 + sum(approx_size(k) + approx_size(x) for k, x in v.items())
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return 16 + sum(approx_size(x) for x in v)
+    return 16

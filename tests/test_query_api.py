@@ -181,6 +181,16 @@ def test_rows_by_key_by_clustering_range_with_projection_and_iso_dates(query_ten
     # limit
     got = q.ok("post", "/v1/tables/events/query", json={"where": key, "limit": 7})
     assert got["count"] == 7 and got["next_page_token"] is None
+    # a limit over several pages: 3, 3, then 1, and no token after
+    counts, token = [], None
+    while True:
+        body = {"where": key, "limit": 7, "page_size": 3, **({"page_token": token} if token else {})}
+        page = q.ok("post", "/v1/tables/events/query", json=body)
+        counts.append(page["count"])
+        token = page["next_page_token"]
+        if token is None:
+            break
+    assert counts == [3, 3, 1]
     # count
     assert q.ok("post", "/v1/tables/events/count", json={"where": key})["count"] == 50
     assert q.ok("post", "/v1/tables/events/count", json={})["count"] == 55
@@ -604,3 +614,183 @@ def test_a_new_password_reaches_the_query_api_within_its_recheck_time(query_tena
     time.sleep(platform.query.password_recheck_seconds + 0.5)
     refused(q.get("/v1/tables"), 401, "unauthorized")
     assert Query(platform, t.name, "a-brand-new-password").get("/v1/tables").status_code == 200
+
+
+# --- what a hostile tenant found -----------------------------------------------------------------------------
+
+
+def tenant_cql(cfg, tenant: str, *statements: str) -> None:
+    """Statements as the tenant's own role (what its app, or `mysimbdp cqlsh --tenant`, can do)."""
+    from mysimbdp import db, tenants
+
+    s = db.connect(cfg, tenants.cassandra_login(cfg, tenant))
+    try:
+        for cql in statements:
+            s.execute(cql, timeout=60)
+    finally:
+        s.cluster.shutdown()
+
+
+def api_worker_rss_mib(cfg) -> float:
+    master = int((cfg.paths.run / "query-api.pid").read_text().split()[0])
+    kids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == master]
+    total = 0
+    for pid in kids or [master]:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+@pytest.mark.slow
+def test_pages_of_megabyte_rows_stop_at_a_byte_budget_and_the_api_stays_small(query_tenant, platform):
+    t, pw, q = query_tenant()
+    tenant_cql(platform, t.name, f"CREATE TABLE {t.name}.fat (id int, n int, data blob, PRIMARY KEY (id, n))")
+    import base64
+
+    blob = base64.b64encode(os.urandom(900_000)).decode()  # 1.2 MB of base64 text per row
+    for n in range(40):
+        q.ok("post", "/v1/tables/fat/rows", json={"rows": [{"id": 1, "n": n, "data": blob}]})
+    before = api_worker_rss_mib(platform)
+    seen, token, pages = [], None, 0
+    while True:
+        body = {"where": {"id": 1}, "columns": ["n"], "page_size": 1000, **({"page_token": token} if token else {})}
+        page = q.ok("post", "/v1/tables/fat/query", json=body)
+        seen += [r["n"] for r in page["rows"]]
+        token, pages = page["next_page_token"], pages + 1
+        if not token:
+            break
+    assert sorted(seen) == list(range(40)) and pages == 1  # without the blob the rows are small: one page
+    seen, token, pages = [], None, 0
+    while True:
+        body = {"where": {"id": 1}, "page_size": 1000, **({"page_token": token} if token else {})}
+        page = q.ok("post", "/v1/tables/fat/query", json=body)
+        assert len(page["rows"]) <= 8  # about 4 MiB of values a page
+        seen += [r["n"] for r in page["rows"]]
+        token, pages = page["next_page_token"], pages + 1
+        if not token:
+            break
+    assert sorted(seen) == list(range(40)) and pages >= 5
+    r = q.get("/v1/tables/fat/export")
+    rows, _, end = _ndjson(r.text)
+    assert end == {"rows": 40, "complete": True} and len(rows) == 40
+    assert api_worker_rss_mib(platform) - before < 300, (before, api_worker_rss_mib(platform))
+
+
+def test_object_rows_the_tenant_changed_are_damaged_not_a_crash_or_a_long_loop(query_tenant, platform):
+    t, pw, q = query_tenant(OBJ_CONS)
+    assert q.put("/v1/objects/real", data=b"x" * 1000).status_code == 201  # the object tables exist now
+    ks = t.name
+    tenant_cql(
+        platform,
+        t.name,
+        f"INSERT INTO {ks}.mysimbdp_objects (bucket, key, size, chunk_size, chunks, version, sha256, created,"
+        " content_type) VALUES (0, 'boom', 60000000, 1, 1, uuid(), 'x', toTimestamp(now()), 'a/b')",
+        f"INSERT INTO {ks}.mysimbdp_objects (bucket, key, size, chunk_size, chunks, version, sha256, created,"
+        " content_type) VALUES (0, 'zero', 10, 0, 1, uuid(), 'x', toTimestamp(now()), 'a/b')",
+        f"INSERT INTO {ks}.mysimbdp_objects (bucket, key, chunk_size, chunks, version, sha256, created,"
+        " content_type) VALUES (0, 'nosize', 1048576, 1, uuid(), 'x', toTimestamp(now()), 'a/b')",
+        f"INSERT INTO {ks}.mysimbdp_objects (bucket, key, size, chunk_size, chunks, version, sha256, created,"
+        " content_type) VALUES (0, 'many', 10, 1048576, 400000, uuid(), 'x', toTimestamp(now()), 'a/b')",
+        f"INSERT INTO {ks}.mysimbdp_objects (bucket, key, size, chunk_size, chunks, version, sha256, created,"
+        " content_type) VALUES (0, 'negative', -1000000000000, 1048576, 0, uuid(), 'x', toTimestamp(now()), 'a/b')",
+    )
+    for key in ("boom", "zero", "nosize", "many"):
+        refused(q.get(f"/v1/objects/{key}"), 409, "object_damaged")
+        assert q.head(f"/v1/objects/{key}").status_code == 409
+    started = time.monotonic()
+    assert q.delete("/v1/objects/many").status_code == 200  # goes at once: nothing trusts its chunk count
+    assert time.monotonic() - started < 5
+    listed = {o["key"]: o for o in q.ok("get", "/v1/objects")["objects"]}
+    assert listed["boom"].get("damaged") and listed["real"]["size"] == 1000
+    # a negative size in the tenant's own table makes no room: the quota is counted by the platform
+    data = os.urandom(5 << 19)  # 2.5 MiB: two fit beside `real` in 6 MiB, a third does not
+    assert q.put("/v1/objects/a", data=data).status_code == 201
+    assert q.put("/v1/objects/b", data=data).status_code == 201
+    refused(q.put("/v1/objects/c", data=data), 413, "quota_exceeded")
+
+
+def test_concurrent_uploads_of_one_key_leave_one_object_and_count_once(query_tenant, platform):
+    import concurrent.futures
+
+    from mysimbdp import db
+
+    t, pw, q = query_tenant(OBJ_CONS)
+    blobs = [os.urandom(1 << 20) for _ in range(3)]
+    for _ in range(3):
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            codes = list(pool.map(lambda b: Query(platform, t.name, pw).put("/v1/objects/same", data=b).status_code, blobs))
+        assert all(c in (201, 413) for c in codes), codes
+    got = q.get("/v1/objects/same").content
+    assert got in blobs
+    s = db.connect(platform)
+    try:
+        rows = list(s.execute(f"SELECT state, size FROM {platform.keyspace}.object_usage WHERE tenant = %s", (t.name,)))
+    finally:
+        s.cluster.shutdown()
+    assert [r.state for r in rows].count("stored") == 1
+    assert not [r for r in rows if r.state == "reserved"]  # every upload finished or was cleaned up
+
+
+@pytest.mark.parametrize(
+    "column,value",
+    [
+        ("value", 10**400),
+        ("value", "1e9999"),
+        ("n", 2**31),
+        ("at", "0001-01-01T00:00:00+05:00"),
+        ("at", "9999-12-31T23:59:59-05:00"),
+        ("at", 2**62),
+        ("day", "2013-W01-1"),
+        ("kind", "é\ud800"),
+        ("tags", ["a", None]),
+    ],
+)
+def test_values_python_cannot_carry_are_a_400_not_a_500(query_tenant, column, value):
+    t, pw, q = query_tenant()
+    row = {**event("v", 1), column: value}
+    refused(q.post("/v1/tables/events/rows", json={"rows": [row]}), 400, "bad_value")
+
+
+def test_odd_numbers_in_parameters_and_headers(query_tenant, platform):
+    t, pw, q = query_tenant(OBJ_CONS)
+    refused(q.get("/v1/objects", params={"page_size": "²"}), 400, "bad_limit")
+    refused(q.get("/v1/objects", params={"page_size": "٣"}), 400, "bad_limit")
+    refused(q.put("/v1/objects/a", data=b"x", params={"ttl": "５"}), 400, "bad_ttl")
+    q.put("/v1/objects/a", data=b"abc")
+    r = q.get("/v1/objects/a", headers={"Range": "bytes=5-"})
+    assert r.status_code == 416 and r.headers["Content-Range"] == "bytes */3"
+    r = q.put("/v1/objects/b", data=iter([b"abc"]))  # chunked: no Content-Length
+    assert r.status_code == 411 and r.json()["code"] == "length_required"
+
+
+def test_a_column_named_like_an_export_control_line_is_not_exported_as_ndjson(query_tenant, platform):
+    t, pw, q = query_tenant()
+    tenant_cql(platform, t.name, f'CREATE TABLE {t.name}.mk (id int PRIMARY KEY, "_end" frozen<map<text, int>>)')
+    q.ok("post", "/v1/tables/mk/rows", json={"rows": [{"id": i, "_end": {"rows": 1}} for i in range(10)]})
+    refused(q.get("/v1/tables/mk/export"), 400, "reserved_column")
+    lines = q.get("/v1/tables/mk/export", params={"format": "csv"}).text.splitlines()
+    assert lines[-1] == "# end rows=10 complete"
+    rows, _, end = _ndjson(q.get("/v1/tables/mk/export", params={"columns": "id"}).text)
+    assert end["rows"] == 10 and len(rows) == 10
+
+
+def test_index_names_of_two_tables_do_not_collide(query_tenant, platform):
+    t, pw, q = query_tenant()
+    tenant_cql(
+        platform,
+        t.name,
+        f"CREATE TABLE {t.name}.a_b (id int PRIMARY KEY, c int)",
+        f"CREATE TABLE {t.name}.a (id int PRIMARY KEY, b_c int)",
+    )
+    one = q.ok("post", "/v1/tables/a_b/indexes", json={"column": "c"})
+    two = q.ok("post", "/v1/tables/a/indexes", json={"column": "b_c"})
+    assert one["created"] and two["created"] and one["name"] != two["name"]
+    assert q.ok("get", "/v1/tables/a")["indexes"][0]["column"] == "b_c"

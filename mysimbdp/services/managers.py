@@ -71,7 +71,8 @@ class ManagedProcess:
                 raise ServiceStartError(f"{self.name}: port {port[1]} is already taken by {who_listens(port[1])}")
             import os
 
-            env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home))
+            # two malloc arenas: a threaded server's memory otherwise stays at its peak after large answers
+            env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home), MALLOC_ARENA_MAX="2")
             if self.heartbeat:
                 (cfg.paths.run / self.heartbeat).unlink(missing_ok=True)
             s = cfg.supervisor
