@@ -28,7 +28,7 @@ from mysimbdp.services import platform  # noqa: E402
 def figure(name: str, value, unit: str = "", **extra) -> None:
     """One line per figure, and the same in bench/out/figures.jsonl."""
     OUT.mkdir(parents=True, exist_ok=True)
-    shown = f"{value:,.1f}" if isinstance(value, float) else str(value)
+    shown = (f"{value:,.2f}" if unit == "x" else f"{value:,.1f}") if isinstance(value, float) else str(value)
     print(f"{name:<58} {shown:>14} {unit}" + (f"  {extra}" if extra else ""), flush=True)
     with open(OUT / "figures.jsonl", "a") as fh:
         fh.write(

@@ -197,39 +197,54 @@ def java_classpath() -> str:
     return f"{sdk / 'target' / 'classes'}:{out.read_text().strip()}"
 
 
-def sdks(c, tenant: str, password: str, n: int, raw: dict) -> None:
+def raw_export(c, tenant: str, password: str, fmt: str, n: int) -> float:
+    """Seconds to read the whole export over plain HTTP (bytes counted, nothing parsed)."""
+    auth = "Basic " + b64encode(f"{tenant}:{password}".encode()).decode()
+    conn = http.client.HTTPConnection(c.query.host, c.query.port, timeout=120)
+    t0 = time.perf_counter()
+    conn.request("GET", f"/v1/tables/flights/export?format={fmt}", headers={"Authorization": auth})
+    r = conn.getresponse()
+    while r.read(1 << 20):
+        pass
+    return time.perf_counter() - t0
+
+
+def sdks(c, tenant: str, password: str, n: int, raw: dict, rounds: int = 3) -> None:
+    """Raw HTTP, the Python SDK and the Java SDK in turn, ``rounds`` times each; medians compared."""
     from mysimbdp_client import Client
 
     client = Client(tenant, password, query_url=c.query_url())
     table = client.table("flights")
-    for fmt in ("ndjson", "csv"):
-        with tempfile.TemporaryFile() as fh:
-            t0 = time.perf_counter()
-            rows = table.export_to(fh, format=fmt)
-            secs = time.perf_counter() - t0
-        assert rows == n, (rows, n)
-        common.figure(f"export {fmt} via Python SDK export_to", n / secs, "rows/s")
-        common.figure(f"export {fmt} Python SDK / raw HTTP", n / secs / raw[fmt], "x")
-    t0 = time.perf_counter()
-    rows = sum(1 for _ in table.export(format="ndjson"))
-    secs = time.perf_counter() - t0
-    assert rows == n
-    common.figure("export ndjson via Python SDK, iterating dicts", n / secs, "rows/s")
-    common.figure("export ndjson Python SDK rows / raw HTTP", n / secs / raw["ndjson"], "x")
-
     cp = java_classpath()
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = common.ROOT / "bench" / "java" / "ExportBench.java"
         subprocess.run(["javac", "-d", tmp, "-cp", cp, str(src)], check=True)
-        for fmt in ("ndjson", "csv"):
-            res = subprocess.run(
-                ["java", "-cp", f"{tmp}:{cp}", "ExportBench", tenant, password, c.query_url(), "flights", fmt],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            rows, secs = res.stdout.split()
-            assert int(rows) == n, res.stdout
-            common.figure(f"export {fmt} via Java SDK", n / float(secs), "rows/s")
-            common.figure(f"export {fmt} Java SDK / raw HTTP", n / float(secs) / raw[fmt], "x")
+        for _ in range(rounds):
+            for fmt in ("ndjson", "csv"):
+                times.setdefault(f"raw {fmt}", []).append(raw_export(c, tenant, password, fmt, n))
+                with tempfile.TemporaryFile() as fh:
+                    t0 = time.perf_counter()
+                    assert table.export_to(fh, format=fmt) == n
+                    times.setdefault(f"python {fmt}", []).append(time.perf_counter() - t0)
+                res = subprocess.run(
+                    ["java", "-cp", f"{tmp}:{cp}", "ExportBench", tenant, password, c.query_url(), "flights", fmt],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                rows, secs = res.stdout.split()
+                assert int(rows) == n, res.stdout
+                times.setdefault(f"java {fmt}", []).append(float(secs))
+            t0 = time.perf_counter()
+            assert sum(1 for _ in table.export(format="ndjson")) == n
+            times.setdefault("python rows", []).append(time.perf_counter() - t0)
+    med = {k: common.median(v) for k, v in times.items()}
+    for fmt in ("ndjson", "csv"):
+        common.figure(f"export {fmt} raw HTTP (median of {rounds})", n / med[f"raw {fmt}"], "rows/s")
+        for who in ("python", "java"):
+            common.figure(f"export {fmt} via {who} SDK (median of {rounds})", n / med[f"{who} {fmt}"], "rows/s")
+            common.figure(f"export {fmt} {who} SDK / raw HTTP", round(med[f"raw {fmt}"] / med[f"{who} {fmt}"], 2), "x")
+    common.figure("export ndjson via Python SDK, iterating dicts", n / med["python rows"], "rows/s")
+    common.figure("export ndjson Python SDK dicts / raw HTTP", round(med["raw ndjson"] / med["python rows"], 2), "x")
 
 
 class RssWatch:

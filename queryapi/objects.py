@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/]{0,255}")
 CONTENT_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}(;[ -~]{0,120})?")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-IN_FLIGHT = 4  # chunk writes in flight at once
+IN_FLIGHT = 4  # chunk writes in flight at once (8 overloads the driver's connection: ConnectionBusy)
 READ_AHEAD = 2  # chunk reads in flight at once, per download
 STALE_UPLOAD = dt.timedelta(hours=1)
 RETIRE_GRACE = dt.timedelta(minutes=10)

@@ -29,6 +29,7 @@ from .errors import TransportError
 from .records import records as read_records
 
 MAX_WRITE_ROWS = 500  # rows (or keys) the query API takes in one request
+_CONTROL = (b'{"_resume"', b'{"_end"', b'{"_error"')  # how an NDJSON export's control lines begin
 Row = dict[str, Any]
 _BROKEN = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
@@ -240,15 +241,18 @@ class Export:
             for line in fh:
                 if not line.endswith(b"\n"):
                     return  # cut in the middle of a line
+                if not line.startswith(_CONTROL):  # a row: parsed only if asked for (see __iter__)
+                    yield "row", line, None
+                    continue
+                # the server refuses to export a column named like a control key as NDJSON, so a line
+                # that starts with one is a control line
                 obj = json.loads(line)
                 if "_resume" in obj:
                     yield "mark", b"", obj["_resume"]
                 elif "_end" in obj:
                     yield "end", b"", obj["_end"]["rows"]
-                elif "_error" in obj:
-                    yield "error", b"", obj["_error"].get("message", "the export stopped")
                 else:
-                    yield "row", line, obj
+                    yield "error", b"", obj["_error"].get("message", "the export stopped")
             return
         first = True
         for _, rec in read_records(_Lines(fh)):
@@ -267,11 +271,15 @@ class Export:
                 elif len(words) >= 2 and words[1] == "error":
                     yield "error", b"", " ".join(words[2:])
                 continue
-            yield "row", rec + b"\n", dict(zip(self.header or [], next(csv.reader([rec.decode("utf-8")]))))
+            yield "row", rec + b"\n", None  # parsed only if asked for (see __iter__)
 
     def __iter__(self) -> Iterator[Row]:
-        for _, value in self._raw():
-            yield value  # type: ignore[misc]
+        if self.format == "ndjson":
+            for raw, _ in self._raw():
+                yield json.loads(raw)
+            return
+        for raw, _ in self._raw():
+            yield dict(zip(self.header or [], next(csv.reader([raw.decode("utf-8")]))))
 
     def write_to(self, fh: Any) -> int:
         """Write the rows' own lines (and, for CSV, the header once) to a binary file; the row count."""
