@@ -176,7 +176,7 @@ READS = {
     "weather": {
         "index": None,
         "range": {"origin": "JFK", "year": 2013, "month": 1,
-                  "time_hour": {"gte": "2013-01-01T00:00:00Z", "lt": "2013-01-01T06:00:00Z"}},
+                  "time_hour": {"gte": "2013-01-01T06:00:00Z", "lt": "2013-01-01T12:00:00Z"}},
         "columns": ["origin", "time_hour", "temp", "humid"],
         "partition": {"origin": "EWR", "year": 2013, "month": 1},
     },
