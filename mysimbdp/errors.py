@@ -233,6 +233,13 @@ class BadPageToken(BadQuery):
     code = "bad_page_token"
 
 
+class Forbidden(TenantError):
+    """Cassandra refused the tenant's own role (it tried something outside its keyspace's rights)."""
+
+    http_status = 403
+    code = "forbidden"
+
+
 class RangeNotSatisfiable(TenantError):
     """An HTTP Range outside the object."""
 

@@ -92,6 +92,19 @@ def create_app(cfg: config.Config | None = None) -> Flask:
         "mysimbdp-query", Backend(cfg), [bp], log, request_seconds=cfg.query.request_seconds, public=("query.spec",)
     )
 
+    @app.after_request
+    def release_when_sent(resp):
+        held = g.pop("sessions_held", [])
+        sessions = backend().sessions
+        if held:
+            resp.call_on_close(lambda: [sessions.release(name) for name in held])
+        return resp
+
+    @app.teardown_request
+    def release_unanswered(exc):
+        for name in g.pop("sessions_held", []):  # no answer was made (an error on the way)
+            backend().sessions.release(name)
+
     @app.errorhandler(InvalidRequest)
     def on_invalid(exc):  # a statement Cassandra refused that no view expected: still the tenant's request
         return web.json_error(400, "bad_query", "Cassandra refused the statement: " + rows._message(exc)[:300])
@@ -112,6 +125,11 @@ def _target(tenant: str | None) -> Tenant:
 
 
 def _session(t: Tenant):
+    """The tenant's session, in use until this request's answer is sent (streamed answers included)."""
+    held = g.setdefault("sessions_held", [])
+    if t.name not in held:
+        backend().sessions.acquire(t.name)
+        held.append(t.name)
     return backend().sessions.get(t.name)
 
 
@@ -247,8 +265,9 @@ def export_table(table: str, tenant: str | None = None):
 
     def blocks():
         for block in job.chunks():
-            web.DEADLINES.set(sock, IDLE_SECONDS)
-            yield block
+            web.DEADLINES.set(sock, IDLE_SECONDS)  # an empty block: a page arrived, nothing to send yet
+            if block:
+                yield block
 
     web.DEADLINES.set(sock, IDLE_SECONDS)
     mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"

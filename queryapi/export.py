@@ -42,7 +42,7 @@ SPLITS = 64
 MARK_EVERY = 10_000
 FLUSH_BYTES = 256 * 1024
 PAGE_BYTES = 2 << 20  # what one page from Cassandra should weigh: pages are sized from the rows seen
-FIRST_FETCH = 100
+FIRST_FETCH = 5
 _RESUME = struct.Struct(">qQ")  # last complete token, rows before it
 #: the keys of NDJSON control lines: a column of one of these names is not exported as NDJSON (a row
 #: holding only it would read as a control line)
@@ -99,9 +99,10 @@ class Export:
             fut, rng = pending
             rs = fut.result()
             rows = rs.current_rows
-            if rows:  # the next page's size, from what these rows weighed (a page of huge rows stays small)
-                weight = sum(values.approx_size(v) for v in rows[0]) + sum(values.approx_size(v) for v in rows[-1])
-                fetch[0] = max(1, min(self.fetch_size, PAGE_BYTES * 2 // max(1, weight)))
+            if rows:  # the next page's size, from the largest of a few of these rows, at most twice this one
+                sample = (rows[0], rows[len(rows) // 2], rows[-1])
+                biggest = max(sum(values.approx_size(v) for v in r) for r in sample)
+                fetch[0] = max(1, min(self.fetch_size, PAGE_BYTES // max(1, biggest), fetch[0] * 2))
             if rs.has_more_pages and rs.paging_state:
                 pending = start(rs.paging_state, rng)
             else:
@@ -130,6 +131,7 @@ class Export:
         since_mark = 0
         try:
             for page in self._pages():
+                yield b""  # a page arrived: the answer is alive (its idle deadline starts again)
                 for row in page:
                     tok = row[ncols]
                     if last_token is not None and tok != last_token and since_mark >= MARK_EVERY:

@@ -46,6 +46,7 @@ from mysimbdp.errors import (
     NotFound,
     QuotaExceeded,
     RangeNotSatisfiable,
+    ServiceError,
     TenantError,
 )
 
@@ -114,13 +115,20 @@ class Meta:
     def checked(self) -> "Meta":
         """This row, if its numbers agree (the tenant can write the table it comes from); else 409."""
         ok = (
-            isinstance(self.size, int)
+            isinstance(self.key, str)
+            and len(self.key) <= 256
+            and isinstance(self.size, int)
             and isinstance(self.chunk_size, int)
             and isinstance(self.chunks, int)
             and 0 <= self.size <= MAX_OBJECT_BYTES
             and MIN_CHUNK <= self.chunk_size <= MAX_CHUNK
             and self.chunks == -(-self.size // self.chunk_size)
             and self.version is not None
+            and isinstance(self.sha256, str)
+            and SHA256_HEX.fullmatch(self.sha256) is not None
+            and isinstance(self.content_type, str)
+            and CONTENT_TYPE.fullmatch(self.content_type) is not None
+            and self.created is not None
         )
         if not ok:
             raise Conflict(f"object {self.key!r} is damaged (its row was changed outside the API)",
@@ -242,8 +250,8 @@ class Objects:
     # --- reading ------------------------------------------------------------------------------------------
     def head(self, session: Session, ks: str, key: str) -> Meta:
         row = session.execute(self._stmts(session, ks)["get"], (check_key(key),)).one()
-        if row is None:
-            raise NotFound(f"no object {key!r}", code="no_such_object")
+        if row is None or (row[5] is not None and row[5].replace(tzinfo=None) <= _now()):
+            raise NotFound(f"no object {key!r}", code="no_such_object")  # gone, or expired a moment ago
         return Meta(*row).checked()
 
     def read(self, session: Session, ks: str, meta: Meta, first: int, last: int) -> Iterator[bytes]:
@@ -281,8 +289,8 @@ class Objects:
         for r in rs.current_rows:
             try:
                 items.append(Meta(*r).checked().describe())
-            except Conflict:
-                items.append({"key": r[0], "damaged": True})
+            except Conflict:  # listed (so that it can be deleted), its fields not trusted
+                items.append({"key": str(r[0])[:256], "damaged": True})
         return items, (rs.paging_state if rs.has_more_pages else None)
 
     # --- the quota and the sweep --------------------------------------------------------------------------
@@ -301,7 +309,7 @@ class Objects:
             )
             if due and budget > 0:
                 n = max(0, min(int(chunks or 0), -(-MAX_OBJECT_BYTES // self.chunk_bytes)))
-                if n <= budget:
+                if n <= budget or budget == SWEEP_BUDGET:  # the first one goes whatever its size
                     self._drop_chunks(session, st, version, n)
                     self.ledger.drop(ks, version)
                     budget -= n
@@ -350,6 +358,7 @@ class Objects:
         digest = hashlib.sha256()
         written = 0
         n = 0
+        committed = False
         inflight: deque = deque()
         chunk_ttl = ttl or 0
         try:
@@ -367,6 +376,8 @@ class Objects:
                     inflight.append(session.execute_async(st["chunk_put"], (version, n, piece, chunk_ttl)))
                     n += 1
                     written += len(piece)
+                    if n % 64 == 0:  # a long upload keeps its reservation fresh (the sweep drops stale ones)
+                        self.ledger.reserve(ks, version, key, length, expected_chunks, _now())
                     while len(inflight) >= IN_FLIGHT:
                         inflight.popleft().result()
                 if not block:
@@ -383,14 +394,21 @@ class Objects:
                 raise ChecksumMismatch(f"the body's sha256 is {got}, not the {sha256} you declared")
             expires = now + dt.timedelta(seconds=ttl) if ttl else None
             meta = Meta(key, length, content_type, got, now, expires, version, self.chunk_bytes, n)
+            row_ttl = 0
+            if ttl:  # the row expires with the first chunks, which started their TTL as they were written
+                row_ttl = max(1, ttl - int((_now() - now).total_seconds()))
             with self._tenant_lock(ks):
+                mine = [r for r in self.ledger.rows(ks) if r[0] == version]
+                if not mine or mine[0][4] != "reserved":
+                    raise ServiceError("the upload's reservation was lost (swept)", hint="send the object again")
                 # what this replaces is what is current now (another upload of the key may have finished)
                 before = [r for r in self.ledger.rows(ks) if r[1] == key and r[4] == "stored"]
+                self.ledger.stored(ks, version, key, length, n, now, chunk_ttl)
+                committed = True  # from here on the chunks are the object's: never cleaned up below
                 session.execute(
                     st["put"],
-                    (key, length, content_type, got, now, expires, version, self.chunk_bytes, n, chunk_ttl),
+                    (key, length, content_type, got, now, expires, version, self.chunk_bytes, n, row_ttl),
                 )
-                self.ledger.stored(ks, version, key, length, n, now, chunk_ttl)
                 for r in before:
                     self.ledger.retire(ks, r[0], _now())
         except BaseException:
@@ -399,7 +417,8 @@ class Objects:
                     fut.result()
                 except Exception:  # noqa: BLE001 - being cleaned up anyway
                     pass
-            self._cleanup(session, st, ks, version, n)
+            if not committed:
+                self._cleanup(session, st, ks, version, n)
             raise
         return meta
 

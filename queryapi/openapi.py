@@ -55,7 +55,7 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    out = {str(c): {"$ref": f"#/components/responses/E{c}"} for c in (400, 401, 404, 429, 503) + codes}
+    out = {str(c): {"$ref": f"#/components/responses/E{c}"} for c in (400, 401, 403, 404, 429, 503) + codes}
     return out
 
 
@@ -77,6 +77,12 @@ def _q(name: str, description: str, typ: str = "string") -> dict:
 
 
 def _paths() -> dict:
+    paths = _described()
+    paths["/v1/tables/{table}/indexes"]["post"]["responses"]["200"] = _json(_data({"type": "object"}), "it existed")
+    return paths
+
+
+def _described() -> dict:
     page = {
         "type": "object",
         "properties": {
@@ -181,11 +187,12 @@ def _paths() -> dict:
                 "responses": {
                     "200": {"description": "the bytes", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
                     "206": {"description": "the part asked for", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
-                    **_errors(416),
+                    **_errors(409, 416),
                 },
             },  # fmt: skip
-            "head": {"summary": "size, type, sha256, created, expiry as headers", "responses": {"200": {"description": "OK"}, **_errors()}},
-            "delete": _op("delete the object", _json(_data({"type": "object"}))),
+            "head": {"summary": "size, type, sha256, created, expiry as headers",
+                     "responses": {"200": {"description": "OK"}, **_errors(409)}},
+            "delete": _op("delete the object", _json(_data({"type": "object"})), codes=(409,)),
         },  # fmt: skip
     }
 
@@ -214,6 +221,8 @@ def document(cfg: Config) -> dict:
         for c, d in {
             400: "bad input: the code says which (bad_query, bad_value, needs_index, bad_page_token, ...)",
             401: "no or wrong login",
+            403: "the tenant's own role may not do this (forbidden)",
+            409: "the object's row was changed outside the API (object_damaged)",
             404: "no such table, row, object or tenant",
             411: "no Content-Length",
             413: "too large: over a limit or the quota",

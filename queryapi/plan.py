@@ -121,6 +121,11 @@ def check_served(table: Table, conds: list[Condition]) -> None:
         return
     first = missing[0]
     key = ", ".join(pk)
+    if pk == (first,):  # a single-column partition key cannot be indexed, nor ranged over
+        raise NeedsIndex(
+            f"a range on the partition key {first} would read the whole table {table.name}",
+            hint=f"give {first} by equality or with in",
+        )
     raise NeedsIndex(
         f"a filter on {', '.join(missing)} would read the whole table {table.name}",
         hint=(

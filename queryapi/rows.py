@@ -11,12 +11,12 @@ import contextlib
 import threading
 from collections import OrderedDict
 
-from cassandra import InvalidRequest, ReadFailure, Unauthorized
+from cassandra import CoordinationFailure, InvalidRequest, ReadFailure, Unauthorized
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 
 from mysimbdp.config import QuerySettings
-from mysimbdp.errors import BadQuery, NeedsIndex, NotFound, ServiceError, TenantError
+from mysimbdp.errors import BadQuery, Forbidden, NeedsIndex, NotFound, ServiceError
 
 from . import plan, tokens, values
 from .tables import Table
@@ -42,15 +42,15 @@ def cassandra_refusals():
                 "an index this query needs is still being built", hint="try again in a moment", retry_after=5
             ) from None
         raise BadQuery("Cassandra refused the statement: " + msg[:300]) from None
-    except ReadFailure as exc:  # replicas failed the read: an index still being built, most often
-        building = "INDEX_NOT_AVAILABLE" in str(exc) or "index" in str(exc).lower()
+    except CoordinationFailure as exc:  # replicas failed it: a read of an index still being built, most often
+        building = isinstance(exc, ReadFailure) and "index" in str(exc).lower()
         raise ServiceError(
-            "an index this query needs is still being built" if building else "the read failed on the database",
+            "an index this query needs is still being built" if building else "the database failed the statement",
             hint="try again in a moment",
             retry_after=2,
         ) from None
     except Unauthorized:
-        raise TenantError("your role may not do this", code="forbidden") from None
+        raise Forbidden("your role may not do this") from None
 
 
 def _message(exc: Exception) -> str:
@@ -114,19 +114,22 @@ class Rows:
         # A page is fetched in steps: a few rows first, then as many as the budget allows at what they
         # weighed, so that a page of megabyte rows stops at PAGE_BYTES instead of filling memory.
         out: list[dict] = []
-        used, fetch, state = 0, min(want, FIRST_FETCH), paging_state
+        used, biggest, fetch, state = 0, 1, min(want, FIRST_FETCH), paging_state
         while want > 0:
             bound.fetch_size = fetch
             with cassandra_refusals():
                 rs = session.execute(bound, paging_state=state)
             for r in rs.current_rows:
-                used += sum(values.approx_size(v) for v in r)
+                size = sum(values.approx_size(v) for v in r)
+                used += size
+                biggest = max(biggest, size)
                 out.append(row_json(cols, decoders, r))
             state = rs.paging_state if rs.has_more_pages else None
             if state is None or len(out) >= want or used >= PAGE_BYTES:
                 break
-            per_row = max(1, used // max(1, len(out)))
-            fetch = max(1, min(want - len(out), (PAGE_BYTES - used) // per_row))
+            # sized by the largest row seen, and at most twice the last fetch: small rows first cannot
+            # open the way for a thousand large ones
+            fetch = max(1, min(want - len(out), (PAGE_BYTES - used) // biggest, fetch * 2))
         returned += len(out)
         done = state is None or (limit is not None and returned >= limit)
         next_token = None if done else self.sealer.seal(bound_to, returned.to_bytes(8, "big") + state)
@@ -134,6 +137,12 @@ class Rows:
 
     def count(self, session: Session, table: Table, body: dict) -> dict:
         conds = plan.conditions(table, body.get("where"), max_in=self.s.max_in_values)
+        if not conds:
+            raise NeedsIndex(
+                f"counting every row of {table.name} would read the whole table",
+                code="needs_filter",
+                hint="filter on the key or an index; an export's last line counts the whole table",
+            )
         plan.check_served(table, conds)
         stmt = plan.count(table, conds)
         bound = self.prepared.get(session, stmt.cql).bind(stmt.params)

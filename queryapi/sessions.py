@@ -23,13 +23,35 @@ log = logging.getLogger(__name__)
 
 
 class TenantSessions:
+    """Sessions by tenant. :meth:`acquire` hands one out and counts it as in use until :meth:`release`: a
+    session in use (an export or a download streaming for minutes) is never closed under its request."""
+
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self._lock = threading.Lock()
         self._open: OrderedDict[str, tuple[Session, float]] = OrderedDict()
+        self._users: dict[str, int] = {}
         self._connecting: dict[str, threading.Lock] = {}
 
+    def acquire(self, tenant: str) -> Session:
+        session = self.get(tenant)
+        with self._lock:
+            self._users[tenant] = self._users.get(tenant, 0) + 1
+        return session
+
+    def release(self, tenant: str) -> None:
+        with self._lock:
+            left = self._users.get(tenant, 0) - 1
+            if left > 0:
+                self._users[tenant] = left
+            else:
+                self._users.pop(tenant, None)
+            hit = self._open.get(tenant)
+            if hit is not None:
+                self._open[tenant] = (hit[0], time.monotonic())  # idle from the end of its last use
+
     def get(self, tenant: str) -> Session:
+        """The tenant's session, not counted as in use (for tests and short calls)."""
         with self._lock:
             hit = self._open.get(tenant)
             if hit is not None and not hit[0].is_shutdown:
@@ -63,12 +85,18 @@ class TenantSessions:
             if db.login_refused(exc):
                 raise CassandraUnavailable(f"Cassandra refused the login of tenant {tenant}'s role") from None
             raise CassandraUnavailable("the database is unavailable", hint="try again in a moment", retry_after=5) from None
+        except BaseException:
+            cluster.shutdown()  # whatever else went wrong, the cluster's threads and connections go with it
+            raise
         session.default_fetch_size = self.cfg.query.default_page_size
         return session
 
     def _evict(self) -> list[Session]:
+        """Sessions past the idle time, or the least recently used past the count; never one in use."""
         now, out = time.monotonic(), []
         for name, (s, used) in list(self._open.items()):
+            if self._users.get(name):
+                continue
             if len(self._open) > self.cfg.query.sessions or now - used > self.cfg.query.session_idle:
                 del self._open[name]
                 out.append(s)
@@ -79,12 +107,6 @@ class TenantSessions:
             evicted = self._evict()
         for s in evicted:
             s.cluster.shutdown()
-
-    def forget(self, tenant: str) -> None:
-        with self._lock:
-            hit = self._open.pop(tenant, None)
-        if hit is not None:
-            hit[0].cluster.shutdown()
 
     def close(self) -> None:
         with self._lock:

@@ -58,7 +58,7 @@ def test_filters_cassandra_serves_without_reading_the_table(where):
 def test_filters_that_need_an_index_say_which(where, column):
     with pytest.raises(NeedsIndex) as e:
         served(where)
-    assert column in e.value.message and f'"column": "' in e.value.hint
+    assert column in e.value.message and '"column": "' in e.value.hint
 
 
 def test_statements_bind_every_value_and_quote_every_name():

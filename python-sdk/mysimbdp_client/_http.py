@@ -21,6 +21,8 @@ from .errors import (
 BLOCK = 1 << 20  # bytes a request body is written to the socket at a time
 PATIENCE = 60.0  # seconds to keep asking while the server answers "not now" (codes below), then give up
 WAIT_FOR = ("too_many_requests", "too_many_connections", "login_busy", "batch_manager_down")
+#: also waited out by reads (asking again changes nothing): the database away, an index still being built
+UNAVAILABLE = ("service_unavailable", "database_unavailable")
 
 
 class BigBlocks(HTTPAdapter):
@@ -88,14 +90,24 @@ class Http:
             raise TransportError(f"cannot reach the platform at {self.base}", hint="is it running?") from exc
 
     def call(
-        self, method: str, path: str, action: str | None = None, *, allow: tuple[int, ...] = (), **kw
+        self,
+        method: str,
+        path: str,
+        action: str | None = None,
+        *,
+        allow: tuple[int, ...] = (),
+        retry: str = "busy",
+        **kw,
     ) -> requests.Response:
         """A request, asked again while the server says "not now" (at most PATIENCE seconds); the typed
-        error for an error answer unless its status is in ``allow``."""
+        error for an error answer unless its status is in ``allow``. ``retry``: "busy" (the server's busy
+        answers), "reads" (those, and a database that is away: for requests that change nothing), or
+        "none" (a body streamed from a file cannot be sent twice)."""
+        codes = {"busy": WAIT_FOR, "reads": WAIT_FOR + UNAVAILABLE, "none": ()}[retry]
         waited = 0.0
         while True:
             resp = self.send(method, path, **kw)
-            pause = pause_for(resp, waited)
+            pause = pause_for(resp, waited, codes)
             if pause is None:
                 break
             resp.close()
@@ -113,10 +125,10 @@ class Http:
         self.session.close()
 
 
-def pause_for(resp: requests.Response, waited: float) -> float | None:
+def pause_for(resp: requests.Response, waited: float, codes: tuple[str, ...] = WAIT_FOR) -> float | None:
     """How long to wait before asking again when the server says "not now" (busy, or the batch manager
     restarting), or None to take the answer as it is."""
-    if resp.status_code not in (429, 503) or error_code(resp) not in WAIT_FOR or waited >= PATIENCE:
+    if resp.status_code not in (429, 503) or error_code(resp) not in codes or waited >= PATIENCE:
         return None
     after = resp.headers.get("Retry-After", "1")
     return min(float(after) if after.isdigit() else 1.0, 10.0, PATIENCE - waited)

@@ -30,9 +30,12 @@ class ObjectInfo:
     sha256: str
     created: str  # ISO 8601, UTC
     expires: str | None  # ISO 8601, UTC; None: kept until deleted
+    damaged: bool = False  # its row was changed outside the API: listed so that it can be deleted
 
     @classmethod
     def from_json(cls, d: dict) -> "ObjectInfo":
+        if d.get("damaged"):
+            return cls(d["key"], 0, "", "", "", None, True)
         return cls(d["key"], int(d["size"]), d["content_type"], d["sha256"], d["created"], d.get("expires"))
 
 
@@ -124,7 +127,7 @@ class Objects:
         try:
             out = self.http.data(
                 "PUT", self._path(key), f"storing object {key}", data=body, headers=headers, params=params,
-                timeout=(self.http.timeout, 3600),
+                timeout=(self.http.timeout, 3600), retry="busy" if isinstance(body, bytes) else "none",
             )  # fmt: skip
         finally:
             if fh is not None:
@@ -133,7 +136,7 @@ class Objects:
 
     def head(self, key: str) -> ObjectInfo:
         """The object's metadata (NotFoundError when there is none)."""
-        resp = self.http.call("HEAD", self._path(key), f"reading object {key}")
+        resp = self.http.call("HEAD", self._path(key), f"reading object {key}", retry="reads")
         return _info(key, resp)
 
     def open(self, key: str, start: int | None = None, end: int | None = None) -> ObjectReader:
@@ -147,7 +150,7 @@ class Objects:
             headers["Range"] = f"bytes={first}-" + ("" if end is None else str(end - 1))
         resp = self.http.call(
             "GET", self._path(key), f"reading object {key}", headers=headers, stream=True,
-            timeout=(self.http.timeout, 120),
+            timeout=(self.http.timeout, 120), retry="reads",
         )  # fmt: skip
         resp.raw.decode_content = False
         return ObjectReader(resp, _info(key, resp), int(resp.headers.get("Content-Length", "0")))
@@ -172,7 +175,7 @@ class Objects:
                 params["page_size"] = page_size
             if token:
                 params["page_token"] = token
-            data = self.http.data("GET", "/v1/objects", "listing objects", params=params)
+            data = self.http.data("GET", "/v1/objects", "listing objects", params=params, retry="reads")
             for d in data["objects"]:
                 yield ObjectInfo.from_json(d)
             token = data.get("next_page_token")

@@ -16,6 +16,7 @@ import http.client
 import io
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Iterator
@@ -25,7 +26,7 @@ import requests
 import urllib3
 
 from ._http import Http
-from .errors import TransportError
+from .errors import TransportError, UnavailableError
 from .records import records as read_records
 
 MAX_WRITE_ROWS = 500  # rows (or keys) the query API takes in one request
@@ -57,7 +58,7 @@ class Table:
     # --- schema ---------------------------------------------------------------------------------------------
     def info(self) -> dict:
         """Columns (name, CQL type), partition key, clustering columns, indexes, default TTL."""
-        return self.http.data("GET", self.path)
+        return self.http.data("GET", self.path, retry="reads")
 
     def create_index(self, column: str) -> dict:
         """A Storage-Attached Index on ``column`` (answered with its name; ``created`` False when it existed)."""
@@ -83,7 +84,7 @@ class Table:
                 body[k] = v
         if page_token is not None:
             body["page_token"] = page_token
-        data = self.http.data("POST", self.path + "/query", json=body)
+        data = self.http.data("POST", self.path + "/query", json=body, retry="reads")
         return Page(data["rows"], data.get("next_page_token"))
 
     def find(
@@ -106,12 +107,12 @@ class Table:
     def count(self, where: dict | None = None) -> int:
         """How many rows match ``where`` (Cassandra counts them: a large table takes a while)."""
         body = {"where": where} if where is not None else {}
-        return int(self.http.data("POST", self.path + "/count", json=body, timeout=180)["count"])
+        return int(self.http.data("POST", self.path + "/count", json=body, timeout=180, retry="reads")["count"])
 
     def ttl(self, key: Row) -> dict[str, int | None]:
         """Seconds left to live of each column of the row with ``key`` (None: no expiry); NotFoundError
         when there is no such row."""
-        return self.http.data("POST", self.path + "/ttl", json={"key": key})["ttl"]
+        return self.http.data("POST", self.path + "/ttl", json={"key": key}, retry="reads")["ttl"]
 
     # --- writes ---------------------------------------------------------------------------------------------
     def insert_many(self, rows: list[Row], *, ttl: int | None = None, if_not_exists: bool = False) -> dict:
@@ -177,8 +178,9 @@ class _TextSink:
 
 
 class Export:
-    """A table export, streamed. The server sends a resume mark at most every 10,000 rows; rows after the
-    last mark are held back until the next one (or the end) arrives, so that when the connection drops the
+    """A table export, streamed. The server sends a resume mark about every 10,000 rows, at partition
+    boundaries; rows after the last mark are held back (in a spooled temporary file) until the next one (or
+    the end) arrives, so that when the connection drops the
     export goes on from that mark and no row is handed out twice or missed. ``rows_total`` and
     ``complete`` are set once the end line has arrived."""
 
@@ -197,37 +199,45 @@ class Export:
             params["columns"] = ",".join(self.columns)
         if token:
             params["resume"] = token
-        resp = self.http.call("GET", self.path + "/export", "exporting", params=params, stream=True,
+        resp = self.http.call("GET", self.path + "/export", "exporting", params=params, stream=True, retry="reads",
                               timeout=(self.http.timeout, 120))  # fmt: skip
         resp.raw.decode_content = True
         return resp
 
     def _raw(self) -> Iterator[tuple[bytes, object]]:
-        """(the raw bytes of a data record, its parsed value) for every row, across drops and resumes."""
+        """(the raw bytes of a data record, None) for every row, across drops and resumes. Rows after the
+        last mark wait in a spooled temporary file (memory up to 8 MiB, then disk): a partition of a
+        million rows carries no mark, and must not fill this process's memory."""
         token: str | None = None
         failures = 0
         while True:
-            held: list[tuple[bytes, object]] = []
-            resp = self._open(token)
+            held = tempfile.SpooledTemporaryFile(max_size=8 << 20)
             why = "the connection ended before the end of the export"
+            resp = None
             try:
+                resp = self._open(token)
                 for kind, raw, value in self._lines(resp.raw):
-                    if kind == "row":
-                        held.append((raw, value))
+                    if kind == "row":  # length first: a CSV record may hold line feeds in quotes
+                        held.write(len(raw).to_bytes(4, "big"))
+                        held.write(raw)
                     elif kind == "mark":
-                        yield from held
-                        held, token, failures = [], str(value), 0
+                        yield from _spooled(held)
+                        held.close()
+                        held = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+                        token, failures = str(value), 0
                     elif kind == "end":
-                        yield from held
+                        yield from _spooled(held)
                         self.rows_total, self.complete = int(value), True  # type: ignore[call-overload]
                         return
                     else:  # "error": the server stopped (Cassandra away): resume from the last mark
                         why = str(value)
                         break
-            except (*_BROKEN, _Cut) as exc:
-                why = f"the connection broke off ({type(exc).__name__})"
+            except (*_BROKEN, _Cut, TransportError, UnavailableError) as exc:
+                why = f"the export broke off ({type(exc).__name__}: {exc})"
             finally:
-                resp.close()
+                held.close()
+                if resp is not None:
+                    resp.close()
             failures += 1
             if failures >= self.attempts:
                 raise TransportError(f"the export of {self.path.rsplit('/', 1)[-1]} kept stopping: {why}",
@@ -292,6 +302,12 @@ class Export:
         if n == 0 and self.format == "csv" and self.header:
             fh.write(_csv_line(self.header).encode("utf-8"))
         return n
+
+
+def _spooled(held) -> Iterator[tuple[bytes, object]]:
+    held.seek(0)
+    while head := held.read(4):
+        yield held.read(int.from_bytes(head, "big")), None
 
 
 class _Cut(Exception):
