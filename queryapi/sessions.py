@@ -34,10 +34,13 @@ class TenantSessions:
         self._connecting: dict[str, threading.Lock] = {}
 
     def acquire(self, tenant: str) -> Session:
-        session = self.get(tenant)
-        with self._lock:
+        with self._lock:  # counted first: the session cannot be closed between being found and counted
             self._users[tenant] = self._users.get(tenant, 0) + 1
-        return session
+        try:
+            return self.get(tenant)
+        except BaseException:
+            self.release(tenant)
+            raise
 
     def release(self, tenant: str) -> None:
         with self._lock:

@@ -52,13 +52,19 @@ def test_start_publish_rows_reports_and_stop(platform, stream_tenant, cfg):
     assert sum(r["messages"] for r in ops) == 1980
 
     # stopping the only instance goes below the policy's minimum (1): the autoscaler brings one back at once
+    first_start = st["instances"][0]["started_at"]
     r = api.delete("/v1/instances/s0")
     assert r.status_code == 200, r.text
+
+    def restarted(status: dict) -> bool:  # a new s0: the old one may still be draining for a moment
+        return running(status) == ["s0"] and status["instances"][0]["started_at"] != first_start
+
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and running(api.get("/v1/stream").json()) != ["s0"]:
-        time.sleep(0.5)
     st = api.get("/v1/stream").json()
-    assert running(st) == ["s0"]
+    while time.monotonic() < deadline and not restarted(st):
+        time.sleep(0.5)
+        st = api.get("/v1/stream").json()
+    assert restarted(st), st["instances"]
     actions = [(d["action"], d["reason"]) for d in st["decisions"]]
     assert ("stop", f"tenant {t.name} stopped instance s0") in actions
     assert any(a == "scale_up" and "below the minimum of 1" in why for a, why in actions)

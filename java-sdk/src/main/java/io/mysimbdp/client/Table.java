@@ -121,7 +121,10 @@ public final class Table {
         return count(query.where());
     }
 
-    /** How many rows the table has. */
+    /**
+     * A count without a filter: the API refuses it ({@code needs_filter}: it would read the whole table);
+     * the row count of a whole table is what {@link #export(Format, java.io.OutputStream)} returns.
+     */
     public long count() {
         return count((Map<String, ?>) null);
     }
