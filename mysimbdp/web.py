@@ -456,6 +456,9 @@ def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, t
             self.cfg.set("worker_class", _guarded_worker(threads))
             self.cfg.set("threads", threads)
             self.cfg.set("timeout", timeout)
+            # an idle kept-alive connection is closed after 5 s (gunicorn's 2 s raced clients that wait out a
+            # Retry-After of 2 s and then reuse the connection: the request met a reset)
+            self.cfg.set("keepalive", 5)
             self.cfg.set("graceful_timeout", 30)
             self.cfg.set("accesslog", "-")
             self.cfg.set("proc_name", name)

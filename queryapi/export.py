@@ -69,7 +69,13 @@ class Export:
         self.bound_to = tokens.fingerprint("export", tenant, table.name, {"columns": cols})
         self.after, self.rows_before = MIN_TOKEN, 0
         if resume is not None:
-            payload = sealer.open(resume, self.bound_to)
+            try:
+                payload = sealer.open(resume, self.bound_to)
+            except tokens.BadPageToken as exc:
+                raise tokens.BadPageToken(
+                    exc.message.replace("page token", "resume token"),
+                    hint="a resume token works with the export of the same table and the same columns=",
+                ) from None
             if len(payload) != _RESUME.size:
                 raise tokens.BadPageToken("the resume token is not one this API gave out")
             self.after, self.rows_before = _RESUME.unpack(payload)

@@ -106,7 +106,15 @@ class Http:
         codes = {"busy": WAIT_FOR, "reads": WAIT_FOR + UNAVAILABLE, "none": ()}[retry]
         waited = 0.0
         while True:
-            resp = self.send(method, path, **kw)
+            try:
+                resp = self.send(method, path, **kw)
+            except TransportError as exc:
+                # a kept-alive connection the server closed just as this request went out: sent again once
+                # on a new connection (not a body streamed from a file: it cannot be read twice)
+                aborted = "Connection aborted" in str(exc.__cause__ or "")
+                if not aborted or retry == "none":
+                    raise
+                resp = self.send(method, path, **kw)
             pause = pause_for(resp, waited, codes)
             if pause is None:
                 break

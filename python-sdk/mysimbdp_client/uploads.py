@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import requests
 
 from ._http import BLOCK, Http, error_code, error_for, pause_for
-from .errors import MysimbdpError, SourceChangedError, TransportError
+from .errors import MysimbdpError, NotFoundError, SourceChangedError, TransportError
 
 Progress = Callable[[int], None]  # called with the number of bytes of the file sent so far
 BUSY_PATIENCE = 120  # seconds to wait for another client's upload of the same file that makes no progress
@@ -174,8 +174,14 @@ class Uploads:
             time.sleep(poll)
 
     def rejects(self, job_id: str) -> str:
-        """The rows the tenant's app rejected, as the CSV it wrote (NotFoundError when it wrote none)."""
-        return self.http.call("GET", f"/v1/jobs/{job_id}/rejects", "reading the rejected rows").text
+        """The rows the tenant's app rejected, as the CSV it wrote; "" when it rejected none (NotFoundError
+        when there is no such job, or its rejects were not kept)."""
+        try:
+            return self.http.call("GET", f"/v1/jobs/{job_id}/rejects", "reading the rejected rows").text
+        except NotFoundError:
+            if int(self.job(job_id).get("rows_rejected") or 0) == 0:  # the job exists and rejected nothing
+                return ""
+            raise
 
     def upload(
         self,
