@@ -66,7 +66,8 @@ def file_records(path: Path, skip_header: bool, max_payload: int = MAX_PAYLOAD) 
 
 def _no_delay(client: mqtt.Client) -> None:
     """Small MQTT packets go at once (paho leaves Nagle's algorithm on: a confirmation could wait up to 40 ms
-    for the last packet's TCP acknowledgement)."""
+    for the last packet's TCP acknowledgement). A copy of mysimbdp/services/mosquitto_broker.py:no_delay: the
+    SDK installs without the platform's package."""
     sock = client.socket()
     if sock is not None:
         try:
