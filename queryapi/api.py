@@ -314,13 +314,38 @@ def put_object(key: str, tenant: str | None = None):
         raise BadQuery("ttl must be a whole number of seconds", code="bad_ttl")
     ttl_seconds = int(ttl_raw) if ttl_raw is not None else None
     web.DEADLINES.set(sock, IDLE_SECONDS)
-    meta = backend().objects.put(
-        _session(t), t.name, key, request.stream,
-        length=request.content_length, content_type=request.headers.get("Content-Type"),
-        sha256=request.headers.get("X-Checksum-Sha256"), ttl=ttl_seconds, limits=t.constraints,
-        on_bytes=lambda: web.DEADLINES.set(sock, IDLE_SECONDS),
-    )  # fmt: skip
+    try:
+        meta = backend().objects.put(
+            _session(t), t.name, key, request.stream,
+            length=request.content_length, content_type=request.headers.get("Content-Type"),
+            sha256=request.headers.get("X-Checksum-Sha256"), ttl=ttl_seconds, limits=t.constraints,
+            on_bytes=lambda: web.DEADLINES.set(sock, IDLE_SECONDS),
+        )  # fmt: skip
+    except MysimbdpError:
+        _drain(request.stream)
+        raise
     return ok(meta.describe(), 201)
+
+
+DRAIN_BYTES = 16 << 20
+DRAIN_SECONDS = 5.0
+
+
+def _drain(stream) -> None:
+    """Read what is left of a refused body (at most DRAIN_BYTES, DRAIN_SECONDS), so that the client, still
+    sending, reads the answer: closing on unread bytes makes the kernel reset the connection, and a reset
+    can lose the answer on its way. A larger body is cut off (the client sees the connection end)."""
+    import time
+
+    started, read = time.monotonic(), 0
+    try:
+        while read < DRAIN_BYTES and time.monotonic() - started < DRAIN_SECONDS:
+            block = stream.read(256 * 1024)
+            if not block:
+                return
+            read += len(block)
+    except Exception:  # noqa: BLE001 - a client gone away: nothing to drain
+        return
 
 
 def _object_headers(meta: objects.Meta) -> dict:
