@@ -136,6 +136,8 @@ def last_line(path: Path | None, scan: int = 4096, width: int = 300) -> str:
 
 def printable(text: str, width: int = 300) -> str:
     """``text`` without control characters (no terminal escapes in a receipt or a log line), cut to ``width``."""
+    if len(text) <= width and text.isprintable():
+        return text
     return "".join(ch for ch in text[: width * 4] if ch.isprintable())[:width]
 
 

@@ -40,6 +40,9 @@ REQUEST_SECONDS = 30.0  # from the end of the headers to the end of the answer, 
 BODY_SECONDS = 10.0  # a JSON body, whole
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
+# no user name (it comes from the client, newlines and terminal escapes included), no referer or user agent:
+# what the access log says of a request is what the server decided
+ACCESS_FORMAT = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
 # --- deadlines ----------------------------------------------------------------------------------------------
@@ -218,6 +221,8 @@ def create_api(
     app.config["MAX_CONTENT_LENGTH"] = None  # uploads stream; JSON bodies are bounded by json_body()
     app.config["REQUEST_SECONDS"] = request_seconds
     app.extensions["mysimbdp"] = backend
+    app.json.sort_keys = False  # answers keep the order they were built in (columns in the table's order)
+    app.json.compact = True
     install_error_handlers(app, log)
 
     @app.before_request
@@ -390,6 +395,16 @@ def _guarded_worker(threads: int):
             util.close(sock)
 
     class GuardedWorker(ThreadWorker):
+        _beat = 0.0
+
+        def notify(self):
+            # gunicorn touches its heartbeat file on every turn of its loop, that is for every request; the
+            # arbiter looks at it with a timeout of a minute or more: once a second is plenty
+            now = time.monotonic()
+            if now - self._beat >= 1.0:
+                self._beat = now
+                super().notify()
+
         def init_process(self):
             threading.Thread(target=DEADLINES.run_reaper, name="deadline-reaper", daemon=True).start()
             super().init_process()
@@ -439,8 +454,19 @@ def _access_logger():
         terminal or make the log binary."""
 
         def atoms(self, resp, req, environ, request_time):
-            atoms = super().atoms(resp, req, environ, request_time)
-            return {k: bounded.printable(v) if isinstance(v, str) else v for k, v in atoms.items()}
+            # only the atoms of ACCESS_FORMAT: gunicorn's own builds one per header and environ entry
+            status = resp.status
+            if isinstance(status, str):
+                status = status.split(None, 1)[0]
+            return {
+                "h": bounded.printable(environ.get("REMOTE_ADDR") or "-"),
+                "t": self.now(),
+                "m": bounded.printable(environ.get("REQUEST_METHOD") or "-"),
+                "U": bounded.printable(environ.get("PATH_INFO") or ""),
+                "s": status,
+                "B": getattr(resp, "sent", None),
+                "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+            }
 
     return AccessLogger
 
@@ -463,9 +489,7 @@ def serve(factory: Callable[[], Flask], *, bind: str, threads: int, name: str, t
             self.cfg.set("accesslog", "-")
             self.cfg.set("proc_name", name)
             self.cfg.set("control_socket_disable", True)
-            # no user name (it comes from the client, newlines and terminal escapes included), no referer or
-            # user agent: what the log says of a request is what the server decided
-            self.cfg.set("access_log_format", '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms')
+            self.cfg.set("access_log_format", ACCESS_FORMAT)
             self.cfg.set("logger_class", _access_logger())
             self.cfg.set("limit_request_fields", 50)
             self.cfg.set("limit_request_field_size", 8190)

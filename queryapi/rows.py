@@ -98,19 +98,20 @@ class Rows:
         cols = plan.projection(table, body.get("columns"))
         limit = plan.positive_int(body, "limit", None, MAX_LIMIT)
         page_size = plan.positive_int(body, "page_size", self.s.default_page_size, self.s.max_page_size)
-        bound_to = tokens.fingerprint(
-            "page", tenant, table.name, {"where": body.get("where"), "columns": cols, "limit": limit, "page": page_size}
-        )
+        def bound_to() -> bytes:  # what a page token of this query is bound to (only made when one is used)
+            query = {"where": body.get("where"), "columns": cols, "limit": limit, "page": page_size}
+            return tokens.fingerprint("page", tenant, table.name, query)
+
         token = body.get("page_token")
         returned, paging_state = 0, None
         if token is not None:  # the rows handed out before this page, then the driver's paging state
-            payload = self.sealer.open(token, bound_to)
+            payload = self.sealer.open(token, bound_to())
             returned, paging_state = int.from_bytes(payload[:8], "big"), payload[8:] or None
         # the limit is counted here, over all pages: Cassandra's LIMIT starts again when a page continues
         want = page_size if limit is None else min(page_size, limit - returned)
         stmt = plan.select(table, cols, conds, limit)
         bound = self.prepared.get(session, stmt.cql).bind(stmt.params)
-        decoders = [values.decoder(table.columns[c]) for c in cols]
+        decoders = table.decoders(cols)
         # A page is fetched in steps: a few rows first, then as many as the budget allows at what they
         # weighed, so that a page of megabyte rows stops at PAGE_BYTES instead of filling memory.
         out: list[dict] = []
@@ -132,7 +133,7 @@ class Rows:
             fetch = max(1, min(want - len(out), (PAGE_BYTES - used) // biggest, fetch * 2))
         returned += len(out)
         done = state is None or (limit is not None and returned >= limit)
-        next_token = None if done else self.sealer.seal(bound_to, returned.to_bytes(8, "big") + state)
+        next_token = None if done else self.sealer.seal(bound_to(), returned.to_bytes(8, "big") + state)
         return {"rows": out, "count": len(out), "next_page_token": next_token}
 
     def count(self, session: Session, table: Table, body: dict) -> dict:

@@ -37,6 +37,17 @@ class Table:
     indexes: dict[str, str]  # indexed column -> index name (Storage-Attached Indexes and others)
     index_kinds: dict[str, str] = field(default_factory=dict)  # index name -> "sai" | "legacy" | "custom"
     default_ttl: int = 0
+    _decoders: dict = field(default_factory=dict, compare=False, repr=False)  # columns -> their decoders
+
+    def decoders(self, cols: list[str]) -> list:
+        """The value decoder of each column of ``cols`` (None where the driver's value is sent as it is)."""
+        key = tuple(cols)
+        hit = self._decoders.get(key)
+        if hit is None:
+            hit = [values.decoder(self.columns[c]) for c in cols]
+            if len(self._decoders) < 64:
+                self._decoders[key] = hit
+        return hit
 
     @property
     def qualified(self) -> str:
@@ -81,7 +92,24 @@ def check_table_name(name: str) -> str:
     return name
 
 
+_KNOWN: dict[tuple[str, str], tuple[object, Table]] = {}  # (keyspace, table) -> (the driver's metadata, ours)
+
+
 def _from_metadata(tm) -> Table:
+    """Our view of the driver's table metadata; made once per metadata object (the driver makes a new one
+    whenever the table's schema changes, an index included)."""
+    key = (tm.keyspace_name, tm.name)
+    hit = _KNOWN.get(key)
+    if hit is not None and hit[0] is tm:
+        return hit[1]
+    table = _describe(tm)
+    if len(_KNOWN) > 4096:
+        _KNOWN.clear()
+    _KNOWN[key] = (tm, table)
+    return table
+
+
+def _describe(tm) -> Table:
     indexes: dict[str, str] = {}
     kinds: dict[str, str] = {}
     for iname, im in tm.indexes.items():
