@@ -15,7 +15,14 @@ from pathlib import Path
 from cassandra import AuthenticationFailed as _CassAuthFailed
 from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    DefaultConnection,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
 from cassandra.connection import ConnectionException
 from cassandra.policies import ConstantReconnectionPolicy, RoundRobinPolicy, TokenAwarePolicy
 
@@ -74,6 +81,15 @@ def operator_login(cfg: Config) -> Login:
         raise ConfigError(f"cannot read cassandra.password_file: {exc.strerror}") from None
 
 
+class _Connection(DefaultConnection):
+    """The driver's connection (libev when it is there) with larger socket buffers: it sends a message in
+    pieces of ``out_buffer_size`` bytes, one Python step each, and reads in pieces of ``in_buffer_size``; at
+    its 4 KiB a 1 MiB object chunk took 256 steps each way, and uploads ran at a third of the disk's pace."""
+
+    in_buffer_size = 64 * 1024
+    out_buffer_size = 256 * 1024
+
+
 def cluster_for(
     cfg: Config,
     login: Login,
@@ -96,6 +112,7 @@ def cluster_for(
         control_connection_timeout=cfg.cassandra.connect_timeout,
         reconnection_policy=ConstantReconnectionPolicy(1.0, max_attempts=None),
         protocol_version=5,
+        connection_class=_Connection,
         # small requests go at once: without it a write waits for the last one's TCP acknowledgement (up to 40 ms)
         sockopts=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
