@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -42,6 +43,8 @@ MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
 # no user name (it comes from the client, newlines and terminal escapes included), no referer or user agent:
 # what the access log says of a request is what the server decided
+LINGER_SECONDS = 0.002  # a worker thread waits this long for the next request on its connection
+LINGER_REQUESTS = 16  # at most this many requests in a row, then the connection goes back to the poller
 ACCESS_FORMAT = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
@@ -434,7 +437,20 @@ def _guarded_worker(threads: int):
             except OSError:
                 pass
             try:
-                return super().handle(conn)
+                keep = super().handle(conn)
+                # A client's next request on this connection usually comes within a millisecond of the answer:
+                # wait that long for it here rather than hand the connection back to the accepting thread and
+                # have it handed out again (two thread switches a request). A few requests at most, then the
+                # connection goes back as gunicorn would, so that one client cannot keep a thread.
+                for _ in range(LINGER_REQUESTS):
+                    if keep is not True or not self.alive:
+                        break
+                    buffered = conn.parser.unreader.buf.getvalue()  # read ahead already (pipelined)
+                    if not buffered and not select.select([conn.sock], [], [], LINGER_SECONDS)[0]:
+                        break
+                    DEADLINES.set(conn.sock, HEAD_SECONDS)
+                    keep = super().handle(conn)
+                return keep
             finally:
                 DEADLINES.clear(conn.sock)
                 with lock:
