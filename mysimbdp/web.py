@@ -22,7 +22,7 @@ from typing import Callable
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import auth, bounded, config, db
+from . import auth, bounded, config, db, metrics
 from .daemon import setup_logging  # noqa: F401 - the APIs' entry points log like the daemons
 from .errors import (
     BodyTooLarge,
@@ -228,13 +228,32 @@ def create_api(
     app.json.compact = True
     install_error_handlers(app, log)
 
+    # the metrics are the operator's, on every API (the batch API takes no other operator login)
+    cfg = backend.directory.cfg
+    scraper = auth.Authenticator(
+        lambda name: None,
+        max_failures=cfg.batch.auth_max_failures,
+        lockout=cfg.batch.auth_lockout,
+        operator_password=auth.operator_api_password(cfg.paths.secrets),
+    )
+
     @app.before_request
     def authenticate():
+        g.started = time.perf_counter()
         extend_deadline(request_seconds)
-        if request.endpoint in (None, "healthz") or request.endpoint in public:
+        if request.endpoint in (None, "healthz", "prometheus") or request.endpoint in public:
             return None
         backend.directory.login()
         return None
+
+    @app.after_request
+    def measure(resp):
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"  # never the client's path
+        principal = g.get("principal")
+        tenant = principal.name if principal is not None and not principal.is_operator else "-"
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.observe_request(name, route, request.method, resp.status_code, tenant, seconds)
+        return resp
 
     @app.after_request
     def count_until_sent(resp):
@@ -255,6 +274,15 @@ def create_api(
     @app.get("/healthz")
     def healthz():
         return jsonify({"ok": True})
+
+    @app.get("/metrics")
+    def prometheus():  # the operator's login only (a Prometheus server scrapes with basic_auth)
+        creds = request.authorization
+        scraper.authenticate(
+            creds.username if creds else None, creds.password if creds else None, request.remote_addr or "?"
+        )
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
 
     for bp in blueprints:
         app.register_blueprint(bp)

@@ -201,7 +201,11 @@ def document(cfg: Config) -> dict:
     paths = {"/healthz": {"get": {"summary": "the API is up (no login)", "security": [],
                                   "responses": {"200": {"description": "OK"}}}},
              "/v1/openapi.json": {"get": {"summary": "this document (no login)", "security": [],
-                                          "responses": {"200": {"description": "OK"}}}}}  # fmt: skip
+                                          "responses": {"200": {"description": "OK"}}}},
+             "/metrics": {"get": {"summary": "Prometheus metrics (the operator's login)",
+                                  "responses": {"200": {"description": "Prometheus text format",
+                                                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                                "401": {"description": "not the operator's login"}}}}}  # fmt: skip
     table_param = {"name": "table", "in": "path", "required": True, "schema": {"type": "string"}}
     for path, item in _paths().items():
         params = []
