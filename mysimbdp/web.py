@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from . import auth, bounded, config, db, metrics
 from .daemon import setup_logging  # noqa: F401 - the APIs' entry points log like the daemons
 from .errors import (
+    AuthenticationFailed,
     BodyTooLarge,
     InvalidName,
     MysimbdpError,
@@ -248,11 +249,14 @@ def create_api(
 
     @app.after_request
     def measure(resp):
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"  # never the client's path
-        principal = g.get("principal")
-        tenant = principal.name if principal is not None and not principal.is_operator else "-"
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.observe_request(name, route, request.method, resp.status_code, tenant, seconds)
+        try:  # never at the cost of the answer (and of the other hooks' clean-up that rides on it)
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"  # never the client's path
+            principal = g.get("principal")
+            tenant = principal.name if principal is not None and not principal.is_operator else "-"
+            seconds = time.perf_counter() - g.get("started", time.perf_counter())
+            metrics.observe_request(name, route, request.method, resp.status_code, tenant, seconds)
+        except Exception:  # noqa: BLE001
+            log.exception("recording the metrics of a request failed")
         return resp
 
     @app.after_request
@@ -278,9 +282,10 @@ def create_api(
     @app.get("/metrics")
     def prometheus():  # the operator's login only (a Prometheus server scrapes with basic_auth)
         creds = request.authorization
-        scraper.authenticate(
-            creds.username if creds else None, creds.password if creds else None, request.remote_addr or "?"
-        )
+        if creds is None or creds.username != auth.OPERATOR or creds.password is None:
+            # no password hash to check for any other name: refused at once
+            raise AuthenticationFailed("the metrics are the operator's", hint="scrape with the operator's login")
+        scraper.authenticate(creds.username, creds.password, request.remote_addr or "?")
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
 
@@ -471,12 +476,12 @@ def _guarded_worker(threads: int):
                 # have it handed out again (two thread switches a request). A few requests at most, then the
                 # connection goes back as gunicorn would, so that one client cannot keep a thread.
                 for _ in range(LINGER_REQUESTS):
-                    if keep is not True or not self.alive:
-                        break
-                    buffered = conn.parser.unreader.buf.getvalue()  # read ahead already (pipelined)
-                    if not buffered and not select.select([conn.sock], [], [], LINGER_SECONDS)[0]:
-                        break
+                    if keep is not True or not self.alive or _queued(self.tpool):
+                        break  # others wait for a thread: this connection goes back in line
                     DEADLINES.set(conn.sock, HEAD_SECONDS)
+                    buffered = conn.parser.unreader.buf.getvalue()  # read ahead already (pipelined)
+                    if not buffered and not _readable_soon(conn.sock, LINGER_SECONDS):
+                        break
                     keep = super().handle(conn)
                 return keep
             finally:
@@ -487,6 +492,22 @@ def _guarded_worker(threads: int):
                         del serving[addr]
 
     return GuardedWorker
+
+
+def _readable_soon(sock: socket.socket, seconds: float) -> bool:
+    """Whether ``sock`` has bytes to read within ``seconds`` (poll: any descriptor number, unlike select)."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(seconds * 1000))
+    except (OSError, ValueError):  # closed meanwhile: gunicorn's own path deals with it
+        return False
+
+
+def _queued(pool) -> bool:
+    """Whether requests wait in gunicorn's thread pool for a free thread."""
+    queue = getattr(pool, "_work_queue", None)
+    return queue is not None and queue.qsize() > 0
 
 
 def _access_logger():
