@@ -177,7 +177,11 @@ def install_error_handlers(app: Flask, log: logging.Logger) -> None:
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException):
         status = exc.code or 400
-        return json_error(status, _HTTP_CODES.get(status, f"http_{status}"), exc.description or exc.name)
+        resp = json_error(status, _HTTP_CODES.get(status, f"http_{status}"), exc.description or exc.name)
+        for key, value in exc.get_headers():  # Allow on a 405, for one
+            if key.lower() != "content-type":
+                resp.headers[key] = value
+        return resp
 
     @app.errorhandler(Exception)
     def on_unexpected(exc: Exception):
