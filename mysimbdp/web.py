@@ -42,10 +42,10 @@ REQUEST_SECONDS = 30.0  # from the end of the headers to the end of the answer, 
 BODY_SECONDS = 10.0  # a JSON body, whole
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 16
-# no user name (it comes from the client, newlines and terminal escapes included), no referer or user agent:
-# what the access log says of a request is what the server decided
 LINGER_SECONDS = 0.002  # a worker thread waits this long for the next request on its connection
 LINGER_REQUESTS = 16  # at most this many requests in a row, then the connection goes back to the poller
+# no user name (it comes from the client, newlines and terminal escapes included), no referer or user agent:
+# what the access log says of a request is what the server decided
 ACCESS_FORMAT = '%(h)s %(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
