@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from mysimbdp import apps, bounded, contract, db, names
+from mysimbdp import apps, bounded, contract, db, metrics, names
 from mysimbdp.config import Config
 from mysimbdp.daemon import write_atomic
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
@@ -349,6 +349,7 @@ class JobRunner:
             )
         job.status, job.reason = JobStatus.RETRYING, verdict.reason
         self._save(job)
+        metrics.BATCH_JOBS.labels(c.tenant, JobStatus.RETRYING).inc()
         delay = (
             0.0
             if verdict.reason.startswith(SHARED)
@@ -364,6 +365,12 @@ class JobRunner:
         job.rows_rejected = verdict.rejected if verdict.rejected is not None else job.rows_rejected or 0
         job.finished_at = datetime.now(timezone.utc)
         self._settle(c, job, verdict, keep_receipt=False)
+        metrics.BATCH_JOBS.labels(c.tenant, job.status).inc()
+        metrics.BATCH_ROWS.labels(c.tenant, "ingested").inc(job.rows_ingested)
+        metrics.BATCH_ROWS.labels(c.tenant, "rejected").inc(job.rows_rejected)
+        if job.started_at is not None:
+            started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=timezone.utc)
+            metrics.BATCH_JOB_SECONDS.labels(c.tenant).observe(max(0.0, (job.finished_at - started).total_seconds()))
         return verdict
 
     def _settle(self, c: Claimed, job: Job, verdict: Verdict, *, keep_receipt: bool) -> None:

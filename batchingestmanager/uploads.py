@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from mysimbdp import constraints as constraints_mod
+from mysimbdp import metrics
 from mysimbdp import names
 from mysimbdp.config import Config
 from mysimbdp.errors import ConstraintViolation, Conflict, FileTooLarge, NotFound, TenantError, TooManyFiles
@@ -38,6 +39,19 @@ SESSION_IDLE = 600  # after this long without a byte, it no longer holds one of 
 MAX_IDLE_SESSIONS = 4  # idle sessions a tenant may keep (for resuming later); older ones are dropped
 _ID = re.compile(r"[0-9a-f]{32}")
 _SHA = re.compile(r"[0-9a-f]{64}")
+
+
+@contextmanager
+def _counted(tenant: str) -> Iterator[None]:
+    """Count a refused file in the metrics (a duplicate, or a constraint, size or checksum it broke)."""
+    try:
+        yield
+    except Duplicate:
+        metrics.UPLOADS.labels(tenant, "duplicate").inc()
+        raise
+    except (ConstraintViolation, FileTooLarge):
+        metrics.UPLOADS.labels(tenant, "rejected").inc()
+        raise
 
 
 class Duplicate(Exception):
@@ -154,6 +168,10 @@ class Uploads:
 
     # --- the protocol -------------------------------------------------------------------------------
     def open(self, t: Tenant, name: str, size: object, sha256: object, client: str) -> tuple[Session, int]:
+        with _counted(t.name):
+            return self._open(t, name, size, sha256, client)
+
+    def _open(self, t: Tenant, name: str, size: object, sha256: object, client: str) -> tuple[Session, int]:
         """Open (or resume) an upload session. Raises Duplicate when this content was received before."""
         if not isinstance(name, str):
             raise TenantError("'name' must be the file's name, as a string")
@@ -193,9 +211,13 @@ class Uploads:
         s, _ = self.get(t.name, upload_id)
         with self._only_request(s):
             try:
-                return self._append_locked(t, s, offset, body, length)
+                with _counted(t.name):
+                    offset, job = self._append_locked(t, s, offset, body, length)
             except FileNotFoundError:  # its files went away under it (the tenant's session expired meanwhile)
                 raise NotFound(f"upload {upload_id} was ended", hint="open it again with POST /v1/uploads") from None
+        if job is not None:
+            metrics.UPLOADS.labels(t.name, "staged").inc()
+        return offset, job
 
     @contextmanager
     def _only_request(self, s: Session) -> Iterator[None]:
@@ -229,35 +251,38 @@ class Uploads:
         digest = hashlib.sha256() if have == 0 else None
         received = 0
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "ab", buffering=0) as out:
-            while True:
-                want = CHUNK if length is None else min(CHUNK, length - received)
-                if want <= 0:
-                    break
-                try:
-                    chunk = body.read(want)
-                except (OSError, ValueError) as exc:  # the client went away: keep what arrived
-                    out.flush()
-                    os.fsync(out.fileno())
-                    raise Interrupted(have + received) from exc
-                if not chunk:
-                    break
-                if have + received + len(chunk) > s.size:
-                    self._drop(s)
-                    raise FileTooLarge(f"{s.name}: the body passes the declared size of {s.size} bytes")
-                if b"\0" in chunk:
-                    self._drop(s)
-                    raise ConstraintViolation(f"{s.name}: is not a {s.fmt.upper()} text file (NUL bytes)")
-                if checker is not None:
+        try:
+            with os.fdopen(fd, "ab", buffering=0) as out:
+                while True:
+                    want = CHUNK if length is None else min(CHUNK, length - received)
+                    if want <= 0:
+                        break
                     try:
-                        checker.feed(chunk)
-                    except ConstraintViolation:
+                        chunk = body.read(want)
+                    except (OSError, ValueError) as exc:  # the client went away: keep what arrived
+                        out.flush()
+                        os.fsync(out.fileno())
+                        raise Interrupted(have + received) from exc
+                    if not chunk:
+                        break
+                    if have + received + len(chunk) > s.size:
                         self._drop(s)
-                        raise
-                    digest.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
-            os.fsync(out.fileno())
+                        raise FileTooLarge(f"{s.name}: the body passes the declared size of {s.size} bytes")
+                    if b"\0" in chunk:
+                        self._drop(s)
+                        raise ConstraintViolation(f"{s.name}: is not a {s.fmt.upper()} text file (NUL bytes)")
+                    if checker is not None:
+                        try:
+                            checker.feed(chunk)
+                        except ConstraintViolation:
+                            self._drop(s)
+                            raise
+                        digest.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+                os.fsync(out.fileno())
+        finally:
+            metrics.UPLOAD_BYTES.labels(t.name).inc(received)
         offset = have + received
         if length is not None and received < length:
             raise Interrupted(offset)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
 from . import config as config_mod
+from . import metrics
 from .errors import MysimbdpError
 from .retry import Stopped, retry
 
@@ -36,6 +37,7 @@ def run_until_stopped(make: Callable[[config_mod.Config], Loop]) -> int:
     """Entry point of a daemon: build it from the configuration, run it, stop it on SIGTERM or SIGINT."""
     cfg = config_mod.load()
     setup_logging(cfg)
+    metrics.fresh_process_files()
     loop = make(cfg)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop.set())
     signal.signal(signal.SIGINT, lambda *_: loop.stop.set())

@@ -290,7 +290,7 @@ def create_api(
             # no password hash to check for any other name: refused at once
             raise AuthenticationFailed("the metrics are the operator's", hint="scrape with the operator's login")
         scraper.authenticate(creds.username, creds.password, request.remote_addr or "?")
-        body, content_type = metrics.exposition()
+        body, content_type = metrics.exposition(cfg.paths.run, name)
         return Response(body, content_type=content_type)
 
     for bp in blueprints:

@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mysimbdp import bounded, broker, daemon, db, inbox, names
+from mysimbdp import bounded, broker, daemon, db, inbox, metrics, names
 from mysimbdp.config import Config
 from mysimbdp.errors import MysimbdpError, TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
@@ -158,6 +158,7 @@ class Controller:
     # --- acting ----------------------------------------------------------------------------------------------
     def _decide(self, tenant: str, action: str, before: int, after: int, reason: str) -> None:
         log.info("%s %s: %d -> %d (%s)", tenant, action, before, after, reason)
+        metrics.SCALING_DECISIONS.labels(tenant, action).inc()
         try:
             self.store.add_decision(tenant, action, before, after, reason)
         except Exception as exc:  # noqa: BLE001
@@ -211,6 +212,7 @@ class Controller:
         if t is None:  # the tenant is gone: nothing of it may run
             for slot in insts:
                 self._stop_async(name, slot, "leave", "the tenant no longer exists")
+            metrics.STREAM_INSTANCES.labels(name).set(0)
             return
         running = {s: i for s, i in insts.items() if i.state == "running"}
         # a slot whose broker user outlived its container was paused (by `mysimbdp down`, or
@@ -280,6 +282,7 @@ class Controller:
         ready = sorted((s for s in running if (name, s) in self.latest), key=slot_number)
         if ready or not running:  # a controller just started has no reports yet: the instances keep their plan
             self._plan(name, ready)
+        metrics.STREAM_INSTANCES.labels(name).set(len(running))
         # 5. the autoscaler
         if st.running and not busy:
             self.autoscale(t, st, running)

@@ -38,7 +38,7 @@ from cassandra import InvalidRequest, Unauthorized
 from cassandra.query import SimpleStatement, ValueSequence
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mysimbdp import bounded, broker, daemon, db, inbox, names
+from mysimbdp import bounded, broker, daemon, db, inbox, metrics, names
 from mysimbdp.config import Config
 from mysimbdp.errors import InvalidName
 from mysimbdp.services import mosquitto_broker
@@ -411,6 +411,8 @@ class InboxWriter:
             if status == "ok":
                 c.publish(broker.notify_topic(ch.tenant), f"{ch.lane} {ch.seq} {ch.total}", qos=0)
                 self.written_records += ch.records
+                metrics.STREAM_MESSAGES.labels(ch.tenant).inc(ch.records)
+                metrics.STREAM_BYTES.labels(ch.tenant).inc(ch.size)
         for item, status in full:
             self._ack(item)
             if item.envelope is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import requests
 
+from .. import metrics
 from ..config import Config
 from ..errors import ServiceStartError
 from .process import Daemon, port_free, wait_until, who_listens
@@ -74,6 +75,10 @@ class ManagedProcess:
             # two malloc arenas: a threaded server's memory otherwise stays near its peak after large answers
             # (a fixed mmap threshold returned it too, but halved the object API's throughput)
             env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home), MALLOC_ARENA_MAX="2")
+            if not self.health:  # a manager keeps its metrics in files, which an API serves (metrics.py)
+                folder = metrics.process_files(cfg.paths.run, self.name)
+                folder.mkdir(parents=True, exist_ok=True)
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
             if self.heartbeat:
                 (cfg.paths.run / self.heartbeat).unlink(missing_ok=True)
             s = cfg.supervisor
