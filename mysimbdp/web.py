@@ -10,6 +10,7 @@ thread for seconds, not minutes. Each tenant may have at most ``tenant_requests`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -198,12 +199,18 @@ def install_error_handlers(app: Flask, log: logging.Logger) -> None:
 
 _HTTP_CODES = {
     400: "bad_request",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     408: "request_timeout",
     411: "length_required",
     413: "body_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
 }
 
 
@@ -221,10 +228,11 @@ def create_api(
     blueprints: list[Blueprint],
     log: logging.Logger,
     request_seconds: float = REQUEST_SECONDS,
-    public: tuple[str, ...] = (),
+    openapi: Callable[[config.Config], dict] | None = None,
 ) -> Flask:
-    """A platform HTTP API: the blueprints, a ``/healthz`` (and the ``public`` endpoints) without login, every
-    other request logged in (HTTP Basic) before its view runs, and errors answered as JSON with a code."""
+    """A platform HTTP API: the blueprints, a ``/healthz`` and the API's OpenAPI document (``openapi(cfg)``, at
+    ``/v1/openapi.json``) without login, every other request logged in (HTTP Basic) before its view runs, and
+    errors answered as JSON with a code."""
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = None  # uploads stream; JSON bodies are bounded by json_body()
     app.config["REQUEST_SECONDS"] = request_seconds
@@ -246,7 +254,7 @@ def create_api(
     def authenticate():
         g.started = time.perf_counter()
         extend_deadline(request_seconds)
-        if request.endpoint in (None, "healthz", "prometheus") or request.endpoint in public:
+        if request.endpoint in (None, "healthz", "prometheus", "openapi_document"):
             return None
         backend.directory.login()
         return None
@@ -292,6 +300,13 @@ def create_api(
         scraper.authenticate(creds.username, creds.password, request.remote_addr or "?")
         body, content_type = metrics.exposition(cfg.paths.run, name)
         return Response(body, content_type=content_type)
+
+    if openapi is not None:
+        document = openapi(cfg)  # built once: it depends on the configuration only
+
+        @app.get("/v1/openapi.json")
+        def openapi_document():
+            return jsonify(document)
 
     for bp in blueprints:
         app.register_blueprint(bp)
@@ -446,6 +461,11 @@ def _guarded_worker(threads: int):
                 super().notify()
 
         def init_process(self):
+            from gunicorn import util
+
+            # what gunicorn answers itself (a request line or headers past the limits, a request it cannot parse)
+            # is an error like any other: JSON in the one shape, not gunicorn's HTML page
+            util.write_error = _write_json_error
             threading.Thread(target=DEADLINES.run_reaper, name="deadline-reaper", daemon=True).start()
             super().init_process()
 
@@ -496,6 +516,20 @@ def _guarded_worker(threads: int):
                         del serving[addr]
 
     return GuardedWorker
+
+
+def _write_json_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's util.write_error (same arguments), answering in the APIs' one error shape."""
+    from gunicorn import util
+
+    body = json.dumps(
+        {"error": bounded.printable(message or reason), "code": _HTTP_CODES.get(status, f"http_{status}")}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1", "replace") + body)
 
 
 def _readable_soon(sock: socket.socket, seconds: float) -> bool:

@@ -89,7 +89,7 @@ def backend() -> Backend:
 def create_app(cfg: config.Config | None = None) -> Flask:
     cfg = cfg or config.load()
     app = web.create_api(
-        "mysimbdp-query", Backend(cfg), [bp], log, request_seconds=cfg.query.request_seconds, public=("query.spec",)
+        "mysimbdp-query", Backend(cfg), [bp], log, request_seconds=cfg.query.request_seconds, openapi=openapi.document
     )
 
     @app.after_request
@@ -146,14 +146,6 @@ def _table(t: Tenant, name: str) -> tables.Table:
 
 def ok(data, status: int = 200):
     return jsonify({"data": data}), status
-
-
-# --- the description ------------------------------------------------------------------------------------
-
-
-@bp.get("/v1/openapi.json")
-def spec():
-    return jsonify(openapi.document(backend().cfg))
 
 
 # --- schema ---------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ who may act for every tenant. Passwords travel only in the Authorization header,
     DELETE /v1/tenants/<t>/instances                stop the stream (messages then wait in the broker)
     GET    /v1/tenants/<t>/reports[?limit=N]        the latest timing reports
     GET    /v1/tenants/<t>/decisions[?limit=N]      the latest scaling decisions and manual starts/stops
+    GET    /v1/tenants/<t>/instances/<instance>/log the instance's last lines
+    GET    /v1/openapi.json                         the OpenAPI 3.1 document of this API (no auth)
 
 For a tenant, ``/v1/stream``, ``/v1/instances...``, ``/v1/reports`` and ``/v1/decisions`` are the same
 for itself. Starting and stopping answer once the controller has acted (within a few seconds), with the
@@ -28,7 +30,7 @@ from mysimbdp.errors import TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
 from mysimbdp.tenants import Tenant
 
-from . import service
+from . import openapi, service
 from .state import StreamStore
 
 log = logging.getLogger("streamingestmanager.api")
@@ -61,7 +63,14 @@ def backend() -> Backend:
 def create_app(cfg: config.Config | None = None) -> Flask:
     cfg = cfg or config.load()
     # starting and stopping wait for the controller to act (an instance drains for up to drain_timeout)
-    return web.create_api("mysimbdp-stream", Backend(cfg), [bp], log, request_seconds=cfg.stream.drain_timeout + 30)
+    return web.create_api(
+        "mysimbdp-stream",
+        Backend(cfg),
+        [bp],
+        log,
+        request_seconds=cfg.stream.drain_timeout + 30,
+        openapi=openapi.document,
+    )
 
 
 def _who() -> str:

@@ -79,6 +79,7 @@ def test_batch_api_4xx_paths(batch_client, make_tenant):
     body = check(batch_client.get("/v1/jobs?status=done", headers=h), 400, "bad_request", "unknown status")
     assert "succeeded" in body["hint"]
     check(batch_client.get("/v1/jobs?limit=many", headers=h), 400, "bad_request", "limit")
+    check(batch_client.get("/v1/jobs?status=", headers=h), 400, "bad_request", "unknown status")  # not "any"
     check(batch_client.get("/v1/jobs/not-a-job", headers=h), 404, "not_found")
     check(batch_client.get("/v1/jobs/6b1b8c2e-0000-1000-8000-000000000000/log", headers=h), 404, "not_found")
 
