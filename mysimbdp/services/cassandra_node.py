@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -265,3 +266,132 @@ def status(cfg: Config) -> dict:
         "version": cfg.cassandra.version,
         "log": str(d.log_file),
     }
+
+
+# --- nodetool (snapshots and imports for backups) ----------------------------------------------------------
+#
+# The node is started without JMX. The first backup or restore opens it on the running JVM with jcmd (the
+# JDK's ManagementAgent.start: no restart needed), on 127.0.0.1 only, with a login generated into the state
+# folder; it stays open until the node stops. nodetool is the Cassandra jar's own NodeTool class.
+
+JMX_USER = "mysimbdp_jmx"
+NODETOOL_CLASS = "org.apache.cassandra.tools.NodeTool"
+
+
+def _jmx_login(cfg: Config) -> db.Login:
+    """nodetool's JMX login, generated once into the state folder."""
+    path = cfg.paths.secrets / "cassandra-jmx.json"
+    if not path.exists():
+        credentials.write_secret(path, {"username": JMX_USER, "password": credentials.generate_password()})
+    data = credentials.read_secret_json(path)
+    return db.Login(data["username"], data["password"])
+
+
+def _jmx_client_file(cfg: Config) -> Path:
+    """nodetool's -pwf file ("user password", 0600): apart from the node's own password file, which the JVM
+    rewrites with hashes the first time it reads it."""
+    login = _jmx_login(cfg)
+    path = cfg.paths.secrets / "cassandra-jmx.nodetool"
+    credentials.write_secret(path, f"{login.username} {login.password}\n")
+    return path
+
+
+def ensure_jmx(cfg: Config) -> None:
+    """Make sure the managed node answers JMX on 127.0.0.1:``cassandra.jmx_port``, opening it if needed."""
+    if not cfg.cassandra.managed:
+        raise ServiceStartError(
+            "nodetool needs the node the platform runs (cassandra.managed = true)",
+            hint="back up an existing cluster with its own tools",
+        )
+    port = cfg.cassandra.jmx_port
+    if port_open("127.0.0.1", port):
+        return
+    pid = daemon(cfg).pid()
+    if pid is None:
+        raise CassandraUnavailable("Cassandra is not running", hint="run `mysimbdp up`")
+    login = _jmx_login(cfg)
+    password = cfg.paths.secrets / "cassandra-jmx.password"  # the node's: it replaces the password by a hash
+    access = cfg.paths.secrets / "cassandra-jmx.access"
+    credentials.write_secret(password, f"{login.username} {login.password}\n")
+    credentials.write_secret(access, f"{login.username} readwrite\n")
+    jcmd = _jdk_tool(pid, "jcmd")
+    argv = [
+        jcmd,
+        str(pid),
+        "ManagementAgent.start",
+        "jmxremote.host=127.0.0.1",
+        f"jmxremote.port={port}",
+        f"jmxremote.rmi.port={port}",
+        "jmxremote.ssl=false",
+        "jmxremote.registry.ssl=false",
+        "jmxremote.authenticate=true",
+        f"jmxremote.password.file={password}",
+        f"jmxremote.access.file={access}",
+        "jmxremote.autodiscovery=false",
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    # two commands at once: the second one's start fails, and the port is open all the same
+    if not wait_until(lambda: port_open("127.0.0.1", port), 10, 0.2):
+        detail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+        raise ServiceStartError(f"could not open Cassandra's JMX port {port} with jcmd: {detail or 'no answer'}")
+    log.info("opened Cassandra's JMX on 127.0.0.1:%d for nodetool", port)
+
+
+def _jdk_tool(pid: int, tool: str) -> str:
+    """``tool`` of the JDK the node runs on (jcmd must match the JVM it attaches to)."""
+    try:
+        candidate = Path(os.readlink(f"/proc/{pid}/exe")).with_name(tool)
+    except OSError:
+        candidate = None
+    if candidate is not None and candidate.is_file():
+        return str(candidate)
+    found = shutil.which(tool)
+    if not found:
+        raise ServiceStartError(
+            f"{tool} is missing: nodetool needs JMX, opened with the JDK's {tool}",
+            hint="install openjdk-17-jdk-headless (scripts/setup.sh does)",
+        )
+    return found
+
+
+def nodetool(cfg: Config, *args: str, timeout: float = 3600) -> str:
+    """Run ``nodetool ARGS`` against the managed node; its output, or ServiceError with its last lines."""
+    from ..errors import ServiceError
+
+    ensure_jmx(cfg)
+    password = _jmx_client_file(cfg)
+    # the server's module exports and opens: Cassandra's classes need them in a client too
+    modules = [
+        line.strip()
+        for line in (cfg.source / "cassandra" / "jvm17-server.options").read_text().splitlines()
+        if line.strip().startswith("--add-")
+    ]
+    argv = [
+        java_command(),
+        *modules,
+        "-Xms32m",
+        "-Xmx256m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",  # a short-lived client: start fast
+        f"-Dlogback.configurationFile={(cfg.source / 'cassandra' / 'logback-tools.xml').as_uri()}",
+        "-cp",
+        f"{_lib(cfg)}/*",
+        NODETOOL_CLASS,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(cfg.cassandra.jmx_port),
+        "-u",
+        JMX_USER,
+        "-pwf",
+        str(password),
+        *args,
+    ]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ServiceError(f"nodetool {args[0]} did not finish within {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
+        raise ServiceError(f"nodetool {' '.join(args)} failed: " + " | ".join(lines[-3:] or ["no output"]))
+    return proc.stdout

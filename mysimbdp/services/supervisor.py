@@ -163,6 +163,80 @@ def request(home: Path, program: Program, timeout: float = 20.0) -> State:
         time.sleep(0.05)
 
 
+# --- scheduled backups ---------------------------------------------------------------------------------------
+
+
+class BackupSchedule:
+    """Scheduled backups (``backup.every_hours``; 0, the default, is none). The supervisor exists once per
+    state folder, so the schedule lives here and nowhere else. When a run is due it starts
+    ``mysimbdp backup --scheduled`` (the tenants of ``backup.tenants``, or all, then the retention) as a
+    process of its own, its output in ``logs/backup.log``; the next run is due ``every_hours`` after that one
+    started, and never starts while one runs. The last start is kept in the backup folder
+    (``.schedule.json``), so a supervisor started again keeps the rhythm (with no record, a run is due at
+    once)."""
+
+    MATCH = "mysimbdp backup --scheduled"
+
+    def __init__(self, cfg: Config, env: dict[str, str] | None = None) -> None:
+        self.every = cfg.backup.every_hours * 3600
+        self.env = dict(os.environ if env is None else env, MYSIMBDP_HOME=str(cfg.home))
+        self.state_file = cfg.backup_folder / ".schedule.json"
+        self.log_file = cfg.paths.logs / "backup.log"
+        self.proc: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.last_start = 0.0
+        try:
+            data = json.loads(self.state_file.read_text())  # bounded: the supervisor's own small file
+            self.pid, self.last_start = data.get("pid"), float(data.get("last_start") or 0)
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+
+    def tick(self, exits: dict[int, int], now: float | None = None) -> bool:
+        """Look once: note a run that ended, start one that is due. True when a run was started."""
+        if self.every <= 0:
+            return False
+        now = time.time() if now is None else now
+        if self.pid is not None:
+            if pid_alive(self.pid, self.MATCH):
+                return False
+            status = exits.pop(self.pid, None)
+            if status is None and self.proc is not None and self.proc.poll() is not None:
+                status = self.proc.returncode << 8 if self.proc.returncode >= 0 else -self.proc.returncode
+            log.info("scheduled backup (pid %d) %s; its report is in %s", self.pid, _describe(status), self.log_file)
+            self.pid, self.proc = None, None
+            self._save()
+        if now < self.last_start + self.every:
+            return False
+        self.last_start = now  # also when it cannot start: tried again at the next interval, not at every tick
+        try:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_file, "ab") as out:
+                out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} scheduled backup\n".encode())
+                out.flush()
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "mysimbdp", "backup", "--scheduled"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=SOURCE_ROOT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            log.error("cannot start the scheduled backup: %s", exc)
+            self._save()
+            return False
+        self.pid = self.proc.pid
+        self._save()
+        log.info("started the scheduled backup (pid %d; every %.2f h)", self.pid, self.every / 3600)
+        return True
+
+    def _save(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.state_file, json.dumps({"pid": self.pid, "last_start": self.last_start}))
+
+
 # --- the supervisor process ---------------------------------------------------------------------------------
 
 
@@ -178,6 +252,7 @@ class Supervisor:
         self.stopping: set[str] = set()
         self.lock = threading.Lock()
         self.last_rotate = 0.0
+        self.backups = BackupSchedule(cfg)
 
     def run(self) -> None:
         _dir(self.cfg.home).mkdir(parents=True, exist_ok=True)
@@ -233,6 +308,7 @@ class Supervisor:
         if now - self.last_rotate > 10:
             self.last_rotate = now
             self._rotate_logs()
+        self.backups.tick(self.exits)
 
     def _save(self, name: str, st: State) -> None:
         _write(_dir(self.cfg.home) / f"{name}.state.json", asdict(st))
