@@ -40,6 +40,7 @@ from mysimbdp.config import Config
 from mysimbdp.daemon import write_atomic
 from mysimbdp.errors import NotFound, ServiceError, TenantNotFound
 from mysimbdp.jobs import Job, JobStatus, JobStore, append_log, new_job_id
+from mysimbdp.outcome import SHARED, Verdict, judge, run_failure
 from mysimbdp.retry import Stopped, backoff, retry
 from mysimbdp.sandbox import RunResult, SandboxRuntime, outputs
 from mysimbdp.tenants import Registry
@@ -47,10 +48,6 @@ from mysimbdp.tenants import Registry
 from .watcher import StagedFile
 
 log = logging.getLogger(__name__)
-EXIT_TEMPORARY = 75
-MAX_RESULT_BYTES = 64 * 1024
-MAX_RESULT_DEPTH = 8
-MAX_COUNT = 10**15  # rows in one file: anything above is not a count but a tenant app's mistake
 MAX_CRASHES = 2  # deaths of the manager while working on one job, after which the job is failed
 
 
@@ -76,15 +73,6 @@ class Claimed:
     def suspect(self) -> bool:
         """The manager died while working on it: run it with nothing else running."""
         return self.crashes > 0
-
-
-@dataclass
-class Verdict:
-    status: JobStatus  # succeeded | retrying | failed
-    reason: str = ""
-    rows: int | None = None
-    rejected: int | None = None
-    seconds: float | None = None
 
 
 class JobRunner:
@@ -280,66 +268,12 @@ class JobRunner:
         (c.dir / "running").write_text(self.instance + "\n")
 
     def _run_failure(self, r: RunResult) -> Verdict | None:
-        """What went wrong with the run as a whole (None: the app exited normally)."""
-        if self.stopping() and not r.ok:  # stopped by the manager's own stop: not the app's doing
-            return Verdict(JobStatus.RETRYING, "the batch manager was stopped while the app ran")
-        if r.exit_code == EXIT_TEMPORARY and not (r.timed_out or r.oom_killed or r.output_exceeded):
-            return Verdict(JobStatus.RETRYING, "the app reported the infrastructure unavailable (exit 75)")
-        if not r.ok and not self.cassandra_ok():
-            return Verdict(JobStatus.RETRYING, f"the app {r.describe()} while Cassandra was unreachable")
-        if not r.ok:
-            tail = r.last_error or bounded.last_line(r.log_path)
-            return Verdict(JobStatus.FAILED, f"the app {r.describe()}" + (f": {tail}" if tail else ""))
-        return None
+        """What went wrong with the run as a whole (None: the app exited normally): mysimbdp/outcome.py."""
+        return run_failure(r, stopping=self.stopping(), cassandra_ok=self.cassandra_ok)
 
-    def _judge(self, out: Path, r: RunResult, run_failure: Verdict | None, *, shared: bool) -> Verdict:
-        """One file's verdict, from its result and the run's outcome. When a run of several files failed, a
-        file whose result says it was ingested (or says why it could not be) keeps that verdict, and the
-        others run again alone; past the output limit, no result of the run counts."""
-        if run_failure is None:
-            own = self._result(out)
-            return own or Verdict(JobStatus.FAILED, "the app exited normally but wrote no /output/result.json")
-        if shared and not r.output_exceeded:
-            own = self._result(out)
-            if own is not None and (own.status == JobStatus.SUCCEEDED or own.reason.startswith(APP_SAYS)):
-                return own
-        if run_failure.status == JobStatus.RETRYING and not r.output_exceeded:
-            own = self._result(out)  # Cassandra went away after this file was done
-            if own is not None and own.status == JobStatus.SUCCEEDED:
-                return own
-        if run_failure.status == JobStatus.FAILED and shared:
-            return Verdict(JobStatus.RETRYING, f"{SHARED}: {run_failure.reason}")
-        return run_failure
-
-    def _result(self, out: Path) -> Verdict | None:
-        """The verdict a file's result.json gives (None when there is none)."""
-        try:
-            data = bounded.loads_json(
-                bounded.read_regular(out / "result.json", MAX_RESULT_BYTES),
-                max_bytes=MAX_RESULT_BYTES,
-                max_depth=MAX_RESULT_DEPTH,
-            )
-            if not isinstance(data, dict):
-                raise ValueError("it is not a JSON object")
-            if data.get("error"):
-                return Verdict(JobStatus.FAILED, APP_SAYS + bounded.printable(str(data["error"])))
-            missing = [k for k in ("rows_ingested", "rows_rejected") if k not in data]
-            if missing:
-                raise ValueError(f"it lacks {' and '.join(missing)}")
-            rows, rejected = data["rows_ingested"], data["rows_rejected"]
-            if not all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT for v in (rows, rejected)
-            ):
-                raise ValueError("rows_ingested and rows_rejected must be whole numbers from 0 to 10^15")
-            seconds = data.get("seconds")
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e7:
-                seconds = None
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)  # no host paths
-            return Verdict(JobStatus.FAILED, f"the app exited normally but its /output/result.json is not valid: {why}")
-        return Verdict(JobStatus.SUCCEEDED, "", rows, rejected, seconds)
+    def _judge(self, out: Path, r: RunResult, failure: Verdict | None, *, shared: bool) -> Verdict:
+        """One file's verdict, from its result and the run's outcome: mysimbdp/outcome.py."""
+        return judge(out, r, failure, shared=shared)
 
     def _retry(self, c: Claimed, job: Job, verdict: Verdict) -> Verdict:
         (c.dir / "running").unlink(missing_ok=True)
@@ -457,10 +391,6 @@ class JobRunner:
         except Exception:  # noqa: BLE001 - the tenant's records are deleted with it anyway
             log.debug("no record of job %s to delete", c.key)
         return Verdict(JobStatus.FAILED, why)
-
-
-SHARED = "its run with other files failed, so it runs again alone"
-APP_SAYS = "the app could not ingest the file: "
 
 
 def _job_id_of(name: str) -> uuid.UUID | None:

@@ -4,23 +4,35 @@ An app is a folder with an ``app.json`` manifest naming the script for each kind
 
     {"name": "airline", "version": "1.0.0", "entrypoints": {"batch": "ingest_file.py", "stream": "ingest_stream.py"}}
 
-``mysimbdp tenant create --batch-app DIR`` checks it and copies it into the state folder (so later edits
-of DIR change nothing until the app is installed again). The contract between apps and the platform is
-in tenant_apps/README.md.
+The manifest may also name a sample file per kind (``"samples": {"batch": "sample.csv"}``, in the folder, at
+most 1 MiB): ``mysimbdp tenant create/update`` runs its checks and a dry run of the app on it before the
+app is installed (mysimbdp/appchecks.py). The contract between apps and the platform is in
+tenant_apps/README.md.
+
+Installed apps are kept, a few versions of each kind (the folder is copied: later edits of DIR change nothing
+until the app is installed again)::
+
+    apps/<tenant>/<kind>              -> versions/<kind>/vNNNN   (a symbolic link: the current version)
+    apps/<tenant>/versions/<kind>/vNNNN/   each installed copy, numbered in the order they were installed
+
+A run mounts the version folder itself, so switching the link (an install, ``tenant rollback``) changes
+nothing for a run under way, and the next run takes the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from . import bounded
 from .config import Config
-from .errors import TenantError
+from .errors import NoApp, TenantError
 
 MAX_APP_BYTES = 20 << 20
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -29,6 +41,12 @@ MAX_APP_FILES = 500
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}")
 _ENTRY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.py")
+_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+_SAMPLE = re.compile(rf"(?:{_PART}/){{0,3}}{_PART}")  # a relative path inside the folder: no '..', no '/' first
+MAX_SAMPLE_BYTES = 1 << 20
+KINDS = ("batch", "stream")
+KEEP_VERSIONS = 5  # installed versions kept per kind (the current one always is)
+_VERSION_DIR = re.compile(r"v([0-9]{4,9})")
 
 
 class InvalidApp(TenantError):
@@ -80,7 +98,28 @@ def read_manifest(folder: Path, kind: str) -> dict:
     per_run = data.get("files_per_run", 1)
     if isinstance(per_run, bool) or not isinstance(per_run, int) or not 1 <= per_run <= MAX_FILES_PER_RUN:
         raise InvalidApp(f"{manifest}: files_per_run must be a whole number from 1 to {MAX_FILES_PER_RUN}")
-    return {**data, "entrypoint": entry, "files_per_run": per_run}
+    return {**data, "entrypoint": entry, "files_per_run": per_run, "sample": _sample(folder, manifest, data, kind)}
+
+
+def _sample(folder: Path, manifest: Path, data: dict, kind: str) -> str | None:
+    """The manifest's sample file for ``kind`` (a path inside the folder), or None when it names none."""
+    samples = data.get("samples", {})
+    if not isinstance(samples, dict):
+        raise InvalidApp(f'{manifest}: samples must be an object like {{"{kind}": "sample.csv"}}')
+    sample = samples.get(kind)
+    if sample is None:
+        return None
+    if not isinstance(sample, str) or not _SAMPLE.fullmatch(sample):
+        raise InvalidApp(f"{manifest}: samples.{kind} must be a relative path of a file in the app folder")
+    path = folder / sample
+    if path.is_symlink() or not path.is_file():
+        raise InvalidApp(f"{manifest}: samples.{kind} {sample!r} is not a regular file in {folder}")
+    if path.stat().st_size > MAX_SAMPLE_BYTES:
+        raise InvalidApp(
+            f"{manifest}: samples.{kind} {sample!r} is larger than {MAX_SAMPLE_BYTES >> 20} MiB",
+            hint="a sample is a small cut of real data: a few hundred records are enough",
+        )
+    return sample
 
 
 def _files(folder: Path) -> list[Path]:
@@ -105,28 +144,149 @@ def _files(folder: Path) -> list[Path]:
     return files
 
 
-def install(cfg: Config, tenant: str, kind: str, folder: Path, gid: int) -> App:
-    """Copy a checked app into the state folder, readable by the tenant's sandbox group only."""
+def copy_checked(folder: Path, kind: str, dest: Path, gid: int) -> tuple[dict, str]:
+    """Copy the app in ``folder`` (checked: manifest, files) into the new folder ``dest``, readable by the
+    sandbox group ``gid`` only; return its manifest and the sha256 over its files. What is installed or dry
+    run is always such a copy: the tenant's folder may change meanwhile."""
     data = read_manifest(folder, kind)
     folder = Path(folder).resolve()
     files = _files(folder)
-    digest = hashlib.sha256()
+    digest, left = hashlib.sha256(), MAX_APP_BYTES
     for f in files:
-        digest.update(str(f.relative_to(folder)).encode() + b"\0" + f.read_bytes())
-    target = cfg.paths.tenant_apps(tenant) / kind
-    tmp = target.with_name(f".{kind}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for f in files:
-        dest = tmp / f.relative_to(folder)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, dest)
-    tmp.mkdir(parents=True, exist_ok=True)
-    _restrict(tmp, gid)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return App(
-        data["name"], data["version"], kind, data["entrypoint"], target, digest.hexdigest(), data["files_per_run"]
-    )
+        rel = f.relative_to(folder)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with os.fdopen(bounded.open_regular(f), "rb") as src, open(target, "xb") as out:
+                body = src.read(left + 1)  # the sizes were checked, but a file may have grown since
+                if len(body) > left:
+                    raise InvalidApp(f"{folder} grew past {MAX_APP_BYTES} bytes while it was copied")
+                out.write(body)
+        except OSError as exc:  # changed while it was copied (a link now, say)
+            raise InvalidApp(f"{f} could not be copied: {exc.strerror or exc}") from None
+        left -= len(body)
+        digest.update(str(rel).encode() + b"\0" + body)
+    dest.mkdir(parents=True, exist_ok=True)
+    _restrict(dest, gid)
+    return data, digest.hexdigest()
+
+
+def install(cfg: Config, tenant: str, kind: str, folder: Path, gid: int) -> App:
+    """Copy a checked app into the state folder as the tenant's next version of ``kind`` and make it the
+    current one; keep the last KEEP_VERSIONS versions."""
+    with _locked(cfg, tenant):
+        versions = _versions_dir(cfg, tenant, kind, gid)
+        _adopt_flat_install(cfg, tenant, kind, versions)
+        number = max(_numbers(versions), default=0) + 1
+        target = versions / f"v{number:04d}"
+        tmp = versions / f".v{number:04d}.tmp"
+        bounded.remove_tree(tmp)
+        data, digest = copy_checked(folder, kind, tmp, gid)
+        tmp.rename(target)
+        _point(cfg, tenant, kind, target)
+        _prune(versions, keep=target)
+    return App(data["name"], data["version"], kind, data["entrypoint"], target, digest, data["files_per_run"])
+
+
+def rollback(cfg: Config, tenant: str, kind: str) -> tuple[App, App]:
+    """Make the version installed before the current one current again; return (the one left, the one now
+    current). NoApp when there is no earlier version."""
+    with _locked(cfg, tenant):
+        current = installed(cfg, tenant, kind)
+        if current is None:
+            raise NoApp(f"tenant {tenant} has no {kind} app", hint=f"install one with `tenant update --{kind}-app DIR`")
+        number = _number_of(current.path)
+        earlier = sorted(n for n in _numbers(current.path.parent) if number is None or n < number)
+        if not earlier:
+            raise NoApp(
+                f"tenant {tenant} has no {kind} app installed before {current.ref}: there is nothing to return to"
+            )
+        target = current.path.parent / f"v{earlier[-1]:04d}"
+        data = read_manifest(target, kind)
+        _point(cfg, tenant, kind, target)
+    back = App(data["name"], data["version"], kind, data["entrypoint"], target, "", data["files_per_run"])
+    return current, back
+
+
+def versions(cfg: Config, tenant: str, kind: str) -> list[dict]:
+    """The kept versions of the tenant's ``kind`` app, oldest first: version folder, app ref, current or not."""
+    current = installed(cfg, tenant, kind)
+    folder = cfg.paths.tenant_apps(tenant) / "versions" / kind
+    out = []
+    for n in sorted(_numbers(folder)):
+        path = folder / f"v{n:04d}"
+        try:
+            data = read_manifest(path, kind)
+            ref = f"{data['name']}@{data['version']}"
+        except InvalidApp:
+            ref = "?"
+        out.append({"version": path.name, "ref": ref, "current": current is not None and current.path == path})
+    return out
+
+
+@contextlib.contextmanager
+def _locked(cfg: Config, tenant: str) -> Iterator[None]:
+    """One install or rollback of a tenant's apps at a time."""
+    folder = cfg.paths.tenant_apps(tenant)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _versions_dir(cfg: Config, tenant: str, kind: str, gid: int) -> Path:
+    folder = cfg.paths.tenant_apps(tenant) / "versions" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in (folder.parent, folder):
+        if os.geteuid() == 0:
+            os.chown(p, 0, gid)
+        os.chmod(p, 0o750)
+    return folder
+
+
+def _numbers(versions: Path) -> list[int]:
+    try:
+        names = os.listdir(versions)
+    except FileNotFoundError:
+        return []
+    return [int(m.group(1)) for m in map(_VERSION_DIR.fullmatch, names) if m]
+
+
+def _number_of(path: Path) -> int | None:
+    m = _VERSION_DIR.fullmatch(path.name)
+    return int(m.group(1)) if m else None
+
+
+def _point(cfg: Config, tenant: str, kind: str, target: Path) -> None:
+    """Make ``target`` the current version: one rename of a new link over the old one (atomic)."""
+    link = cfg.paths.tenant_apps(tenant) / kind
+    tmp = link.with_name(f".{kind}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.relative_to(link.parent))
+    os.replace(tmp, link)
+
+
+def _adopt_flat_install(cfg: Config, tenant: str, kind: str, versions: Path) -> None:
+    """An app installed before versions were kept is a plain folder where the link goes: it becomes the first
+    version (or the next one)."""
+    link = cfg.paths.tenant_apps(tenant) / kind
+    if link.is_symlink() or not link.is_dir():
+        return
+    target = versions / f"v{max(_numbers(versions), default=0) + 1:04d}"
+    link.rename(target)
+    _point(cfg, tenant, kind, target)
+
+
+def _prune(versions: Path, keep: Path) -> None:
+    """Remove all but the newest KEEP_VERSIONS versions (never ``keep``, the current one)."""
+    numbers = sorted(_numbers(versions))
+    for n in numbers[:-KEEP_VERSIONS]:
+        path = versions / f"v{n:04d}"
+        if path != keep:
+            bounded.remove_tree(path)
 
 
 def _restrict(folder: Path, gid: int) -> None:
@@ -149,8 +309,10 @@ def _restrict(folder: Path, gid: int) -> None:
 
 
 def installed(cfg: Config, tenant: str, kind: str) -> App | None:
+    """The tenant's current ``kind`` app; its ``path`` is the version's own folder (what a run mounts)."""
     folder = cfg.paths.tenant_apps(tenant) / kind
     if not (folder / "app.json").exists():
         return None
-    data = read_manifest(folder, kind)
-    return App(data["name"], data["version"], kind, data["entrypoint"], folder, "", data["files_per_run"])
+    path = folder.resolve()  # the version folder: a later switch of the link changes nothing for this run
+    data = read_manifest(path, kind)
+    return App(data["name"], data["version"], kind, data["entrypoint"], path, "", data["files_per_run"])

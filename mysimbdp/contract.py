@@ -14,15 +14,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import broker, names, tenants
+from . import broker, db, names, tenants
 from .apps import App
 from .config import Config
 from .sandbox import Limits, Mount, RunSpec
 from .tenants import Tenant
 
 
-def _cassandra_env(cfg: Config, tenant: Tenant) -> dict[str, str]:
-    login = tenants.cassandra_login(cfg, tenant.name)
+def _cassandra_env(cfg: Config, tenant: Tenant, login: db.Login | None = None) -> dict[str, str]:
+    """The tenant's keyspace and role; a dry run (mysimbdp/dryrun.py) gives its scratch role as ``login``."""
+    login = login or tenants.cassandra_login(cfg, tenant.name)
     return {
         "MYSIMBDP_TENANT": tenant.name,
         "MYSIMBDP_KEYSPACE": tenant.name,
@@ -61,7 +62,14 @@ class BatchInput:
 
 
 def batch_run(
-    cfg: Config, tenant: Tenant, app: App, jobs: list[BatchInput], *, log_path: Path, limits: Limits | None = None
+    cfg: Config,
+    tenant: Tenant,
+    app: App,
+    jobs: list[BatchInput],
+    *,
+    log_path: Path,
+    limits: Limits | None = None,
+    login: db.Login | None = None,
 ) -> RunSpec:
     """The sandboxed run of ``tenant``'s batch app over one staged file, or several.
 
@@ -70,7 +78,7 @@ def batch_run(
     ``/input/<stored name>`` with its own ``/output/<job id>``, listed in ``MYSIMBDP_JOBS`` (JSON). Each file
     has its own result, and so its own receipt; the tenant's time limit holds for the whole run."""
     limits = limits or batch_limits(cfg, tenant)
-    env = {**_cassandra_env(cfg, tenant), "MYSIMBDP_CPUS": str(limits.cpus)}
+    env = {**_cassandra_env(cfg, tenant, login), "MYSIMBDP_CPUS": str(limits.cpus)}
     mounts = [Mount(app.path, "/app")]
     listed = []
     for j in jobs:
@@ -118,10 +126,19 @@ def stream_limits(cfg: Config, tenant: Tenant) -> Limits:
     )
 
 
-def stream_run(cfg: Config, tenant: Tenant, app: App, *, instance: str, mqtt_password: str, log_path: Path) -> RunSpec:
+def stream_run(
+    cfg: Config,
+    tenant: Tenant,
+    app: App,
+    *,
+    instance: str,
+    mqtt_password: str,
+    log_path: Path,
+    login: db.Login | None = None,
+) -> RunSpec:
     """A long-running instance of ``tenant``'s stream app."""
     env = {
-        **_cassandra_env(cfg, tenant),
+        **_cassandra_env(cfg, tenant, login),
         "MYSIMBDP_INSTANCE": instance,
         "MYSIMBDP_MQTT_HOST": cfg.broker_sandbox_host,
         "MYSIMBDP_MQTT_PORT": str(cfg.broker.sandbox_port),

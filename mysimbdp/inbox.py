@@ -86,6 +86,20 @@ def schema_problem(columns: list[tuple[str, str, str]]) -> str | None:
     return None
 
 
+def insert_chunk_cql(keyspace: str) -> str:
+    """How a chunk is written (the inbox writer; a dry run of a stream app fills its scratch inbox the same
+    way). ``keyspace`` is a checked name."""
+    return (
+        f"INSERT INTO {keyspace}.{INBOX_TABLE} (lane, bucket, seq, stream, total, sizes, body)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+
+
+def insert_lane_cql(keyspace: str) -> str:
+    """How a lane's row is written with its first chunk."""
+    return f"INSERT INTO {keyspace}.{LANES_TABLE} (lane, first_seq, head_seq, head_total) VALUES (?, ?, ?, ?)"
+
+
 def bucket(seq: int) -> int:
     return seq // BUCKET_US
 

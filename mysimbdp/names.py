@@ -16,6 +16,12 @@ TENANT_PATTERN = re.compile(r"[a-z][a-z0-9_]{2,31}")
 #: names a tenant may not take: Cassandra's own keyspaces and roles, the platform's, the broker's.
 RESERVED_PREFIXES = ("system", "mysimbdp", "cassandra", "dse", "solr", "operator", "svc", "app")
 
+#: the scratch keyspace, role and broker namespace of one dry run of a tenant app (mysimbdp/dryrun.py). It is
+#: a valid tenant name, so that the broker's topics and users for tenants fit it; `tenant create` refuses
+#: names with this prefix, so no tenant ever has one.
+SCRATCH_PREFIX = "dryrun_"
+SCRATCH_PATTERN = re.compile(r"dryrun_[0-9a-f]{12}")
+
 #: CQL identifiers a tenant app may create (tables, columns) are checked by the app SDK with this.
 CQL_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
@@ -39,6 +45,23 @@ def tenant(name: object) -> str:
             f"tenant name {name!r} is reserved",
             hint="pick a name that does not start with " + ", ".join(RESERVED_PREFIXES),
         )
+    return name
+
+
+def new_tenant(name: object) -> str:
+    """Return ``name`` if a new tenant may take it: a valid tenant name that is not a dry run's scratch name."""
+    name = tenant(name)
+    if name.startswith(SCRATCH_PREFIX):
+        raise InvalidName(
+            f"tenant name {name!r} is reserved for dry runs", hint=f"pick a name not starting with {SCRATCH_PREFIX}"
+        )
+    return name
+
+
+def scratch(name: object) -> str:
+    """Return ``name`` if it is a dry run's scratch name (see SCRATCH_PATTERN), else raise."""
+    if not isinstance(name, str) or not SCRATCH_PATTERN.fullmatch(name):
+        raise InvalidName(f"invalid scratch keyspace name {name!r}")
     return name
 
 

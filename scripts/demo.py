@@ -48,7 +48,7 @@ def main() -> int:
     passwords = {t: credentials.generate_password(12) for t in TENANTS}
     credentials.write_secret(secrets_file, passwords)
 
-    step("creating the sample tenants (afresh)")
+    step("creating the sample tenants (afresh; their apps are checked and dry run on their samples first)")
     for name in TENANTS:
         if reg.find(name) is not None:
             reg.delete(name)
@@ -59,6 +59,7 @@ def main() -> int:
             constraints.load(ROOT / "constraints" / f"{name}.json"),
             batch_app=app,
             stream_app=app,
+            show=print,
         )
         print(f"tenant {t.name}: keyspace {t.name}, batch app {t.batch_app}, stream app {t.stream_app}")
     print(f"(their passwords: {secrets_file})")

@@ -148,6 +148,8 @@ class Controller:
             if r is None:
                 return
             try:
+                if self.tenant(r["tenant"]) is None:  # a dry run's instance (mysimbdp/dryrun.py), a deleted tenant
+                    continue
                 self.store.add_report(r)
             except Exception as exc:  # noqa: BLE001 - Cassandra away: the report is only lost from history
                 log.warning("could not store a report of %s/%s: %s", r["tenant"], r["instance"], exc)

@@ -203,13 +203,8 @@ class InboxWriter:
                 f"SELECT lane, head_seq, head_total FROM {ks}.{inbox.LANES_TABLE} WHERE lane IN {inbox.LANES_IN}"
             )
             statements = {
-                "chunk": s.prepare(
-                    f"INSERT INTO {ks}.{inbox.INBOX_TABLE} (lane, bucket, seq, stream, total, sizes, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                ),
-                "first": s.prepare(
-                    f"INSERT INTO {ks}.{inbox.LANES_TABLE} (lane, first_seq, head_seq, head_total) VALUES (?, ?, ?, ?)"
-                ),
+                "chunk": s.prepare(inbox.insert_chunk_cql(ks)),
+                "first": s.prepare(inbox.insert_lane_cql(ks)),
                 "head": s.prepare(f"UPDATE {ks}.{inbox.LANES_TABLE} SET head_seq = ?, head_total = ? WHERE lane = ?"),
                 # the 16 lanes only: the tenant may have filled its offsets table with other rows
                 "offsets": SimpleStatement(

@@ -85,7 +85,12 @@ def constraints_file(tmp_path):
 
 @pytest.fixture
 def make_tenant(registry):
-    """Create tenants for one test (through the library, as `tenant create` does) and delete them after."""
+    """Create tenants for one test (through the library, as `tenant create` does) and delete them after.
+
+    Their apps are installed without the checks and dry runs of `tenant create` unless ``check_apps``: the
+    tests of the runtime's own defences install apps that fail on purpose (a dry run on a sample cannot prove
+    that an app behaves on every file, so the runtime must hold without it), and the checks have their own
+    tests (test_app_checks.py)."""
     from mysimbdp import constraints
 
     made = []
@@ -96,12 +101,12 @@ def make_tenant(registry):
         cons: dict | None = None,
         batch_app: Path | None = None,
         stream_app: Path | None = None,
+        check_apps: bool = False,
     ):
         name = name or unique_name()
         password = password or secrets.token_urlsafe(12)
-        t = registry.create(
-            name, password, constraints.parse(cons or SAMPLE_CONSTRAINTS), batch_app=batch_app, stream_app=stream_app
-        )
+        parsed = constraints.parse(cons or SAMPLE_CONSTRAINTS)
+        t = registry.create(name, password, parsed, batch_app=batch_app, stream_app=stream_app, check_apps=check_apps)
         made.append(name)
         return t, password
 
