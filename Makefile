@@ -28,8 +28,11 @@ status: ## show each part of the platform
 bench: setup ## run the benchmarks (figures go to bench/RESULTS.md)
 	@$(PY) bench/run_all.py
 
+vendor: ## refresh the dashboard's charting library (uPlot, pinned in dashboard/package.json) from npm
+	@scripts/vendor-uplot.sh
+
 lint: setup ## ruff (installed into .venv on first use)
 	@test -x .venv/bin/ruff || .venv/bin/pip install -q ruff
 	@.venv/bin/ruff check .
 
-.PHONY: help setup demo test up down status bench lint
+.PHONY: help setup demo test up down status bench vendor lint

@@ -12,6 +12,7 @@
     GET    /v1/jobs/<job_id>                one receipt
     GET    /v1/jobs/<job_id>/rejects        the rejected rows (CSV)
     GET    /v1/jobs/<job_id>/log            the app's output for this job
+    GET    /v1/openapi.json                 the OpenAPI 3.1 document of this API (no auth)
 
 Errors are JSON ``{"error": "...", "code": "...", "hint": "..."}`` with a 4xx status for anything the
 client can fix, 503 when a service the platform needs is down; never a traceback.
@@ -22,16 +23,16 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from pathlib import Path
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
 from mysimbdp import config, names, web
 from mysimbdp import constraints as constraints_mod
-from mysimbdp.errors import NotFound, ServiceError, TenantError
-from mysimbdp.jobs import JobStatus, JobStore
+from mysimbdp.errors import ServiceError, TenantError
+from mysimbdp.jobs import JobStatus, JobStore, job_file
 
+from . import openapi
 from .manager import heartbeat_age
 from .uploads import Duplicate, Interrupted, Uploads
 
@@ -95,7 +96,7 @@ def backend() -> Backend:
 
 
 def create_app(cfg: config.Config | None = None) -> Flask:
-    return web.create_api("mysimbdp-batch", Backend(cfg or config.load()), [bp], log)
+    return web.create_api("mysimbdp-batch", Backend(cfg or config.load()), [bp], log, openapi=openapi.document)
 
 
 def _staged(job) -> Response:
@@ -222,13 +223,13 @@ def put_file(name: str):
 @bp.get("/v1/jobs")
 def list_jobs():
     status = request.args.get("status")
+    # an empty status= is refused like any unknown status (and like an empty limit=), not taken as "any"
+    wanted = JobStatus.parse(status) if status is not None else None
     try:
         limit = max(1, min(1000, int(request.args.get("limit", "100"))))
     except ValueError:
         raise TenantError("limit must be a number") from None
-    jobs = backend().jobs.list(
-        g.tenant.name, status=JobStatus.parse(status) if status else None, limit=limit, since=g.tenant.created_at
-    )
+    jobs = backend().jobs.list(g.tenant.name, status=wanted, limit=limit, since=g.tenant.created_at)
     return jsonify({"jobs": [j.to_dict(public=True) for j in jobs]})
 
 
@@ -240,25 +241,17 @@ def get_job(job_id: str):
 @bp.get("/v1/jobs/<job_id>/rejects")
 def get_rejects(job_id: str):
     job = backend().jobs.get(g.tenant.name, job_id)
-    return _tenant_file(g.tenant.name, job.rejects_path, "text/csv", f"{job.job_id}-rejects.csv")
+    return web.send_file_idle(
+        job_file(backend().cfg, job, "rejects"), mimetype="text/csv", download_name=f"{job.job_id}-rejects.csv"
+    )
 
 
 @bp.get("/v1/jobs/<job_id>/log")
 def get_log(job_id: str):
     job = backend().jobs.get(g.tenant.name, job_id)
-    return _tenant_file(g.tenant.name, job.log_path, "text/plain", f"{job.job_id}.log")
-
-
-def _tenant_file(tenant: str, path: str | None, mimetype: str, download: str):
-    """Serve a file of the tenant's own archive or quarantine, and nothing outside them."""
-    if not path:
-        raise NotFound("there is no such file for this job")
-    paths = backend().cfg.paths
-    p = Path(path).resolve()
-    allowed = [paths.archive(tenant).resolve(), paths.quarantine(tenant).resolve(), paths.work(tenant).resolve()]
-    if not any(p.is_relative_to(a) for a in allowed) or not p.is_file():
-        raise NotFound("there is no such file for this job (any more)")
-    return web.send_file_idle(p, mimetype=mimetype, download_name=download)
+    return web.send_file_idle(
+        job_file(backend().cfg, job, "log"), mimetype="text/plain", download_name=f"{job.job_id}.log"
+    )
 
 
 # --- serving --------------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ safe, the format must be allowed and the content must match it, the size may nev
 or the tenant's maximum (the request is refused as soon as it would), and the number of files is counted
 under a per-tenant lock. When the last byte arrives the size and checksum are verified, a job record is
 written, and only then is the file renamed into ``staging/<tenant>/``, where the batch manager sees it.
+
+A failed job's file waits in the tenant's quarantine; :meth:`Uploads.replay` stages it again, once the app is
+fixed, as a new job that names the one it replays (``mysimbdp jobs replay JOB``, the dashboard's button).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -25,10 +29,19 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from mysimbdp import constraints as constraints_mod
-from mysimbdp import metrics
+from mysimbdp import bounded, metrics
 from mysimbdp import names
 from mysimbdp.config import Config
-from mysimbdp.errors import ConstraintViolation, Conflict, FileTooLarge, NotFound, TenantError, TooManyFiles
+from mysimbdp.daemon import write_atomic
+from mysimbdp.errors import (
+    ConstraintViolation,
+    Conflict,
+    FileTooLarge,
+    NotFound,
+    ReplayRefused,
+    TenantError,
+    TooManyFiles,
+)
 from mysimbdp.filecheck import ContentChecker
 from mysimbdp.jobs import Job, JobStatus, JobStore, new_job_id
 from mysimbdp.tenants import Tenant
@@ -39,6 +52,7 @@ SESSION_IDLE = 600  # after this long without a byte, it no longer holds one of 
 MAX_IDLE_SESSIONS = 4  # idle sessions a tenant may keep (for resuming later); older ones are dropped
 _ID = re.compile(r"[0-9a-f]{32}")
 _SHA = re.compile(r"[0-9a-f]{64}")
+REPLAYED_AS = "replayed-as"  # in a failed job's quarantine folder, once its file was staged again: the new job
 
 
 @contextmanager
@@ -344,10 +358,94 @@ class Uploads:
         self._meta(t.name, s.id).unlink(missing_ok=True)
         return job
 
+    # --- replays ------------------------------------------------------------------------------------
+    def replay(self, t: Tenant, job_id: str) -> Job:
+        """Stage the file of the failed job ``job_id`` again, out of the tenant's quarantine, as a new job that
+        names it (``replay_of``); the failed job's receipt stays as it is. NotFound for a job that is not the
+        tenant's; ReplayRefused, with nothing staged, unless the job failed and its file is still in the
+        quarantine. The file is moved, under the tenant's lock, so a job is replayed once (its replay, if it
+        fails in turn, can be replayed again). The tenant's constraints count as for an upload (its number
+        of files, the file's name and size); the duplicate check does not: a failed job's content is
+        forgotten, and a replay is asked for on purpose."""
+        old = self.jobs.get(t.name, job_id)
+        if old.status != JobStatus.FAILED:
+            raise ReplayRefused(
+                f"job {old.job_id} is {old.status}: only a failed job can be replayed",
+                hint="a failed job's file waits in the quarantine until it is replayed",
+                code="not_failed",
+            )
+        with self._tenant_lock(t.name):
+            q = quarantined(self.cfg, old)
+            if q.file is None:
+                raise ReplayRefused(
+                    f"the file of job {old.job_id} is no longer in the quarantine"
+                    + (f": it was replayed as job {q.replayed_as}" if q.replayed_as else ""),
+                    code="not_in_quarantine",
+                )
+            constraints_mod.check_file_name(t.constraints, old.file_name)
+            size = q.file.stat().st_size
+            constraints_mod.check_size(t.constraints, old.file_name, size)
+            self._check_count(t, sum(1 for s in self._sessions(t.name) if self._active(s)))
+            job_id_new = new_job_id()
+            job = Job(
+                tenant=t.name,
+                job_id=job_id_new,
+                file_name=old.file_name,
+                stored_name=f"{job_id_new}{q.file.suffix}",
+                size=size,
+                sha256=old.sha256,
+                client_address=old.client_address,
+                created_at=datetime.now(timezone.utc),
+                status=JobStatus.STAGED,
+                replay_of=old.job_id,
+            )
+            self.jobs.save(job)
+            staging = self.cfg.paths.staging(t.name)
+            staging.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(q.file, staging / job.stored_name)  # the batch manager sees it now
+            except OSError:
+                self.jobs.delete(t.name, job.job_id)
+                raise
+            write_atomic(q.folder / REPLAYED_AS, f"{job.job_id}\n")
+            if job.sha256:
+                self.jobs.remember(job)  # as an upload would: the same content sent meanwhile is a duplicate
+        return job
+
     def abort(self, t: Tenant, upload_id: str) -> None:
         s, _ = self.get(t.name, upload_id)
         with self._only_request(s):  # not under a request that is appending to it
             self._drop(s)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """What the quarantine holds of a failed job: its file (None once replayed, or gone) and the job that
+    replayed it."""
+
+    folder: Path
+    file: Path | None
+    replayed_as: str | None
+
+
+def quarantined(cfg: Config, job: Job) -> Quarantined:
+    """The quarantine of ``job``: ``quarantine/<tenant>/<job id>/<job id>.<format>``. The stored name comes
+    from the receipt and must be the job's own id and a format; the file must be a regular one."""
+    folder = cfg.paths.quarantine(job.tenant) / str(job.job_id)
+    file = None
+    if re.fullmatch(re.escape(str(job.job_id)) + r"\.[a-z0-9]{1,10}", job.stored_name or ""):
+        candidate = folder / job.stored_name
+        try:
+            file = candidate if stat.S_ISREG(candidate.lstat().st_mode) else None
+        except OSError:
+            file = None
+    replayed_as = None
+    try:
+        text = bounded.read_regular(folder / REPLAYED_AS, 64).decode("ascii", "replace").strip()
+        replayed_as = text if re.fullmatch(r"[0-9a-f-]{36}", text) else None
+    except (OSError, ValueError):
+        pass
+    return Quarantined(folder, file, replayed_as)
 
 
 class Interrupted(Exception):

@@ -155,6 +155,10 @@ class SessionHolder:
                 self._session = None
 
 
+#: what a tenant's role may do on its own keyspace (and a dry run's scratch role on its scratch keyspace)
+TENANT_RIGHTS = ("CREATE", "ALTER", "DROP", "SELECT", "MODIFY")
+
+
 def ensure_role(
     session: Session, role: str, password: str, *, superuser: bool = False, password_changed: bool = True
 ) -> None:
@@ -221,6 +225,7 @@ PLATFORM_TABLES = {
             reason text,
             log_path text,
             rejects_path text,
+            replay_of timeuuid,         -- the failed job this one stages again (a replay)
             PRIMARY KEY ((tenant, bucket), job_id)
         ) WITH CLUSTERING ORDER BY (job_id DESC)""",
     # content already received, so that the same file is not ingested twice
@@ -296,6 +301,7 @@ PLATFORM_TABLES = {
 ADDED_COLUMNS = [
     ("stream_reports", "instance_started", "timestamp"),
     ("stream_reports", "pending", "bigint"),
+    ("jobs", "replay_of", "timeuuid"),  # the failed job a replay stages again (mysimbdp jobs replay, the dashboard)
 ]
 
 

@@ -79,11 +79,13 @@ class Job:
     reason: str | None = None
     log_path: str | None = None
     rejects_path: str | None = None
+    replay_of: uuid.UUID | None = None  # the failed job whose file this job stages again
 
     def to_dict(self, *, public: bool = False) -> dict:
         d = asdict(self)
         d["job_id"] = str(self.job_id)
         d["status"] = str(self.status)
+        d["replay_of"] = str(self.replay_of) if self.replay_of else None
         for k in ("created_at", "started_at", "finished_at"):
             if d[k] is not None:
                 d[k] = d[k].replace(tzinfo=timezone.utc).isoformat() if d[k].tzinfo is None else d[k].isoformat()
@@ -121,6 +123,7 @@ class JobStore:
         )
         self._get = session.prepare(f"SELECT * FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id = ?")
         self._page = session.prepare(f"SELECT * FROM {ks}.jobs WHERE tenant = ? AND bucket = ?")
+        self._older = session.prepare(f"SELECT * FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id < ?")
         self._since = session.prepare(f"SELECT job_id FROM {ks}.jobs WHERE tenant = ? AND bucket = ? AND job_id >= ?")
         self._seen = session.prepare(
             f"SELECT job_id, file_name FROM {ks}.files_by_checksum WHERE tenant = ? AND sha256 = ?"
@@ -161,6 +164,22 @@ class JobStore:
                         return out
         return out
 
+    def scan(self, tenant: str, *, since: datetime | None = None, before: uuid.UUID | None = None) -> Iterator[Job]:
+        """The tenant's jobs newest first, lazily (the driver reads pages as they are consumed): those older
+        than job ``before`` when it is given, from the month of ``since`` (or the last 13 months) on. A caller
+        that filters stops when it has enough."""
+        tenant = names.tenant(tenant)
+        newest = bucket_of(before) if before is not None else None
+        for bucket in reversed(months_since(since)):
+            if newest is not None and bucket > newest:
+                continue
+            if newest is not None and bucket == newest:
+                rows = self.session.execute(self._older, (tenant, bucket, before))
+            else:
+                rows = self.session.execute(self._page, (tenant, bucket))
+            for row in rows:
+                yield _from_row(row)
+
     def count_since(self, tenant: str, since: datetime) -> int:
         n = 0
         for bucket in _buckets_between(since, datetime.now(timezone.utc)):
@@ -180,6 +199,19 @@ class JobStore:
     def forget(self, tenant: str, sha256: str) -> None:
         """A failed file may be sent again once fixed: forget its content."""
         self.session.execute(self._forget, (tenant, sha256))
+
+
+def job_file(cfg: Config, job: Job, kind: str) -> Path:
+    """The job's ``log`` or ``rejects`` file, only if it is a regular file inside the tenant's own archive,
+    quarantine or work folder (a receipt's path is never trusted as it is); NotFound otherwise."""
+    recorded = {"log": job.log_path, "rejects": job.rejects_path}[kind]
+    if not recorded:
+        raise NotFound("there is no such file for this job")
+    p, paths = Path(recorded).resolve(), cfg.paths
+    allowed = [f(job.tenant).resolve() for f in (paths.archive, paths.quarantine, paths.work)]
+    if not any(p.is_relative_to(a) for a in allowed) or not p.is_file():
+        raise NotFound("there is no such file for this job (any more)")
+    return p
 
 
 def _from_row(row) -> Job:

@@ -1,5 +1,5 @@
-"""The platform's own long-running processes (the batch, stream and query APIs, the batch and stream managers and the stream inbox
-writer), started by `mysimbdp up`.
+"""The platform's own long-running processes (the batch, stream and query APIs, the batch and stream managers, the stream inbox
+writer and the dashboard), started by `mysimbdp up`.
 
 Each is a Python module run detached with its log in $MYSIMBDP_HOME/logs; an HTTP part counts as ready
 when its /healthz answers.
@@ -22,7 +22,7 @@ from .process import Daemon, port_free, wait_until, who_listens
 class ManagedProcess:
     name: str
     module: str
-    health: str | None = None  # "batch", "stream" or "query": which API's /healthz proves it ready
+    health: str | None = None  # "batch", "stream", "query" or "dashboard": whose /healthz proves it ready
     heartbeat: str | None = None  # else: a file in run/ the process touches while its loop runs
 
     def daemon(self, cfg: Config) -> Daemon:
@@ -35,6 +35,8 @@ class ManagedProcess:
             return cfg.stream_url() + "/healthz"
         if self.health == "query":
             return cfg.query_url() + "/healthz"
+        if self.health == "dashboard":
+            return cfg.dashboard_url() + "/healthz"
         return None
 
     def _port(self, cfg: Config) -> tuple[str, int] | None:
@@ -44,6 +46,8 @@ class ManagedProcess:
             return cfg.stream.host, cfg.stream.port
         if self.health == "query":
             return cfg.query.host, cfg.query.port
+        if self.health == "dashboard":
+            return cfg.dashboard.host, cfg.dashboard.port
         return None
 
     def healthy(self, cfg: Config) -> bool:
@@ -110,4 +114,5 @@ PARTS: list[ManagedProcess] = [
     ManagedProcess("inbox-writer", "streamingestmanager.inbox_writer", heartbeat="inbox-writer.heartbeat"),
     ManagedProcess("stream-controller", "streamingestmanager.controller", heartbeat="stream-controller.heartbeat"),
     ManagedProcess("query-api", "queryapi.api", health="query"),
+    ManagedProcess("dashboard", "dashboard.app", health="dashboard"),
 ]
