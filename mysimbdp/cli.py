@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import config as config_mod
 from .auth import MAX_PASSWORD
-from .errors import MysimbdpError, TenantError
+from .errors import MysimbdpError, TenantError, UsageError
 
 PROG = "mysimbdp"
 
@@ -53,7 +53,13 @@ def cmd_up(cfg, args) -> int:
     print(f"mysimbdp up (state in {cfg.home})", flush=True)
     platform.up(cfg, report, managers_too=not args.no_managers)
     print("ready")
+    if not args.no_managers:
+        print(f"dashboard: {cfg.dashboard_url()}/ ({_dashboard_login(cfg)})")
     return 0
+
+
+def _dashboard_login(cfg) -> str:
+    return f"tenants log in with their own password, the operator with the one in {cfg.paths.secrets}/api-operator.json"
 
 
 def cmd_down(cfg, args) -> int:
@@ -76,6 +82,7 @@ def cmd_status(cfg, args) -> int:
             extra = {k: v for k, v in part.items() if k not in ("ready", "running") and v not in (None, "")}
             print(f"  {name:<18} {mark:<8} " + " ".join(f"{k}={v}" for k, v in extra.items()))
         print("platform: " + ("ready" if st["ready"] else "NOT ready"))
+        print(f"dashboard: {cfg.dashboard_url()}/ ({_dashboard_login(cfg)})")
     return 0 if st["ready"] else 3
 
 
@@ -95,6 +102,7 @@ def cmd_tenant_create(cfg, args) -> int:
         cons,
         batch_app=Path(args.batch_app) if args.batch_app else None,
         stream_app=Path(args.stream_app) if args.stream_app else None,
+        show=_show,
     )
     print(
         f"tenant {t.name} ready: keyspace {t.name}, topics tenants/{t.name}/..., "
@@ -113,8 +121,24 @@ def cmd_tenant_update(cfg, args) -> int:
         password=_read_password(args) if args.password_stdin else None,
         batch_app=Path(args.batch_app) if args.batch_app else None,
         stream_app=Path(args.stream_app) if args.stream_app else None,
+        show=_show,
     )
     print(f"tenant {t.name} updated: batch app {t.batch_app or '-'}, stream app {t.stream_app or '-'}")
+    return 0
+
+
+def _show(line: str) -> None:
+    """The apps' checks and dry runs, as they go (mysimbdp/appchecks.py)."""
+    print(line, flush=True)
+
+
+def cmd_tenant_rollback(cfg, args) -> int:
+    from . import apps, names, tenants
+
+    left, back = tenants.open_registry(cfg).rollback(names.tenant(args.name), args.app)
+    print(f"tenant {args.name}: {args.app} app {left.ref} ({left.path.name}) -> {back.ref} ({back.path.name})")
+    for v in apps.versions(cfg, args.name, args.app):
+        print(f"  {v['version']}  {v['ref']}{'  (current)' if v['current'] else ''}")
     return 0
 
 
@@ -151,6 +175,122 @@ def cmd_tenant_delete(cfg, args) -> int:
         raise TenantError(f"deleting {args.name} drops its keyspace and all its data", hint="add --yes to confirm")
     tenants.open_registry(cfg).delete(args.name)
     print(f"tenant {args.name} deleted")
+    return 0
+
+
+# --- backups ----------------------------------------------------------------------------------------
+
+BACKUP_ACTIONS = ("list", "verify", "prune")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # pragma: no cover
+
+
+def cmd_backup(cfg, args) -> int:
+    from . import backup, db, names
+
+    words = list(args.targets)
+    if words and words[0] in BACKUP_ACTIONS:
+        return {"list": _backup_list, "verify": _backup_verify, "prune": _backup_prune}[words[0]](cfg, args, words[1:])
+    if sum((bool(words), args.all, args.scheduled)) != 1:
+        raise UsageError("name the tenants to back up, or --all", hint="or: backup list | verify BACKUP | prune")
+    kind = "scheduled" if args.scheduled else "manual"
+    session = db.connect(cfg)
+    failed = 0
+    try:
+        if words:
+            tenants = [names.tenant(w) for w in words]
+        elif args.all:
+            tenants = [t.name for t in backup.Registry(cfg, session).list() if t.state == "ready"]
+        else:
+            tenants = backup.scheduled_tenants(cfg, session)
+        for name in tenants:
+            try:
+                b = backup.backup(cfg, session, name, kind=kind)
+            except MysimbdpError as exc:
+                if len(tenants) == 1 and not args.scheduled:
+                    raise
+                failed += 1
+                print(f"{PROG}: error: backup of {name}: {exc.one_line()}", file=sys.stderr, flush=True)
+                continue
+            print(f"backup {b.name}: {len(b.tables)} tables, {b.files} files, {_size(b.size)} in {b.path.parent}")
+        if args.scheduled:
+            for b in backup.prune(cfg):
+                print(f"pruned {b.name} (retention: backup.keep {cfg.backup.keep}, keep_days {cfg.backup.keep_days})")
+    finally:
+        session.cluster.shutdown()
+    return 1 if failed else 0
+
+
+def _backup_list(cfg, args, rest: list[str]) -> int:
+    from . import backup, names
+
+    if len(rest) > 1:
+        raise UsageError("backup list takes one tenant at most")
+    items = backup.list_backups(cfg, names.tenant(rest[0]) if rest else None)
+    if args.json:
+        _print_json([b.summary() for b in items])
+    elif not items:
+        print(f"no backups in {cfg.backup_folder}")
+    else:
+        print(f"{'BACKUP':<44} {'TENANT':<20} {'KIND':<10} {'SIZE':>10} {'FILES':>6}  TABLES")
+        for b in items:
+            tail = f"PROBLEM: {b.problem}" if b.problem else ", ".join(b.tables)
+            print(f"{b.name:<44} {b.tenant:<20} {b.kind:<10} {_size(b.size):>10} {b.files:>6}  {tail}")
+    return 0
+
+
+def _backup_verify(cfg, args, rest: list[str]) -> int:
+    from . import backup
+
+    if len(rest) != 1:
+        raise UsageError("backup verify takes one backup (a name from `backup list`, or a path)")
+    path = backup.find(cfg, rest[0])
+    manifest = backup.verify(path)
+    size = sum(f["size"] for f in manifest["files"].values())
+    print(f"backup {path.name} is whole: {len(manifest['files'])} files, {_size(size)}, each as its manifest says")
+    return 0
+
+
+def _backup_prune(cfg, args, rest: list[str]) -> int:
+    from . import backup
+
+    if rest:
+        raise UsageError("backup prune takes no tenant: retention applies to every tenant's scheduled backups")
+    gone = backup.prune(cfg, dry_run=args.dry_run)
+    for b in gone:
+        print(f"{'would prune' if args.dry_run else 'pruned'} {b.name}")
+    if not gone:
+        print("nothing to prune")
+    return 0
+
+
+def cmd_restore(cfg, args) -> int:
+    from . import backup, db, names
+
+    tenant = names.tenant(args.tenant)
+    target = names.tenant(args.as_name) if args.as_name else tenant
+    password = _read_password(args) if args.password_stdin else None
+    session = db.connect(cfg)
+    try:
+        r = backup.restore(
+            cfg, session, tenant, args.source, as_name=target, overwrite=args.overwrite, password=password
+        )
+    finally:
+        session.cluster.shutdown()
+    made = " (made from the backup's registry row: it logs in with " + (
+        "the new password)" if password else "the password it had then)"
+    )
+    print(
+        f"tenant {r.tenant} restored from {r.backup}{made if r.rebuilt else ''}: "
+        f"tables loaded {', '.join(r.tables_loaded) or '-'}; tables created {', '.join(r.tables_created) or '-'}; "
+        f"{r.receipts} receipts put back"
+    )
     return 0
 
 
@@ -221,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream-app", metavar="DIR")
     s.add_argument("--password-stdin", action="store_true")
     s.set_defaults(func=cmd_tenant_update)
+    s = tsub.add_parser("rollback", help="return a tenant's app to the version installed before the current one")
+    s.add_argument("name")
+    s.add_argument("--app", required=True, choices=("batch", "stream"), help="which of its apps")
+    s.set_defaults(func=cmd_tenant_rollback)
     s = tsub.add_parser("list", help="list tenants")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_tenant_list)
@@ -231,6 +375,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--yes", action="store_true", help="confirm")
     s.set_defaults(func=cmd_tenant_delete)
+
+    s = sub.add_parser(
+        "backup",
+        help="back up tenants (or: backup list, backup verify BACKUP, backup prune)",
+        usage="%(prog)s [-h] [TENANT ... | --all | --scheduled] | list [TENANT] [--json] | verify BACKUP | "
+        "prune [--dry-run]",
+        description="Back up tenants into the backup folder (backup.folder); list, verify or prune backups.",
+    )
+    s.add_argument("targets", nargs="*", metavar="TENANT", help="tenants to back up, or list/verify/prune")
+    s.add_argument("--all", action="store_true", help="every ready tenant")
+    s.add_argument("--scheduled", action="store_true", help="what the schedule does: backup.tenants, then prune")
+    s.add_argument("--json", action="store_true", help="(list) as JSON")
+    s.add_argument("--dry-run", action="store_true", help="(prune) only say what would go")
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("restore", help="restore a tenant from a backup (checked against its manifest first)")
+    s.add_argument("tenant", metavar="TENANT")
+    s.add_argument(
+        "--from", dest="source", required=True, metavar="BACKUP", help="a name from `backup list`, or a path"
+    )
+    s.add_argument("--as", dest="as_name", metavar="NEW", help="into another tenant (made from the backup if missing)")
+    s.add_argument("--overwrite", action="store_true", help="replace the rows the tenant has in the backup's tables")
+    s.add_argument("--password-stdin", action="store_true", help="a tenant made again gets this password")
+    s.set_defaults(func=cmd_restore)
 
     s = sub.add_parser("cqlsh", help="a CQL shell as the operator, or as a tenant with --tenant")
     s.add_argument("--tenant", metavar="NAME")

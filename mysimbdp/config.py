@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .names import TENANT_PATTERN
 
 #: the checkout: cassandra/, mosquitto/, constraints/ and tenant_apps/ are read from here.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,9 @@ class CassandraSettings:
     password_file: str = ""  # existing cluster: a file holding the operator role's password
     sandbox_host: str = ""  # address tenant containers use; default: the sandbox network's gateway
     connect_timeout: float = 5.0
+    # nodetool's JMX port (backups): opened on 127.0.0.1 only, with a generated login, the first time a
+    # backup or restore needs it (services/cassandra_node.py: ensure_jmx)
+    jmx_port: int = 7199
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,17 @@ class QuerySettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    host: str = "127.0.0.1"
+    port: int = 8804
+    threads: int = 16
+    session_minutes: int = 480  # a login lasts this long (then the page asks for it again)
+    cookie_secure: bool = False  # set when the dashboard is served behind TLS: the cookie then goes over HTTPS only
+    refresh_seconds: int = 5  # how often the page polls what it shows
+    max_view_kb: int = 64  # of a job's log or rejects shown in the page (the whole file is a download)
+
+
+@dataclass(frozen=True)
 class SupervisorSettings:
     max_log_mb: int = 64  # a daemon's log is rotated past this (two old copies kept)
     # memory caps (MiB) of the platform's daemons; past its cap the kernel kills that daemon alone and the
@@ -140,6 +155,20 @@ class SupervisorSettings:
     manager_memory_mb: int = 1024
     broker_memory_mb: int = 1024
     cassandra_memory_mb: int = 0
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    folder: str = ""  # where backups are written; default $MYSIMBDP_HOME/backups (on the Cassandra host)
+    # scheduled backups (started by the supervisor): every this many hours, of these tenants (none: all of
+    # them); 0 = no scheduled backups
+    every_hours: float = 0.0
+    tenants: tuple[str, ...] = ()
+    # retention of scheduled backups (never of those made by hand), per tenant: the newest `keep` are kept
+    # (0: no limit by count), and none older than `keep_days` (0: no limit by age); the newest always stays
+    keep: int = 7
+    keep_days: int = 0
+    snapshot_ttl_hours: int = 6  # a node snapshot left behind by a backup that died is dropped by Cassandra then
 
 
 @dataclass(frozen=True)
@@ -154,7 +183,9 @@ class Config:
     batch: BatchSettings = field(default_factory=BatchSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
     query: QuerySettings = field(default_factory=QuerySettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     supervisor: SupervisorSettings = field(default_factory=SupervisorSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     # --- derived places -------------------------------------------------------------------------
     @property
@@ -190,6 +221,13 @@ class Config:
 
     def query_url(self) -> str:
         return f"http://{self.query.host}:{self.query.port}"
+
+    def dashboard_url(self) -> str:
+        return f"http://{self.dashboard.host}:{self.dashboard.port}"
+
+    @property
+    def backup_folder(self) -> Path:
+        return Path(self.backup.folder).expanduser().resolve() if self.backup.folder else self.paths.backups
 
 
 @dataclass(frozen=True)
@@ -248,6 +286,11 @@ class Paths:
     def tenant_apps(self, tenant: str) -> Path:
         return self.home / "apps" / tenant
 
+    @property
+    def dry_runs(self) -> Path:
+        """Dry runs of tenant apps under way (mysimbdp/dryrun.py), and their logs under logs/dryruns."""
+        return self.home / "dryruns"
+
     def tenant_folders(self, tenant: str) -> tuple[Path, ...]:
         """Every folder that holds something of ``tenant``'s."""
         return (
@@ -263,6 +306,10 @@ class Paths:
     def ingestion_log(self) -> Path:
         return self.logs / "ingestion.log"
 
+    @property
+    def backups(self) -> Path:
+        return self.home / "backups"
+
 
 # --- loading --------------------------------------------------------------------------------------
 
@@ -273,7 +320,9 @@ _SECTIONS = {
     "batch": BatchSettings,
     "stream": StreamSettings,
     "query": QuerySettings,
+    "dashboard": DashboardSettings,
     "supervisor": SupervisorSettings,
+    "backup": BackupSettings,
 }
 _TOP = {"keyspace", "log_level"}
 
@@ -405,7 +454,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("sandbox.subnet must be an IPv4 network of at least /28")
     if cfg.batch.after_success not in ("archive", "delete"):
         raise ConfigError("batch.after_success must be archive or delete")
-    for port in (c.port, c.storage_port, cfg.broker.port, cfg.broker.sandbox_port, cfg.batch.port, cfg.stream.port, cfg.query.port):
+    ports = (c.port, c.storage_port, c.jmx_port, cfg.broker.port, cfg.broker.sandbox_port)
+    for port in (*ports, cfg.batch.port, cfg.stream.port, cfg.query.port, cfg.dashboard.port):
         if not 0 < port < 65536:
             raise ConfigError(f"port {port} is out of range")
     q = cfg.query
@@ -413,5 +463,16 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("query: need 1 <= default_page_size <= max_page_size <= 10000")
     if not 64 <= q.object_chunk_kb <= 4096:
         raise ConfigError("query.object_chunk_kb must be between 64 and 4096 (a mutation must stay far below 16 MiB)")
+    d = cfg.dashboard
+    if not (1 <= d.session_minutes <= 7 * 24 * 60 and 1 <= d.refresh_seconds <= 3600 and 1 <= d.max_view_kb <= 4096):
+        raise ConfigError("dashboard: session_minutes 1..10080, refresh_seconds 1..3600, max_view_kb 1..4096")
+    b = cfg.backup
+    if b.every_hours < 0 or b.keep < 0 or b.keep_days < 0:
+        raise ConfigError("backup.every_hours, backup.keep and backup.keep_days must not be negative")
+    if b.snapshot_ttl_hours < 1:
+        raise ConfigError("backup.snapshot_ttl_hours must be at least 1")
+    for name in b.tenants:
+        if not TENANT_PATTERN.fullmatch(name):
+            raise ConfigError(f"backup.tenants: {name!r} is not a tenant name")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level must be DEBUG, INFO, WARNING or ERROR")

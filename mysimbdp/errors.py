@@ -206,6 +206,64 @@ class NoApp(TenantError):
     code = "no_app"
 
 
+class AppRefused(TenantError):
+    """A tenant app failed its checks before it was installed (mysimbdp/appchecks.py): its manifest or
+    sample, a Python file that does not compile, or its dry run (a crash, the time limit, a result that is not
+    valid). Nothing was installed; ``report`` is what the checks found, the dry run's log included."""
+
+    http_status = 422
+    code = "app_refused"
+    report: object = None
+
+
+# --- backups ---------------------------------------------------------------------------------------------
+
+
+class BackupNotFound(NotFound):
+    """No backup of that name in the backup folder (or no backup at that path)."""
+
+    exit_code = 66  # EX_NOINPUT
+    code = "no_such_backup"
+
+
+class CorruptBackup(TenantError):
+    """A backup whose files do not match its manifest: one missing, one extra, a size or a checksum that
+    differs. The message names the file; nothing is restored from it."""
+
+    code = "corrupt_backup"
+
+
+class RestoreConflict(Conflict):
+    """A restore would overwrite rows the tenant has now (refused unless asked with --overwrite)."""
+
+    exit_code = 73
+    code = "restore_conflict"
+
+
+# --- replays and the dashboard ----------------------------------------------------------------------------
+
+
+class ReplayRefused(Conflict):
+    """A replay that cannot be done: the job is not ``failed``, its file is no longer in the quarantine (it
+    was replayed already), or another replay of it is under way. Nothing was staged."""
+
+    code = "replay_refused"
+
+
+class SessionExpired(AuthenticationFailed):
+    """A dashboard request without a valid session: none, expired, forged, or its tenant was deleted (or its
+    password changed) since the login. Pages go back to the login form; JSON calls get 401."""
+
+    code = "session_expired"
+
+
+class CsrfRefused(TenantError):
+    """A dashboard POST without the session's token, or from a page of another origin."""
+
+    http_status = 403
+    code = "csrf_refused"
+
+
 # --- the query API -------------------------------------------------------------------------------------
 
 

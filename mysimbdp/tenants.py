@@ -62,6 +62,15 @@ class Tenant:
         }
 
 
+def check_password(password: str) -> str:
+    """A tenant's new password, or TenantError saying what is wrong with it."""
+    if len(password) < MIN_PASSWORD:
+        raise TenantError(f"the password must have at least {MIN_PASSWORD} characters")
+    if "\n" in password or "\r" in password:
+        raise TenantError("the password must be one line")
+    return password
+
+
 def secret_path(cfg: Config, tenant: str) -> Path:
     return cfg.paths.secrets / "tenants" / f"{names.tenant(tenant)}.json"
 
@@ -155,20 +164,71 @@ class Registry:
         *,
         batch_app: Path | None = None,
         stream_app: Path | None = None,
+        check_apps: bool = True,
+        show: Callable[[str], None] | None = None,
     ) -> Tenant:
-        names.tenant(name)
-        if len(password) < MIN_PASSWORD:
-            raise TenantError(f"the password must have at least {MIN_PASSWORD} characters")
-        if "\n" in password or "\r" in password:
-            raise TenantError("the password must be one line")
-        # check the apps before anything is made
-        for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
-            if folder is not None:
-                apps.read_manifest(folder, kind)
-        now = datetime.now(timezone.utc)
+        """Make tenant ``name``. Its apps pass their checks and dry runs first (mysimbdp/appchecks.py, their
+        results given to ``show``): when one fails (AppRefused), nothing of the tenant is made."""
+        from . import appchecks
+
+        names.new_tenant(name)
+        check_password(password)
+        old = self.find(name)
+        if old is not None and old.state != "creating":  # before the apps' dry runs: they take a while
+            raise TenantExists(f"tenant {name!r} already exists", hint="pick another name or `tenant delete` it first")
         pw_hash = credentials.hash_password(password)
         broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
-        result = self.session.execute(self._insert, (name, pw_hash, broker_hash, constraints.to_json(), now, now))
+        folders, uid = {"batch": batch_app, "stream": stream_app}, old.uid if old else None
+        with appchecks.vetted(
+            self.cfg, self.session, name, constraints, folders, uid=uid, check=check_apps, show=show
+        ) as checked:  # the checked copies of the apps, installed by _build
+            self._build(name, pw_hash, broker_hash, constraints, checked, password)
+        self.mark_ready(name)
+        return self.get(name)
+
+    def rebuild(
+        self,
+        name: str,
+        password_hash: str,
+        broker_hash: str,
+        constraints: Constraints,
+        app_folders: dict[str, Path | None],
+        created_at: datetime | None,
+        password: str | None = None,
+    ) -> None:
+        """Make tenant ``name`` again from a backup's record: as :meth:`create` does, with the password's
+        hashes (or a new ``password``) and the first creation's time (its receipts are listed from then).
+        It stays ``creating`` until :meth:`mark_ready` (its data is loaded in between)."""
+        names.new_tenant(name)  # a dry run's scratch name is never a tenant's
+        for kind, folder in app_folders.items():
+            if folder is not None:
+                apps.read_manifest(folder, kind)
+        if password is not None:
+            password_hash = credentials.hash_password(check_password(password))
+            broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
+        if not password_hash or not broker_hash:
+            raise TenantError(
+                f"the backup of {name} holds no password hash", hint="give a new one with --password-stdin"
+            )
+        self._build(name, password_hash, broker_hash, constraints, app_folders, password, created_at)
+
+    def mark_ready(self, name: str) -> None:
+        self.session.execute(self._set_state, ("ready", datetime.now(timezone.utc), name))
+
+    def _build(
+        self,
+        name: str,
+        pw_hash: str,
+        broker_hash: str,
+        constraints: Constraints,
+        app_folders: dict[str, Path | None],
+        password: str | None,
+        created_at: datetime | None = None,
+    ) -> None:
+        """Every step of making a tenant but the last (``ready``); each may be run again."""
+        now = datetime.now(timezone.utc)
+        values = (name, pw_hash, broker_hash, constraints.to_json(), created_at or now, now)
+        result = self.session.execute(self._insert, values)
         if not result.was_applied:
             if result.one().state == "creating":
                 log.info("tenant %s was half made; finishing it", name)
@@ -180,14 +240,14 @@ class Registry:
         uid = self._allocate_uid(name)
         self._provision_cassandra(name)
         mosquitto_broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
-        self._wait_for_broker(name, password)
+        if password is not None:
+            self._wait_for_broker(name, password)
         self._make_folders(name, uid)
         refs = {}
-        for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
+        for kind in ("batch", "stream"):
+            folder = app_folders.get(kind)
             refs[kind] = apps.install(self.cfg, name, kind, folder, uid).ref if folder is not None else None
         self.session.execute(self._set_apps, (refs["batch"], refs["stream"], now, name))
-        self.session.execute(self._set_state, ("ready", datetime.now(timezone.utc), name))
-        return self.get(name)
 
     def _wait_for_broker(self, name: str, password: str) -> None:
         """When the broker runs, return only once it accepts the tenant's (new) password."""
@@ -226,7 +286,7 @@ class Registry:
         # ks: names.tenant above; the replication map is built from the typed configuration, not from input
         s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {db.replication_cql(self.cfg)}")
         db.ensure_role(s, ks, password, password_changed=fresh)
-        for perm in ("CREATE", "ALTER", "DROP", "SELECT", "MODIFY"):
+        for perm in db.TENANT_RIGHTS:
             s.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {ks}")
         for cql in inbox.schema(ks, self.cfg.stream.inbox_retention_hours):  # where its stream messages wait
             s.execute(cql)
@@ -247,24 +307,45 @@ class Registry:
         password: str | None = None,
         batch_app: Path | None = None,
         stream_app: Path | None = None,
+        check_apps: bool = True,
+        show: Callable[[str], None] | None = None,
     ) -> Tenant:
+        """Change what is given. New apps pass their checks and dry runs first (with the new constraints, if
+        given): when one fails (AppRefused), nothing changes and the tenant keeps the apps it had."""
+        from . import appchecks
+
         t = self.get(name)
-        now = datetime.now(timezone.utc)
-        if constraints is not None:
-            self.session.execute(self._set_constraints, (constraints.to_json(), now, name))
         if password is not None:
-            if len(password) < MIN_PASSWORD:
-                raise TenantError(f"the password must have at least {MIN_PASSWORD} characters")
-            broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
-            self.session.execute(self._set_password, (credentials.hash_password(password), broker_hash, now, name))
-            mosquitto_broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
-            self._wait_for_broker(name, password)
-        refs = {"batch": t.batch_app, "stream": t.stream_app}
-        for folder, kind in ((batch_app, "batch"), (stream_app, "stream")):
-            if folder is not None:
-                refs[kind] = apps.install(self.cfg, name, kind, folder, t.uid).ref
-        self.session.execute(self._set_apps, (refs["batch"], refs["stream"], now, name))
+            check_password(password)
+        folders = {"batch": batch_app, "stream": stream_app}
+        cons = constraints or t.constraints
+        with appchecks.vetted(
+            self.cfg, self.session, name, cons, folders, uid=t.uid, check=check_apps, show=show
+        ) as checked:  # the checked copies of the apps
+            now = datetime.now(timezone.utc)
+            if constraints is not None:
+                self.session.execute(self._set_constraints, (constraints.to_json(), now, name))
+            if password is not None:
+                broker_hash = credentials.mosquitto_hash(password, self.cfg.broker.password_iterations)
+                self.session.execute(self._set_password, (credentials.hash_password(password), broker_hash, now, name))
+                mosquitto_broker.put_user(self.cfg, broker.tenant_user(name, broker_hash))
+                self._wait_for_broker(name, password)
+            refs = {"batch": t.batch_app, "stream": t.stream_app}
+            for kind, folder in checked.items():
+                if folder is not None:
+                    refs[kind] = apps.install(self.cfg, name, kind, folder, t.uid).ref
+            self.session.execute(self._set_apps, (refs["batch"], refs["stream"], now, name))
         return self.get(name)
+
+    def rollback(self, name: str, kind: str) -> tuple[apps.App, apps.App]:
+        """Make the tenant's ``kind`` app the version installed before the current one again (no checks: it
+        passed them when it was installed); return (the one left, the one now current). NoApp when there
+        is no earlier version."""
+        t = self.get(name)
+        left, back = apps.rollback(self.cfg, name, kind)
+        refs = {"batch": t.batch_app, "stream": t.stream_app, kind: back.ref}
+        self.session.execute(self._set_apps, (refs["batch"], refs["stream"], datetime.now(timezone.utc), name))
+        return left, back
 
     # --- deleting -------------------------------------------------------------------------------------
     def delete(self, name: str) -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for mysimbdp: the system packages the platform runs (Docker engine, Mosquitto,
-# debootstrap, iptables, Java 17 and Maven for Cassandra) and a Python virtual environment with the
-# project installed. Idempotent: a second run only checks. Services are started by `mysimbdp up`.
+# debootstrap, iptables, Java 17 and Maven for Cassandra; Chromium and its driver for the dashboard's browser
+# tests) and a Python virtual environment with the project installed. Idempotent: a second run only checks.
+# Services are started by `mysimbdp up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +21,11 @@ have debootstrap || missing+=(debootstrap)
 have iptables    || missing+=(iptables)
 have ip          || missing+=(iproute2)
 have java        || missing+=(openjdk-17-jre-headless)
+have jcmd        || missing+=(openjdk-17-jdk-headless)  # opens the node's JMX for nodetool (backups)
 have mvn         || missing+=(maven)
 have make        || missing+=(make)
+have chromium    || missing+=(chromium)         # the dashboard's tests drive it headless (tests/test_dashboard.py)
+have chromedriver || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
