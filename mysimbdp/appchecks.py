@@ -6,8 +6,11 @@
 2. **compile**: every Python file of the app compiles. In the sandbox, as the app will run, and with a
    constant checker (``python3 -I``: nothing of the app is imported or run): compiling untrusted source
    can take the compiler's memory, stack or time without bound (deep nesting, huge literals), which the
-   sandbox's limits hold and the platform process would not;
-3. **entry point**: the kind's entry point is among the files that compiled;
+   sandbox's limits hold and the platform process would not. An app of another runtime (mysimbdp/runtimes.py)
+   with no Python file skips it;
+3. **entry point**: the kind's entry point is among the files that compiled; for a JVM app, a jar whose
+   manifest names a Main-Class that is in it; for a static app, an ELF executable for this machine that needs no
+   dynamic loader (both read within bounds, by mysimbdp/runtimes.py);
 4. **dry run** (mysimbdp/dryrun.py): the app on its sample, into a scratch keyspace dropped afterwards.
 
 Everything runs on a copy of the folder taken first, and that copy is what is installed when all passed:
@@ -26,7 +29,7 @@ from typing import Callable, Iterator
 
 from cassandra.cluster import Session
 
-from . import apps, bounded, contract, dryrun
+from . import apps, bounded, contract, dryrun, runtimes
 from .config import Config
 from .constraints import Constraints
 from .errors import AppRefused
@@ -191,13 +194,17 @@ def _check(
             raise _refuse(report, "manifest", exc.one_line(), say) from None
         sample = copy / data["sample"]  # checked again on the copy: a regular file of at most 1 MiB
         size = sample.stat().st_size
-        _passed(report, "manifest", f"{report.ref}, entry point {data['entrypoint']}, sample {data['sample']}"
+        runtime = data["runtime"]
+        on = f" ({runtime})" if runtime != runtimes.DEFAULT else ""
+        _passed(report, "manifest", f"{report.ref}{on}, entry point {data['entrypoint']}, sample {data['sample']}"
                 f" ({size:,} bytes)", say)  # fmt: skip
-        compiled = _compile(cfg, report, work, copy, constraints, uid, say)
-        if data["entrypoint"] not in compiled:
-            raise _refuse(report, "entry point", f"{data['entrypoint']} is not among the files that compiled", say)
-        _passed(report, "entry point", f"{data['entrypoint']} is there and compiles", say)
-        app = apps.App(data["name"], data["version"], kind, data["entrypoint"], copy, digest, data["files_per_run"])
+        if runtime == runtimes.DEFAULT or _python_files(copy):
+            compiled = _compile(cfg, report, work, copy, constraints, uid, say)
+        else:
+            compiled = set()
+            _passed(report, "compile", f"no Python files (a {runtime} app)", say)
+        _entry_point(report, copy, data, compiled, say)
+        app = apps.App.of(data, kind, copy, digest)
         report.log_path = dryrun.log_path(cfg, report.tenant, kind)
         limit = _limit(cfg, work, uid, constraints)
         say(f"  {'dry run':<12} ...    on {data['sample']} into scratch keyspace {work.name} (at most {limit})")
@@ -226,6 +233,22 @@ def _check(
     finally:
         if not passed:
             dryrun.remove_folder(work)
+
+
+def _entry_point(report: Report, copy: Path, data: dict, compiled: set[str], say: Show) -> None:
+    """The kind's entry point is what its runtime starts: a Python file that compiled, a jar with its Main-Class,
+    a static executable."""
+    entry, runtime = data["entrypoint"], data["runtime"]
+    if runtime == runtimes.DEFAULT:
+        if entry not in compiled:
+            raise _refuse(report, "entry point", f"{entry} is not among the files that compiled", say)
+        _passed(report, "entry point", f"{entry} is there and compiles", say)
+        return
+    try:
+        what = runtimes.inspect_entry(runtime, copy / entry)  # the platform's copy: a regular file, bounded
+    except (ValueError, OSError) as exc:
+        raise _refuse(report, "entry point", f"{entry} {exc}", say) from None
+    _passed(report, "entry point", f"{entry} is {what}", say)
 
 
 def _limit(cfg: Config, work: Path, uid: int, constraints: Constraints) -> str:

@@ -4,6 +4,9 @@ An app is a folder with an ``app.json`` manifest naming the script for each kind
 
     {"name": "airline", "version": "1.0.0", "entrypoints": {"batch": "ingest_file.py", "stream": "ingest_stream.py"}}
 
+It may name a runtime other than Python (``"runtime": "jvm"`` with a jar as its entry point, or ``"static"``
+with a statically linked executable; mysimbdp/runtimes.py): the contract is the same for all.
+
 The manifest may also name a sample file per kind (``"samples": {"batch": "sample.csv"}``, in the folder, at
 most 1 MiB): ``mysimbdp tenant create/update`` runs its checks and a dry run of the app on it before the
 app is installed (mysimbdp/appchecks.py). The contract between apps and the platform is in
@@ -28,11 +31,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from . import bounded
+from . import bounded, runtimes
 from .config import Config
 from .errors import NoApp, TenantError
+
+if TYPE_CHECKING:
+    from .sandbox import Limits
 
 MAX_APP_BYTES = 20 << 20
 MAX_MANIFEST_BYTES = 64 * 1024
@@ -40,7 +46,6 @@ MAX_FILES_PER_RUN = 100
 MAX_APP_FILES = 500
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}")
-_ENTRY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.py")
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 _SAMPLE = re.compile(rf"(?:{_PART}/){{0,3}}{_PART}")  # a relative path inside the folder: no '..', no '/' first
 MAX_SAMPLE_BYTES = 1 << 20
@@ -62,14 +67,29 @@ class App:
     path: Path  # the installed copy
     digest: str  # sha256 over the installed files
     files_per_run: int = 1  # a batch app may take several staged files in one run (see tenant_apps/README.md)
+    runtime: str = runtimes.DEFAULT  # python, jvm or static (mysimbdp/runtimes.py)
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
-    @property
-    def command(self) -> tuple[str, ...]:
-        return ("python3", f"/app/{self.entrypoint}")
+    def command(self, limits: "Limits") -> tuple[str, ...]:
+        """How a run of it starts (a JVM's flags follow the run's limits)."""
+        return runtimes.command(self.runtime, self.entrypoint, limits)
+
+    @classmethod
+    def of(cls, data: dict, kind: str, path: Path, digest: str = "") -> "App":
+        """The app a manifest read by :func:`read_manifest` describes, installed (or copied) at ``path``."""
+        return cls(
+            data["name"],
+            data["version"],
+            kind,
+            data["entrypoint"],
+            path,
+            digest,
+            data["files_per_run"],
+            data["runtime"],
+        )
 
 
 def read_manifest(folder: Path, kind: str) -> dict:
@@ -90,15 +110,28 @@ def read_manifest(folder: Path, kind: str) -> dict:
     for key, pattern in (("name", _APP_NAME), ("version", _VERSION)):
         if not isinstance(data.get(key), str) or not pattern.fullmatch(data[key]):
             raise InvalidApp(f"{manifest}: '{key}' is missing or invalid")
+    runtime = data.get("runtime", runtimes.DEFAULT)
+    if runtime not in runtimes.RUNTIMES:
+        raise InvalidApp(f"{manifest}: runtime must be one of {', '.join(runtimes.RUNTIMES)} (python when left out)")
+    rt = runtimes.RUNTIMES[runtime]
     entry = (data.get("entrypoints") or {}).get(kind) if isinstance(data.get("entrypoints"), dict) else None
     if not isinstance(entry, str):
         raise InvalidApp(f"{manifest}: no entrypoints.{kind}: this is not a {kind} app")
-    if not _ENTRY.fullmatch(entry) or not (folder / entry).is_file():
-        raise InvalidApp(f"{manifest}: entrypoints.{kind} {entry!r} is not a .py file in {folder}")
+    if not rt.entry.fullmatch(entry) or not (folder / entry).is_file():
+        raise InvalidApp(
+            f"{manifest}: entrypoints.{kind} {bounded.printable(entry, 80)!r} is not {rt.what} in {folder}"
+            + (f" (a {runtime} app)" if runtime != runtimes.DEFAULT else ""),
+            hint=f"a {runtime} app's entry point is {rt.what} at the top of its folder"
+            + (_BUILT if runtime != runtimes.DEFAULT else ""),
+        )
     per_run = data.get("files_per_run", 1)
     if isinstance(per_run, bool) or not isinstance(per_run, int) or not 1 <= per_run <= MAX_FILES_PER_RUN:
         raise InvalidApp(f"{manifest}: files_per_run must be a whole number from 1 to {MAX_FILES_PER_RUN}")
-    return {**data, "entrypoint": entry, "files_per_run": per_run, "sample": _sample(folder, manifest, data, kind)}
+    sample = _sample(folder, manifest, data, kind)
+    return {**data, "runtime": runtime, "entrypoint": entry, "files_per_run": per_run, "sample": sample}
+
+
+_BUILT = " (is it built? the compiled sample apps are built by `make setup`, with scripts/sample-apps.sh)"
 
 
 def _sample(folder: Path, manifest: Path, data: dict, kind: str) -> str | None:
@@ -112,7 +145,14 @@ def _sample(folder: Path, manifest: Path, data: dict, kind: str) -> str | None:
     if not isinstance(sample, str) or not _SAMPLE.fullmatch(sample):
         raise InvalidApp(f"{manifest}: samples.{kind} must be a relative path of a file in the app folder")
     path = folder / sample
-    if path.is_symlink() or not path.is_file():
+    if _skipped(Path(sample)):
+        raise InvalidApp(
+            f"{manifest}: samples.{kind} {sample!r} is left out of the installed copy",
+            hint="names starting with '.', .pyc files and __pycache__ folders are not copied: move the sample",
+        )
+    # no link anywhere on the way (a linked folder would lead out of the app: nothing behind it is looked at)
+    steps = [folder.joinpath(*Path(sample).parts[: i + 1]) for i in range(len(Path(sample).parts))]
+    if any(step.is_symlink() for step in steps) or not path.is_file():
         raise InvalidApp(f"{manifest}: samples.{kind} {sample!r} is not a regular file in {folder}")
     if path.stat().st_size > MAX_SAMPLE_BYTES:
         raise InvalidApp(
@@ -122,9 +162,17 @@ def _sample(folder: Path, manifest: Path, data: dict, kind: str) -> str | None:
     return sample
 
 
+def _skipped(rel: Path) -> bool:
+    """Whether a path inside an app folder is left out of the installed copy (caches, hidden files)."""
+    return any(p == "__pycache__" or p.startswith(".") for p in rel.parts) or rel.name.endswith(".pyc")
+
+
 def _files(folder: Path) -> list[Path]:
     files, total = [], 0
     for root, dirs, names in os.walk(folder):
+        for d in dirs:
+            if (Path(root) / d).is_symlink():  # os.walk does not follow it: it would silently be left out
+                raise InvalidApp(f"{Path(root) / d} is a symbolic link; apps may only contain regular files")
         dirs[:] = sorted(d for d in dirs if d not in ("__pycache__",) and not d.startswith("."))
         for n in sorted(names):
             p = Path(root) / n
@@ -168,6 +216,8 @@ def copy_checked(folder: Path, kind: str, dest: Path, gid: int) -> tuple[dict, s
         digest.update(str(rel).encode() + b"\0" + body)
     dest.mkdir(parents=True, exist_ok=True)
     _restrict(dest, gid)
+    if data["runtime"] == "static":  # the one file of the app the sandbox user may execute
+        os.chmod(dest / data["entrypoint"], 0o750)
     return data, digest.hexdigest()
 
 
@@ -185,7 +235,7 @@ def install(cfg: Config, tenant: str, kind: str, folder: Path, gid: int) -> App:
         tmp.rename(target)
         _point(cfg, tenant, kind, target)
         _prune(versions, keep=target)
-    return App(data["name"], data["version"], kind, data["entrypoint"], target, digest, data["files_per_run"])
+    return App.of(data, kind, target, digest)
 
 
 def rollback(cfg: Config, tenant: str, kind: str) -> tuple[App, App]:
@@ -204,7 +254,7 @@ def rollback(cfg: Config, tenant: str, kind: str) -> tuple[App, App]:
         target = current.path.parent / f"v{earlier[-1]:04d}"
         data = read_manifest(target, kind)
         _point(cfg, tenant, kind, target)
-    back = App(data["name"], data["version"], kind, data["entrypoint"], target, "", data["files_per_run"])
+    back = App.of(data, kind, target)
     return current, back
 
 
@@ -315,4 +365,4 @@ def installed(cfg: Config, tenant: str, kind: str) -> App | None:
         return None
     path = folder.resolve()  # the version folder: a later switch of the link changes nothing for this run
     data = read_manifest(path, kind)
-    return App(data["name"], data["version"], kind, data["entrypoint"], path, "", data["files_per_run"])
+    return App.of(data, kind, path)

@@ -3,7 +3,8 @@
 A batch run gets the one staged file read-only at /input, an output folder at /output (for result.json
 and rejects.csv), its tenant's keyspace and Cassandra credentials, nothing else. A stream instance gets
 its own broker credentials, the topic of its tenant's inbox notices and the topic for its reports. Both run
-in the sandbox with the tenant's limits from its constraints. The tenant-facing side of the contract is
+in the sandbox with the tenant's limits from its constraints, whatever the app's runtime (mysimbdp/runtimes.py:
+the image and the command differ, nothing else). The tenant-facing side of the contract is
 tenant_apps/README.md and the helper library tenant_apps/sdk/mysimbdp_app.
 """
 
@@ -104,7 +105,8 @@ def batch_run(
         name=f"mysimbdp-batch-{tenant.name}-{first[:13]}".lower(),
         tenant=tenant.name,
         kind="batch",
-        command=app.command,
+        command=app.command(limits),
+        runtime=app.runtime,
         uid=tenant.uid,
         env=env,
         mounts=tuple(mounts),
@@ -150,15 +152,17 @@ def stream_run(
         "MYSIMBDP_REPORT_INTERVAL": str(tenant.constraints.stream["report_interval_seconds"]),
         "MYSIMBDP_INBOX_RETENTION_HOURS": str(cfg.stream.inbox_retention_hours),
     }
+    limits = stream_limits(cfg, tenant)
     return RunSpec(
         name=f"mysimbdp-stream-{tenant.name}-{instance}",
         tenant=tenant.name,
         kind="stream",
-        command=app.command,
+        command=app.command(limits),
+        runtime=app.runtime,
         uid=tenant.uid,
         env=env,
         mounts=(Mount(app.path, "/app"),),
-        limits=stream_limits(cfg, tenant),
+        limits=limits,
         labels={
             "mysimbdp.instance": instance,
             "mysimbdp.app": app.ref,

@@ -208,7 +208,8 @@ class NoApp(TenantError):
 
 class AppRefused(TenantError):
     """A tenant app failed its checks before it was installed (mysimbdp/appchecks.py): its manifest or
-    sample, a Python file that does not compile, or its dry run (a crash, the time limit, a result that is not
+    sample, a Python file that does not compile, an entry point its runtime cannot start (a jar that is not a
+    jar, a dynamically linked executable), or its dry run (a crash, the time limit, a result that is not
     valid). Nothing was installed; ``report`` is what the checks found, the dry run's log included."""
 
     http_status = 422

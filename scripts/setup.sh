@@ -23,6 +23,7 @@ have ip          || missing+=(iproute2)
 have java        || missing+=(openjdk-17-jre-headless)
 have jcmd        || missing+=(openjdk-17-jdk-headless)  # opens the node's JMX for nodetool (backups)
 have mvn         || missing+=(maven)
+have go || [ -x /usr/local/go/bin/go ] || missing+=(golang-go)  # builds the static sample app
 have make        || missing+=(make)
 have chromium    || missing+=(chromium)         # the dashboard's tests drive it headless (tests/test_dashboard.py)
 have chromedriver || missing+=(chromium-driver)
@@ -50,4 +51,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ python-sdk/pyprojec
   .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"
 fi
+scripts/sample-apps.sh  # the compiled sample tenant apps (Java, Go), when their sources changed
 echo "setup: done (.venv ready; start the platform with: .venv/bin/mysimbdp up)"

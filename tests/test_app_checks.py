@@ -128,9 +128,28 @@ def test_a_missing_entry_point_or_sample_is_refused_before_anything_runs(
     manifest = json.loads((no_sample / "app.json").read_text())
     del manifest["samples"]
     (no_sample / "app.json").write_text(json.dumps(manifest))
+    hidden = []  # samples the installed copy would leave out, or reached through a linked folder
+    for version, sample in (("pyc", "sample.pyc"), ("cache", "__pycache__/s.csv"), ("link", "d/s.csv")):
+        app = app_copy(tmp_path, version=version)
+        manifest = json.loads((app / "app.json").read_text())
+        (app / "app.json").write_text(json.dumps({**manifest, "samples": {"batch": sample}}))
+        if version == "link":
+            (tmp_path / "elsewhere").mkdir()
+            shutil.copyfile(app / "sample.csv", tmp_path / "elsewhere" / "s.csv")
+            (app / "d").symlink_to(tmp_path / "elsewhere")
+        else:
+            (app / sample).parent.mkdir(exist_ok=True)
+            shutil.copyfile(app / "sample.csv", app / sample)
+        hidden.append(app)
+    linked = app_copy(tmp_path, version="dirlink")
+    (linked / "lib").symlink_to(tmp_path / "elsewhere")  # a linked folder is refused, not silently left out
     for app, fragment in (
         (no_entry, "entrypoints.batch 'ingest.py' is not a .py file"),
         (no_sample, 'app.json names no sample for the batch dry run: add "samples": {"batch": "FILE"}'),
+        (hidden[0], "samples.batch 'sample.pyc' is left out of the installed copy"),
+        (hidden[1], "samples.batch '__pycache__/s.csv' is left out of the installed copy"),
+        (hidden[2], "samples.batch 'd/s.csv' is not a regular file"),
+        (linked, "lib is a symbolic link; apps may only contain regular files"),
     ):
         name = unique_name("ent")
         res = run_cli(

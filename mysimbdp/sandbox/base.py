@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..errors import InvalidName
+from ..runtimes import DEFAULT as DEFAULT_RUNTIME
+from ..runtimes import RUNTIMES
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -52,10 +54,13 @@ class RunSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     output_dirs: tuple[Path, ...] = ()  # watched: the run is stopped if they hold more than max_output_bytes
     log_path: Path | None = None  # where the run's output is kept
+    runtime: str = DEFAULT_RUNTIME  # which image it runs in (mysimbdp/runtimes.py); the sandbox is the same
 
     def __post_init__(self) -> None:
         if not CONTAINER_NAME.fullmatch(self.name):
             raise InvalidName(f"invalid container name {self.name!r}")
+        if self.runtime not in RUNTIMES:
+            raise InvalidName(f"unknown runtime {self.runtime!r}")
 
 
 @dataclass(frozen=True)

@@ -59,11 +59,12 @@ class DockerRuntime(SandboxRuntime):
 
     # --- setup -------------------------------------------------------------------------------------
     def ensure_ready(self) -> None:
-        image.ensure_image(self.cfg, self.client)
+        for rt in image.BUILT_AT_UP:
+            image.ensure_image(self.cfg, self.client, rt)
         network.ensure_network(self.cfg, self.client)
 
     # --- containers --------------------------------------------------------------------------------
-    def _create(self, spec: RunSpec):
+    def _create(self, spec: RunSpec, *, built: bool = False):
         lim = spec.limits
         env = {
             "HOME": "/tmp",
@@ -90,7 +91,7 @@ class DockerRuntime(SandboxRuntime):
         }
         try:
             return self.client.containers.create(
-                image.image_tag(self.cfg),
+                image.image_tag(self.cfg, spec.runtime),
                 command=list(spec.command),
                 name=spec.name,
                 hostname=spec.kind,
@@ -114,9 +115,15 @@ class DockerRuntime(SandboxRuntime):
                 stop_signal="SIGTERM",
             )
         except docker.errors.ImageNotFound:
-            raise RuntimeUnavailable("the tenant runtime image is missing", hint="run `mysimbdp up`") from None
+            if built:
+                raise RuntimeUnavailable(
+                    f"the {spec.runtime} runtime image is missing", hint="run `mysimbdp up`"
+                ) from None
         except docker.errors.APIError as exc:
             raise RuntimeUnavailable(f"cannot create container {spec.name}: {exc.explanation}") from None
+        # no image: the first run of its runtime on this machine (the JVM's is built on first need), or a new recipe
+        image.ensure_image(self.cfg, self.client, spec.runtime)
+        return self._create(spec, built=True)
 
     def run(self, spec: RunSpec, *, on_started: Callable[[], None] | None = None) -> RunResult:
         container = self._create(spec)

@@ -151,6 +151,7 @@ def status(cfg: Config) -> dict:
     parts["mosquitto"] = mosquitto_broker.status(cfg)
     parts["docker"] = docker_engine.status(cfg)
     if parts["docker"]["running"]:
+        from .. import runtimes
         from ..sandbox import image
         from ..sandbox.docker_runtime import client
 
@@ -158,6 +159,10 @@ def status(cfg: Config) -> dict:
         parts["sandbox"] = {
             "image": image.image_tag(cfg),
             "image_present": image.image_present(cfg, c),
+            # the other runtimes' images (mysimbdp/runtimes.py); the JVM's is built on first use
+            "runtime_images": {
+                rt: image.image_present(cfg, c, rt) for rt in runtimes.RUNTIMES if rt != runtimes.DEFAULT
+            },
             "network": cfg.sandbox.network,
             "firewall": network.firewall_ok(cfg),
         }
