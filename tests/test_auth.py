@@ -42,3 +42,15 @@ def test_failures_lock_out_that_client_for_that_user_only():
     with pytest.raises(AuthenticationFailed):
         a.authenticate("t1", "right-password", "10.0.0.1")
     assert a.authenticate("t1", "new-password", "10.0.0.1").name == "t1"
+
+
+def test_wrong_operator_passwords_cannot_lock_the_operator_out():
+    """The operator's password is a generated secret: five wrong ones from a shared address (a proxy, the
+    loopback) are refused and then throttled, but the right one still gets in from there."""
+    a = auth.Authenticator(lambda n: None, max_failures=3, lockout=60, operator_password="generated-secret")
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            a.authenticate(auth.OPERATOR, "guess", "127.0.0.1")
+    with pytest.raises(TooManyAttempts):
+        a.authenticate(auth.OPERATOR, "guess", "127.0.0.1")
+    assert a.authenticate(auth.OPERATOR, "generated-secret", "127.0.0.1").is_operator
