@@ -431,8 +431,10 @@ def run(argv: list[str] | None, command_line: Callable[[], argparse.ArgumentPars
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into one line
-        crash = Path(tempfile.gettempdir()) / f"{parser.prog}-crash-{os.getpid()}.log"
-        crash.write_text(traceback.format_exc())
+        # a new file of a random name, 0600, never through a link planted in the shared /tmp
+        fd, crash = tempfile.mkstemp(prefix=f"{parser.prog}-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(traceback.format_exc())
         print(f"{parser.prog}: internal error: {type(exc).__name__}: {exc} (details in {crash})", file=sys.stderr)
         return 70
 
