@@ -7,8 +7,10 @@ a random CSRF token, and a fingerprint of the password hash it was opened with, 
 under a key generated once into ``secrets/dashboard-session.json`` (0600). The cookie is HttpOnly,
 SameSite=Strict, and Secure when ``dashboard.cookie_secure``.
 
-On every request the cookie is opened again: a forged or cut one, one past its end, one of a tenant that no
-longer exists (or is no longer ready), or one opened before the password changed ends the session
+On every request the cookie is opened again: a forged or cut one, one past its end, one logged out (its
+CSRF token is kept in ``secrets/dashboard-logouts.json`` until the session's own end, so a copy of the cookie
+is no good either, also after a restart), one of a tenant that no longer exists (or is no longer ready), or
+one opened before the password changed ends the session
 (:class:`mysimbdp.errors.SessionExpired`: pages go back to the login, JSON calls get 401). A POST must carry
 the session's CSRF token (header ``X-CSRF-Token`` or form field ``csrf``) and, when the browser says where it
 comes from (``Origin``), come from the dashboard itself.
@@ -21,8 +23,10 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from flask import g, request
 
@@ -113,6 +117,38 @@ def stamp(key: bytes, secret: str) -> str:
     return _b64(hmac.new(key, b"stamp\0" + secret.encode(), hashlib.sha256).digest()[:16])
 
 
+class LoggedOut:
+    """Sessions ended by a logout before their own end, by CSRF token (random per session), each kept until the
+    session would have ended; in a file of the secrets folder, so that a restart does not bring them back."""
+
+    MAX = 10_000  # past this, the ones that end first are forgotten first
+    MAX_BYTES = 2 << 20
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._until: dict[str, int] = {}
+        try:
+            data = bounded.loads_json(bounded.read_regular(path, self.MAX_BYTES), max_bytes=self.MAX_BYTES, max_depth=2)
+            if isinstance(data, dict):
+                self._until = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int)}
+        except (OSError, ValueError):
+            pass  # none yet (or unreadable: sessions then end only by their time, as before this file existed)
+
+    def add(self, s: Session) -> None:
+        with self._lock:
+            now = time.time()
+            self._until = {k: v for k, v in self._until.items() if v > now}
+            self._until[s.csrf] = s.expires
+            while len(self._until) > self.MAX:
+                del self._until[min(self._until, key=self._until.__getitem__)]
+            credentials.write_secret(self.path, dict(self._until))
+
+    def __contains__(self, token: str) -> bool:
+        with self._lock:
+            return token in self._until
+
+
 class Gate(web.Directory):
     """The dashboard's side of :class:`mysimbdp.web.Directory`: the same tenants, Authenticator (the operator
     included) and per-tenant request limit, with the login read from the session cookie. ``web.create_api``
@@ -122,6 +158,7 @@ class Gate(web.Directory):
         super().__init__(cfg, operator=True, threads=cfg.dashboard.threads)
         self.key = session_key(cfg)
         self.operator_stamp = stamp(self.key, self.auth.operator_password or "")
+        self.logged_out = LoggedOut(cfg.paths.secrets / "dashboard-logouts.json")
 
     # --- opening a session (the login form) ------------------------------------------------------------
     def open_session(self, user: str, password: str) -> Session:
@@ -130,10 +167,10 @@ class Gate(web.Directory):
         if principal.is_operator:
             mark = self.operator_stamp
         else:
-            t = self.tenant(principal.name)
-            mark = stamp(self.key, t.password_hash) if t is not None else ""
-            if t is None:
+            fresh = self.registry.password_hash(principal.name)  # not the cached tenant: it may predate a change
+            if fresh is None:
                 raise ended("gone")
+            mark = stamp(self.key, fresh)
         expires = int(time.time()) + self.cfg.dashboard.session_minutes * 60
         return Session(principal.name, principal.is_operator, expires, secrets.token_hex(16), mark)
 
@@ -142,6 +179,8 @@ class Gate(web.Directory):
         if request.endpoint in PUBLIC:
             return None
         s = unseal(self.key, request.cookies.get(COOKIE))
+        if s.csrf in self.logged_out:
+            raise ended("bye")
         if s.operator:
             if s.user != auth.OPERATOR or not hmac.compare_digest(s.stamp, self.operator_stamp):
                 raise ended("password")
@@ -155,7 +194,10 @@ class Gate(web.Directory):
             if t is None:
                 raise ended("gone")
             if not hmac.compare_digest(s.stamp, stamp(self.key, t.password_hash)):
-                raise ended("password")
+                # the cached tenant may be older than the session (a login just after a password change)
+                fresh = self.registry.password_hash(s.user)
+                if fresh is None or not hmac.compare_digest(s.stamp, stamp(self.key, fresh)):
+                    raise ended("password")
             g.tenant = t
         g.session = s
         g.principal = auth.Principal(s.user, s.operator)

@@ -102,6 +102,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    backend().directory.logged_out.add(g.session)  # a copy of the cookie is no good either from now on
     resp = redirect(url_for("dashboard.login_page", m="bye"), 303)
     resp.delete_cookie(COOKIE, path="/", secure=backend().cfg.dashboard.cookie_secure, samesite="Strict")
     return resp
@@ -179,9 +180,12 @@ def _time(name: str) -> datetime | None:
         return None
     try:
         t = datetime.fromisoformat(raw[:40])
-    except ValueError:
+        t = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:59-23:59 is past the last datetime
         raise TenantError(f"{name} must be a time like 2024-05-01T12:00 (UTC)") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    if not 1970 <= t.year <= 9000:  # a job's time comes from its time-based id: nothing lies outside these
+        raise TenantError(f"{name} must be a time between the years 1970 and 9000")
+    return t
 
 
 def _job_view(job: Job) -> dict:

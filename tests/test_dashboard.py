@@ -235,6 +235,22 @@ def test_logins_sessions_and_isolation_over_http(platform, cfg, batch_tenant, re
     assert {a.name, b.name, cfg.keyspace} <= set(full["keyspaces"]) and full["parts"]["dashboard"]["ready"]
     assert full["nodes"] and full["nodes"][0]["address"]
 
+    # a logout ends the session on the server too: a copy of its cookie is no good afterwards
+    saved = op.http.cookies.get("mysimbdp_session")
+    assert op.post("/logout").status_code == 303
+    op.http.cookies.set("mysimbdp_session", saved)
+    r = op.get("/api/tenants")
+    assert r.status_code == 401 and r.json()["reason"] == "bye"
+
+    # a login just after a password change is stamped with the new password, and stays (the tenant cache held
+    # the old hash for a few seconds: the session was thrown out then)
+    registry.update(b.name, password="Changed-pass-123")
+    fresh = Page(cfg)
+    wait_for("a login with the new password", lambda: fresh.login(b.name, "Changed-pass-123").status_code == 303, 15)
+    for _ in range(4):
+        assert fresh.get("/api/jobs").status_code == 200
+        time.sleep(2)
+
     # a stale session: a deleted tenant's session ends (within the tenant cache's few seconds)
     stale = page.http.cookies.get("mysimbdp_session")
     registry.delete(a.name)
@@ -307,7 +323,7 @@ def test_replay_only_a_failed_job_once_from_http_and_cli(platform, cfg, batch_te
     future = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
     past = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
     assert ids(f"?since={future}") == [] and ids(f"?until={past}") == [] and ids(f"?since={past}") == newest_first
-    for bad in ("?status=bogus", "?limit=x", "?since=yesterday", "?before=not-a-job"):
+    for bad in ("?status=bogus", "?limit=x", "?since=yesterday", "?before=not-a-job", "?until=9999-12-31T23:59:59-23:59"):
         assert page.get("/api/jobs" + bad).status_code == 400, bad
     # a job that did not fail is refused, with nothing staged
     res = run_cli("jobs", "replay", good)
