@@ -150,8 +150,13 @@ class Meta:
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``Range: bytes=a-b`` (one range) as (first, last) inclusive; None for the whole object."""
+    """``Range: bytes=a-b`` (one range) as (first, last) inclusive; None for the whole object: no Range, a unit
+    other than bytes (RFC 9110 14.2: ignored), or several ranges (a server may ignore the field: the whole
+    object is a valid answer, and one multipart answer per request is not worth its cost)."""
     if not header:
+        return None
+    unit, eq, ranges = header.partition("=")
+    if not eq or unit.strip().lower() != "bytes" or "," in ranges:
         return None
     m = re.fullmatch(r"\s*bytes\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*", header)
     if not m or (not m.group(1) and not m.group(2)):
