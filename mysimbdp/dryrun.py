@@ -197,6 +197,7 @@ def log_path(cfg: Config, tenant: str, kind: str) -> Path:
     """Where a dry run's log is kept; the oldest beyond LOG_FILES are removed."""
     folder = cfg.paths.logs / "dryruns"
     folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)  # an app's output over its tenant's sample: the platform's eyes only
     old = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
     for p in old[: max(0, len(old) - LOG_FILES + 1)]:
         p.unlink(missing_ok=True)

@@ -376,6 +376,9 @@ class Registry:
             bounded.remove_tree(folder)  # what a tenant's app left may be deep: no recursion
         secret_path(self.cfg, name).unlink(missing_ok=True)
         bounded.remove_tree(self.cfg.paths.secrets / "stream" / name)
+        for kind in ("batch", "stream"):  # its apps' dry runs' logs (their output over its sample)
+            for log_file in (self.cfg.paths.logs / "dryruns").glob(f"{name}-{kind}-*.log"):
+                log_file.unlink(missing_ok=True)
         self.session.execute(prepare(f"DELETE FROM {ks}.files_by_checksum WHERE tenant = ?"), (name,))
         self.session.execute(prepare(f"DELETE FROM {ks}.object_usage WHERE tenant = ?"), (name,))
         jobs = prepare(f"DELETE FROM {ks}.jobs WHERE tenant = ? AND bucket = ?")
