@@ -52,9 +52,9 @@ def cmd_up(cfg, args) -> int:
 
     print(f"mysimbdp up (state in {cfg.home})", flush=True)
     platform.up(cfg, report, managers_too=not args.no_managers)
-    print("ready")
     if not args.no_managers:
         print(f"dashboard: {cfg.dashboard_url()}/ ({_dashboard_login(cfg)})")
+    print("ready")  # the last line, for scripts that wait for it
     return 0
 
 

@@ -21,6 +21,7 @@ def test_up_twice_is_harmless_and_fast(platform):
     took = time.monotonic() - t0
     assert res.returncode == 0, res.stderr
     assert "ready" in res.stdout.splitlines()[-1]
+    assert f"dashboard: {platform.dashboard_url()}/" in res.stdout  # where to look, printed by up
     for part in ("cassandra", "mosquitto", "docker", "sandbox"):
         line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith(part))
         assert "running" in line or "ready" in line, line  # nothing was started again
