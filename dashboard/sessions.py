@@ -32,7 +32,7 @@ from flask import g, request
 
 from mysimbdp import auth, bounded, credentials, names, web
 from mysimbdp.config import Config
-from mysimbdp.errors import CsrfRefused, SessionExpired, TooManyRequests
+from mysimbdp.errors import CsrfRefused, SessionExpired
 
 COOKIE = "mysimbdp_session"
 MAX_COOKIE = 1024  # a cookie longer than this was not made here
@@ -204,13 +204,7 @@ class Gate(web.Directory):
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             check_csrf(s)
         if not s.operator:
-            with self._lock:
-                if self._in_progress[s.user] >= self.tenant_requests:
-                    raise TooManyRequests(
-                        f"{self.tenant_requests} requests of this tenant are in progress already", retry_after=1
-                    )
-                self._in_progress[s.user] += 1
-                g.counted = s.user
+            self.count_request(s.user)
         return g.principal
 
 

@@ -387,16 +387,20 @@ class Directory:
         if not principal.is_operator and g.tenant is None:
             raise NotFound("no such tenant")
         if not principal.is_operator:
-            with self._lock:
-                if self._in_progress[principal.name] >= self.tenant_requests:
-                    raise TooManyRequests(
-                        f"{self.tenant_requests} requests of this tenant are in progress already",
-                        retry_after=1,
-                        hint="wait for one to finish",
-                    )
-                self._in_progress[principal.name] += 1
-                g.counted = principal.name
+            self.count_request(principal.name)
         return principal
+
+    def count_request(self, name: str) -> None:
+        """Count this request against tenant ``name`` until :meth:`logout` (429 past ``tenant_requests``)."""
+        with self._lock:
+            if self._in_progress[name] >= self.tenant_requests:
+                raise TooManyRequests(
+                    f"{self.tenant_requests} requests of this tenant are in progress already",
+                    retry_after=1,
+                    hint="wait for one to finish",
+                )
+            self._in_progress[name] += 1
+            g.counted = name
 
     def logout(self, name: str) -> None:
         """The end of a request of tenant ``name``: it no longer counts against it."""

@@ -85,7 +85,7 @@ class MemoryCap:
             return 0
         for name in ("memory.events", "memory.oom_control"):
             try:
-                for line in (d / name).read_text().splitlines():
+                for line in (d / name).read_text().splitlines():  # bounded: the kernel's few-line cgroup file
                     key, _, value = line.partition(" ")
                     if key == "oom_kill":
                         return int(value)

@@ -51,7 +51,7 @@ def render_config(cfg: Config) -> Path:
                 os.chmod(p, 0o711)
     rewrite_files(cfg)
     text = (
-        (cfg.source / "mosquitto" / "mosquitto.conf.in")
+        (cfg.source / "mosquitto" / "mosquitto.conf.in")  # bounded: the project's own template
         .read_text()
         .format(
             runtime=rt,
@@ -205,6 +205,7 @@ def rewrite_files(cfg: Config) -> None:
 
 
 def list_users(cfg: Config) -> list[BrokerUser]:
+    # bounded: the platform's own small user records (state folder, 0600), never a tenant's bytes
     return [BrokerUser.from_json(f.read_text()) for f in sorted(users_dir(cfg).glob("*.json"))]
 
 

@@ -168,7 +168,8 @@ def pid_alive(pid: int, match: str | None = None) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is not alive
             return False
         # bounded: a pid of the platform's own daemons (its pid file), whose command line the kernel caps
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:  # a pid file may name a reused pid: 4 KiB at most
+            cmdline = fh.read(4096).replace(b"\0", b" ").decode("utf-8", "replace")
     except OSError:
         return False
     return match is None or match in cmdline
@@ -239,8 +240,9 @@ def who_listens(port: int) -> str:
             for fd in (proc / "fd").iterdir():
                 link = os.readlink(fd)
                 if link.startswith("socket:[") and link[8:-1] in inodes:
-                    # bounded: the kernel caps a command line (ARG_MAX); read once, for an error message
-                    cmd = (proc / "cmdline").read_bytes().split(b"\0")[0].decode("utf-8", "replace")
+                    # any process's (a tenant's container's too): its first 4 KiB, for an error message
+                    with open(proc / "cmdline", "rb") as fh:
+                        cmd = fh.read(4096).split(b"\0")[0].decode("utf-8", "replace")
                     return f"pid {proc.name} ({Path(cmd).name})"
         except OSError:
             continue
