@@ -44,6 +44,7 @@ from mysimbdp.errors import (
 )
 from mysimbdp.filecheck import ContentChecker
 from mysimbdp.jobs import Job, JobStatus, JobStore, new_job_id
+from mysimbdp.locks import file_lock
 from mysimbdp.tenants import Tenant
 
 CHUNK = 1 << 20
@@ -111,12 +112,8 @@ class Uploads:
 
     @contextmanager
     def _tenant_lock(self, tenant: str) -> Iterator[None]:
-        with open(self._dir(tenant) / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self._dir(tenant) / ".lock"):
+            yield
 
     def _sessions(self, tenant: str) -> list[Session]:
         out = []

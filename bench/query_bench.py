@@ -3,8 +3,10 @@
 1. Point reads by full primary key, concurrency 1 and 32: the API (HTTP keep-alive, one connection per
    client thread) against the Python driver doing the same reads as the same tenant role (prepared
    statement, one session, the same number of threads). p50/p99 latency and reads/s. The API is asked
-   twice: from ``http.client`` (``api``) and from a minimal socket client (``api-lean``), as a load
-   generator would; the client shares the machine's two cores with the API and Cassandra.
+   three times: from ``http.client`` (``api``), from a minimal socket client (``api-lean``), both Python
+   threads, and from bench/readgen (``api-go``, compiled Go: goroutines, one connection each), as a load
+   generator or a service in a compiled language would call it; the client shares the machine's two cores
+   with the API and Cassandra, and Python clients spend as much CPU on HTTP as a part of the API does.
 2. Export of the 336,776 flights: the API as NDJSON and as CSV against ``cqlsh COPY TO`` of the same table
    as the same role; rows/s.
 3. A 200 MiB object: PUT and GET through the API (curl) against the batch upload of the same bytes (curl,
@@ -120,6 +122,25 @@ def run_clients(n_threads: int, keys: list[dict], make_client) -> tuple[float, l
     return time.perf_counter() - t0, [x for part in lat for x in part]
 
 
+def readgen(c, tenant: str, password: str, bodies: Path, conc: int) -> tuple[float, list[float]]:
+    """The same reads from bench/readgen (Go, compiled here on first use): ``conc`` goroutines, one kept-alive
+    connection each, as a service in Go or Java, or wrk, would call the API; (seconds, latencies in ms)."""
+    exe = common.OUT / "readgen"
+    src = common.ROOT / "bench" / "readgen" / "main.go"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["go", "build", "-o", str(exe), "."], cwd=src.parent, check=True)
+    url = f"http://{c.query.host}:{c.query.port}/v1/tables/flights/query"
+    out = subprocess.run(
+        [str(exe), "-url", url, "-user", tenant, "-bodies", str(bodies), "-c", str(conc), "-expect", '"count":1'],
+        env=dict(os.environ, READGEN_PASSWORD=password),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    return result["seconds"], result["latencies_ms"]
+
+
 def point_reads(c, tenant: str, password: str, keys: list[dict], rounds: int = 3) -> None:
     login = tenants.cassandra_login(c, tenant)
     session = db.connect(c, login)
@@ -175,15 +196,22 @@ def point_reads(c, tenant: str, password: str, keys: list[dict], rounds: int = 3
 
         return read
 
+    bodies = common.OUT / "point-read-bodies.ndjson"
+    bodies.parent.mkdir(parents=True, exist_ok=True)
+    bodies.write_text("".join(json.dumps({"where": k}) + "\n" for k in keys))
+
     # The machine is shared and noisy: the driver and the API take turns, ``rounds`` times, over the same
     # keys; rates are the medians of the rounds, latencies pooled over them.
     for conc in (1, 32):
-        contenders = (("driver", driver_client), ("api", api_client), ("api-lean", lean_client))
+        contenders = (("driver", driver_client), ("api", api_client), ("api-lean", lean_client), ("api-go", None))
         rates: dict[str, list[float]] = {name: [] for name, _ in contenders}
         lats: dict[str, list[float]] = {name: [] for name, _ in contenders}
         for _ in range(rounds):
             for name, make in contenders:
-                secs, lat = run_clients(conc, keys, make)
+                if make is None:
+                    secs, lat = readgen(c, tenant, password, bodies, conc)
+                else:
+                    secs, lat = run_clients(conc, keys, make)
                 rates[name].append(len(lat) / secs)
                 lats[name] += lat
         for name in rates:
@@ -191,7 +219,7 @@ def point_reads(c, tenant: str, password: str, keys: list[dict], rounds: int = 3
             common.figure(f"point reads c={conc} {name} reads/s (median of {rounds})", rate, "reads/s")
             common.figure(f"point reads c={conc} {name} p50", pct(lats[name], 50), "ms")
             common.figure(f"point reads c={conc} {name} p99", pct(lats[name], 99), "ms")
-        for name in ("api", "api-lean"):
+        for name in ("api", "api-lean", "api-go"):
             ratio = common.median(rates[name]) / common.median(rates["driver"])
             common.figure(f"point reads c={conc} {name}/driver throughput", ratio, "x")
             extra = pct(lats[name], 99) - pct(lats["driver"], 99)

@@ -25,7 +25,6 @@ nothing for a run under way, and the next run takes the new one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Iterator
 from . import bounded, runtimes
 from .config import Config
 from .errors import NoApp, TenantError
+from .locks import file_lock
 
 if TYPE_CHECKING:
     from .sandbox import Limits
@@ -279,12 +279,8 @@ def _locked(cfg: Config, tenant: str) -> Iterator[None]:
     """One install or rollback of a tenant's apps at a time."""
     folder = cfg.paths.tenant_apps(tenant)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(folder / ".lock"):
+        yield
 
 
 def _versions_dir(cfg: Config, tenant: str, kind: str, gid: int) -> Path:

@@ -13,23 +13,29 @@
 * bcrypt costs CPU: one address has at most one check running at a time, and the API at most
   ``checks`` (the others wait a little, then get 429 "busy"); an unknown user costs the same bcrypt
   time as a known one, and a request without credentials is not a failure (it is how HTTP asks for them);
-* every table here is bounded (a stream of made-up user names or addresses cannot grow it).
+* every table here is bounded (a stream of made-up user names or addresses cannot grow it);
+* an API served by several worker processes counts failures in one file all of them share
+  (:class:`SharedLoginFailures`), so that a client gets ``max_failures`` tries, not that many per worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from . import credentials
 from .errors import AuthenticationFailed, TenantNotFound, TooManyAttempts
 
+log = logging.getLogger("mysimbdp.auth")
 _DUMMY_HASH = credentials.hash_password("not-a-real-password")
 OPERATOR = "operator"
 MAX_USER = 64
@@ -60,6 +66,77 @@ class _Bounded(OrderedDict):
         return default
 
 
+class LoginFailures:
+    """The times (``time.time()``) of the failed logins of each (user, client) within the last ``window``
+    seconds, newest ``keep`` of each, in this process."""
+
+    def __init__(self, window: float, keep: int) -> None:
+        self.window, self.keep = window, keep
+        self._fails: _Bounded = _Bounded(MAX_KEYS)  # (user, client) -> deque of failure times
+
+    def _recent(self, user: str, client: str, now: float) -> deque:
+        q = self._fails.touch((user, client), deque())
+        while q and q[0] < now - self.window:
+            q.popleft()
+        return q
+
+    def times(self, user: str, client: str, now: float) -> list[float]:
+        return list(self._recent(user, client, now))
+
+    def add(self, user: str, client: str, now: float) -> None:
+        q = self._recent(user, client, now)
+        q.append(now)
+        while len(q) > self.keep:
+            q.popleft()
+
+
+class SharedLoginFailures(LoginFailures):
+    """The same, in an SQLite file that every worker process of one API opens (WAL: readers do not wait
+    for a writer). A broken file costs the lock-out, never a login: bcrypt still stands guard."""
+
+    MAX_ROWS = 200_000
+
+    def __init__(self, path: Path, window: float, keep: int) -> None:
+        super().__init__(window, keep)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=5, isolation_level=None, check_same_thread=False)
+        os.chmod(path, 0o600)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS failures (user TEXT, client TEXT, t REAL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS by_key ON failures (user, client, t)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS by_time ON failures (t)")
+        self._adds = 0
+
+    def times(self, user: str, client: str, now: float) -> list[float]:
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT t FROM failures WHERE user = ? AND client = ? AND t >= ? ORDER BY t DESC LIMIT ?",
+                    (user, client, now - self.window, self.keep),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            log.warning("login failures unreadable (%s): no lock-out for this login", exc)
+            return []
+        return sorted(r[0] for r in rows)
+
+    def add(self, user: str, client: str, now: float) -> None:
+        try:
+            with self._lock:
+                self._db.execute("INSERT INTO failures VALUES (?, ?, ?)", (user, client, now))
+                self._db.execute("DELETE FROM failures WHERE t < ?", (now - self.window,))
+                self._adds += 1
+                if self._adds % 1000 == 0:  # made-up names from many addresses: the oldest go first
+                    (n,) = self._db.execute("SELECT count(*) FROM failures").fetchone()
+                    if n > self.MAX_ROWS:
+                        self._db.execute(
+                            "DELETE FROM failures WHERE rowid IN (SELECT rowid FROM failures ORDER BY t LIMIT ?)",
+                            (n - self.MAX_ROWS // 2,),
+                        )
+        except sqlite3.Error as exc:
+            log.warning("a login failure could not be recorded (%s)", exc)
+
+
 class Authenticator:
     def __init__(
         self,
@@ -71,6 +148,7 @@ class Authenticator:
         cache_seconds: float = 300,
         checks: int = 2,
         wait_for_check: float = 5.0,
+        failures: LoginFailures | None = None,
     ) -> None:
         """``lookup_hash(name)`` returns the tenant's bcrypt hash, or None for no such (ready) tenant."""
         self.lookup_hash = lookup_hash
@@ -82,22 +160,17 @@ class Authenticator:
         self._key = os.urandom(32)
         self._lock = threading.Lock()
         self._ok: _Bounded = _Bounded(MAX_KEYS)  # (user, tag) -> expiry
-        self._fails: _Bounded = _Bounded(MAX_KEYS)  # (user, client) -> deque of failure times
+        self._failures = failures or LoginFailures(lockout, max_failures)
         self._checking: set[str] = set()  # clients with a bcrypt check running
         self._same: set[tuple[str, bytes]] = set()  # (user, password tag) being checked right now
         self._check_done = threading.Condition(self._lock)
         self._checks = threading.BoundedSemaphore(checks)
 
     # --- failures -------------------------------------------------------------------------------------
-    def _recent(self, key: tuple[str, str], now: float) -> deque:
-        q = self._fails.touch(key, deque())
-        while q and q[0] < now - self.lockout:
-            q.popleft()
-        return q
-
-    def _check_lockout(self, username: str, client: str, now: float) -> None:
+    def _check_lockout(self, username: str, client: str) -> None:
+        now = time.time()  # a failure's time may come from another process: the wall clock
         with self._lock:
-            q = self._recent((username, client), now)
+            q = self._failures.times(username, client, now)
             if len(q) >= self.max_failures:
                 retry = int(q[0] + self.lockout - now) + 1
                 raise TooManyAttempts(
@@ -106,12 +179,9 @@ class Authenticator:
                     hint=f"try again in {retry}s",
                 )
 
-    def _failed(self, username: str, client: str, now: float) -> None:
+    def _failed(self, username: str, client: str) -> None:
         with self._lock:
-            q = self._recent((username, client), now)
-            q.append(now)
-            while len(q) > self.max_failures:
-                q.popleft()
+            self._failures.add(username, client, time.time())
 
     # --- bcrypt, rationed -----------------------------------------------------------------------------
     def _bcrypt(self, password: str, stored: str, client: str) -> bool:
@@ -180,8 +250,8 @@ class Authenticator:
             # ones a minute and keep the operator (and a Prometheus server) out. Wrong ones are still refused.
             if hmac.compare_digest(password.encode(), self.operator_password.encode()):
                 return Principal(OPERATOR, True)
-            self._check_lockout(username, client, now)
-            self._failed(username, client, now)
+            self._check_lockout(username, client)
+            self._failed(username, client)
             raise AuthenticationFailed("wrong user name or password")
         try:
             stored = self.lookup_hash(username)
@@ -193,10 +263,10 @@ class Authenticator:
                 expiry = self._ok.get((username, tag))
             if expiry and expiry > now:
                 return Principal(username)
-        self._check_lockout(username, client, now)
+        self._check_lockout(username, client)
         ok = self._check_once(username, tag, password, stored, client)
         if not ok:
-            self._failed(username, client, time.monotonic())
+            self._failed(username, client)
             raise AuthenticationFailed("wrong user name or password")
         return Principal(username)
 

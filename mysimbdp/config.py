@@ -116,8 +116,11 @@ class StreamSettings:
 class QuerySettings:
     host: str = "127.0.0.1"
     port: int = 8803
-    # reads are short and many: one tenant may have 32 in progress (a client with 32 connections), and as many
-    # threads again stay for the others
+    # worker processes: a read costs the API about twice the CPU the driver spends on it, and one Python
+    # process cannot use more than one core (bench/RESULTS.md); each worker has its own threads and sessions
+    workers: int = 3
+    # reads are short and many: one tenant may have 32 in progress in one worker (a client with 32
+    # connections), and as many threads again stay for the others
     threads: int = 64
     tenant_requests: int = 32
     # a tenant's password hash is read again after this long: a point read then costs one Cassandra round
@@ -461,6 +464,8 @@ def _validate(cfg: Config) -> None:
     q = cfg.query
     if not 1 <= q.default_page_size <= q.max_page_size <= 10000:
         raise ConfigError("query: need 1 <= default_page_size <= max_page_size <= 10000")
+    if not 1 <= q.workers <= 16:
+        raise ConfigError("query.workers must be between 1 and 16")
     if not 64 <= q.object_chunk_kb <= 4096:
         raise ConfigError("query.object_chunk_kb must be between 64 and 4096 (a mutation must stay far below 16 MiB)")
     d = cfg.dashboard

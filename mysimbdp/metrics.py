@@ -9,7 +9,8 @@ operator). docs/operations.md lists them.
 The batch manager, the inbox writer and the stream controller serve no HTTP: their metrics live in files
 (prometheus_client's multiprocess mode: ``$PROMETHEUS_MULTIPROC_DIR``, set by the launcher to
 ``run/metrics/<process>``, emptied when the process starts), and the batch API (batch manager) and the
-stream API (inbox writer, stream controller) serve them beside their own at ``/metrics``.
+stream API (inbox writer, stream controller) serve them beside their own at ``/metrics``. The query API,
+served by several worker processes, keeps its own in files the same way, and any worker serves them all.
 """
 
 from __future__ import annotations
@@ -136,9 +137,16 @@ def fresh_process_files() -> None:
 
 
 def exposition(run: Path | None = None, service: str = "") -> tuple[bytes, str]:
-    """The metrics in Prometheus' text format, and its content type: this process's, and those of the
-    managers ``service`` serves (read from their files under ``run``)."""
-    body = generate_latest(REGISTRY)
+    """The metrics in Prometheus' text format, and its content type: this process's (all its fellow worker
+    processes' when they keep them in files), and those of the managers ``service`` serves (read from
+    their files under ``run``)."""
+    own = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own:
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers, path=own)
+        body = generate_latest(workers)
+    else:
+        body = generate_latest(REGISTRY)
     for process in SERVED_BY.get(service, ()) if run is not None else ():
         folder = process_files(run, process)
         if folder.is_dir():

@@ -25,15 +25,16 @@ database is down, with Retry-After). docs/query.md has every endpoint; ``/v1/ope
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import threading
 
 from cassandra import InvalidRequest, Unauthorized
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 
-from mysimbdp import config, web
+from mysimbdp import config, metrics, web
 from mysimbdp.errors import BadQuery, MysimbdpError, RangeNotSatisfiable, TenantError
 from mysimbdp.tenants import Tenant
 
@@ -52,17 +53,21 @@ class Backend:
 
     def __init__(self, cfg: config.Config) -> None:
         self.cfg = cfg
+        # what the API's worker processes share: login failures, the object quota's locks
+        shared = cfg.paths.run / "query-api"
+        shared.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = web.Directory(
             cfg,
             operator=True,
             threads=cfg.query.threads,
             tenant_requests=cfg.query.tenant_requests,
             hash_seconds=cfg.query.password_recheck_seconds,
+            failures_file=shared / "login-failures.sqlite",
         )
         self.sessions = TenantSessions(cfg)
         self.sealer = tokens.Sealer(tokens.load_key(cfg.paths.secrets), cfg.query.token_hours)
         self.rows = rows.Rows(cfg.query, self.sealer)
-        self.objects = objects.Objects(cfg.query.object_chunk_kb * 1024, ledger=self._object_ledger)
+        self.objects = objects.Objects(cfg.query.object_chunk_kb * 1024, ledger=self._object_ledger, lock_dir=shared)
         self._ledger: objects.Ledger | None = None
         self._sweeper = threading.Thread(target=self._sweep, name="session-sweeper", daemon=True)
         self._sweeper.start()
@@ -145,7 +150,10 @@ def _table(t: Tenant, name: str) -> tables.Table:
 
 
 def ok(data, status: int = 200):
-    return jsonify({"data": data}), status
+    """The answer's one shape, ``{"data": ...}`` (jsonify's work without its per-call lookups: a point read
+    is mostly such overhead)."""
+    body = json.dumps({"data": data}, default=current_app.json.default, separators=(",", ":"))
+    return Response(body, status, mimetype="application/json")
 
 
 # --- schema ---------------------------------------------------------------------------------------------
@@ -405,10 +413,12 @@ def delete_object(key: str, tenant: str | None = None):
 def main(argv: list[str] | None = None) -> int:
     cfg = config.load()
     web.setup_logging(cfg)
+    metrics.fresh_process_files()  # before the workers start: the last run's counts go
     web.serve(
         lambda: create_app(cfg),
         bind=f"{cfg.query.host}:{cfg.query.port}",
         threads=cfg.query.threads,
+        workers=cfg.query.workers,
         name="mysimbdp-query-api",
         timeout=cfg.query.request_seconds + 120,
     )

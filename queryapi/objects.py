@@ -10,7 +10,7 @@ retired), which the tenant cannot write: what the tenant does to the object tabl
 cannot make room it does not have. Those tables are read as untrusted: an object row whose size, chunk
 size and chunk count disagree is "damaged" (409), never a loop of millions of chunks.
 
-Writing: the upload is reserved first (its declared size, under a per-tenant lock, so that concurrent
+Writing: the upload is reserved first (its declared size, under a per-tenant file lock, so that concurrent
 uploads cannot pass the quota together); the chunks are written under a new version id as the body
 arrives, a few in flight; the sha256 is checked; then, under the lock again, the object's row points at
 the new version and the version it replaces is retired. A retired version's chunks are deleted ten
@@ -28,15 +28,16 @@ import datetime as dt
 import hashlib
 import logging
 import re
-import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from cassandra.cluster import Session
 
 from mysimbdp.constraints import Constraints
+from mysimbdp.locks import file_lock
 from mysimbdp.errors import (
     BadQuery,
     ChecksumMismatch,
@@ -212,11 +213,11 @@ class Ledger:
 
 
 class Objects:
-    def __init__(self, chunk_bytes: int, ledger: Callable[[], Ledger]) -> None:
+    def __init__(self, chunk_bytes: int, ledger: Callable[[], Ledger], lock_dir: Path) -> None:
         self.chunk_bytes = chunk_bytes
         self._ledger = ledger  # made on first use (the API may start before Cassandra answers)
-        self._lock = threading.Lock()
-        self._tenant_locks: dict[str, threading.Lock] = {}
+        # the quota's section is held across the API's worker processes: a file lock per tenant in here
+        self._lock_dir = lock_dir
         self._ready: dict = {}  # session_id -> prepared statements, after the tables exist
 
     @property
@@ -248,9 +249,8 @@ class Objects:
         self._ready[session.session_id] = st
         return st
 
-    def _tenant_lock(self, ks: str) -> threading.Lock:
-        with self._lock:
-            return self._tenant_locks.setdefault(ks, threading.Lock())
+    def _tenant_lock(self, ks: str):
+        return file_lock(self._lock_dir / f"{ks}.lock")  # ks: a validated identifier
 
     # --- reading ------------------------------------------------------------------------------------------
     def head(self, session: Session, ks: str, key: str) -> Meta:

@@ -811,3 +811,54 @@ def test_an_expired_object_is_gone(query_tenant):
     time.sleep(3)
     refused(q.get("/v1/objects/brief"), 404, "no_such_object")
     assert "brief" not in [o["key"] for o in q.ok("get", "/v1/objects")["objects"]]
+
+
+def test_the_apis_worker_processes_share_the_lock_out_the_quota_and_the_metrics(query_tenant, platform, make_tenant):
+    """The query API runs several worker processes; a client reaching different ones still meets one
+    lock-out, one object quota and one set of metrics (connections made at once, to spread over them)."""
+    import concurrent.futures
+    import threading
+
+    from mysimbdp import auth
+
+    master = int((platform.paths.run / "query-api.pid").read_text().split()[0])
+    workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == master]
+    assert len(workers) == platform.query.workers >= 2
+
+    def at_once(n: int, call):
+        """``call(i)`` on ``n`` new connections opened together; the answers' status codes and bodies."""
+        gate = threading.Barrier(n)
+
+        def one(i):
+            gate.wait()
+            return call(i)
+
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            return list(pool.map(one, range(n)))
+
+    # the quota: 1 MiB objects into a 6 MiB quota, ten at once: six are stored, four refused, 6 MiB used
+    t, pw, q = query_tenant(OBJ_CONS)
+    data = os.urandom(1 << 20)
+    answers = at_once(10, lambda i: Query(platform, t.name, pw).put(f"/v1/objects/o{i}", data=data))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [201] * 6 + [413] * 4, codes
+    assert all(r.json()["code"] == "quota_exceeded" for r in answers if r.status_code == 413)
+    assert len(q.ok("get", "/v1/objects")["objects"]) == 6
+
+    # the lock-out: max_failures wrong passwords, each on its own connection, then the right one is refused
+    victim, right = make_tenant()
+    fails = platform.batch.auth_max_failures
+    wrong = at_once(fails, lambda i: Query(platform, victim.name, f"guess-{i}").get("/v1/tables"))
+    assert [r.status_code for r in wrong] == [401] * fails
+    late = at_once(4, lambda i: Query(platform, victim.name, right).get("/v1/tables"))
+    assert [r.status_code for r in late] == [429] * 4, [r.text for r in late]
+    assert all(r.json()["code"] == "too_many_attempts" and int(r.headers["Retry-After"]) > 0 for r in late)
+
+    # the metrics: every worker's requests are in one scrape
+    from test_metrics import sample, scrape
+
+    op = (auth.OPERATOR, auth.operator_api_password(platform.paths.secrets))
+    before = sample(scrape(platform.query_url(), op), "mysimbdp_http_requests_total", tenant=t.name, status="200")
+    at_once(12, lambda i: Query(platform, t.name, pw).get("/v1/tables"))
+    after = sample(scrape(platform.query_url(), op), "mysimbdp_http_requests_total", tenant=t.name, status="200")
+    assert after - before == 12

@@ -12,7 +12,6 @@ minutes) is built the first time a run needs it, normally the dry run of the fir
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -32,6 +31,7 @@ import docker.errors
 from .. import runtimes
 from ..config import Config
 from ..errors import RuntimeUnavailable
+from ..locks import file_lock
 
 log = logging.getLogger(__name__)
 RECIPE = Path(__file__).with_name("image_recipe.json")  # the Python runtime's (the default)
@@ -93,12 +93,8 @@ def ensure_image(cfg: Config, client: docker.DockerClient, runtime: str = runtim
 @contextlib.contextmanager
 def _build_lock(cfg: Config, runtime: str) -> Iterator[None]:
     cfg.home.mkdir(parents=True, exist_ok=True)
-    with open(cfg.home / f".image-{runtime}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(cfg.home / f".image-{runtime}.lock"):
+        yield
 
 
 def build(cfg: Config, client: docker.DockerClient, tag: str, runtime: str = runtimes.DEFAULT) -> None:

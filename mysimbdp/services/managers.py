@@ -24,6 +24,7 @@ class ManagedProcess:
     module: str
     health: str | None = None  # "batch", "stream", "query" or "dashboard": whose /healthz proves it ready
     heartbeat: str | None = None  # else: a file in run/ the process touches while its loop runs
+    metric_files: bool = False  # an API of several worker processes keeps its metrics in files, as managers do
 
     def daemon(self, cfg: Config) -> Daemon:
         return Daemon(self.name, cfg.paths.run, cfg.paths.logs, match=f"-m {self.module}")
@@ -79,7 +80,7 @@ class ManagedProcess:
             # two malloc arenas: a threaded server's memory otherwise stays near its peak after large answers
             # (a fixed mmap threshold returned it too, but halved the object API's throughput)
             env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home), MALLOC_ARENA_MAX="2")
-            if not self.health:  # a manager keeps its metrics in files, which an API serves (metrics.py)
+            if not self.health or self.metric_files:  # in files, which an API serves (metrics.py)
                 folder = metrics.process_files(cfg.paths.run, self.name)
                 folder.mkdir(parents=True, exist_ok=True)
                 env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
@@ -113,6 +114,6 @@ PARTS: list[ManagedProcess] = [
     ManagedProcess("stream-api", "streamingestmanager.api", health="stream"),
     ManagedProcess("inbox-writer", "streamingestmanager.inbox_writer", heartbeat="inbox-writer.heartbeat"),
     ManagedProcess("stream-controller", "streamingestmanager.controller", heartbeat="stream-controller.heartbeat"),
-    ManagedProcess("query-api", "queryapi.api", health="query"),
+    ManagedProcess("query-api", "queryapi.api", health="query", metric_files=True),
     ManagedProcess("dashboard", "dashboard.app", health="dashboard"),
 ]

@@ -8,7 +8,6 @@ app containers). Anonymous access is off.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import socket
@@ -24,6 +23,7 @@ from .. import broker, credentials
 from ..broker import BrokerUser
 from ..config import Config
 from ..errors import BrokerUnavailable, ServiceStartError
+from ..locks import file_lock
 from ..retry import retry
 from .process import Daemon, port_free, port_open, wait_until, who_listens
 
@@ -161,12 +161,8 @@ def users_dir(cfg: Config) -> Path:
 @contextmanager
 def _locked(cfg: Config) -> Iterator[None]:
     cfg.paths.mosquitto.mkdir(parents=True, exist_ok=True)
-    with open(cfg.paths.mosquitto / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(cfg.paths.mosquitto / ".lock"):
+        yield
 
 
 def put_user(cfg: Config, user: BrokerUser, *, reload: bool = True) -> None:

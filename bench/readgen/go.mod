@@ -1,0 +1,3 @@
+module mysimbdp/bench/readgen
+
+go 1.21
