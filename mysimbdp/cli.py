@@ -79,8 +79,15 @@ def cmd_status(cfg, args) -> int:
         print(f"state folder: {st['home']}")
         for name, part in st["parts"].items():
             mark = "ready" if part.get("ready") else ("running" if part.get("running") else "down")
-            extra = {k: v for k, v in part.items() if k not in ("ready", "running") and v not in (None, "")}
+            shown = ("ready", "running", "nodes")
+            extra = {k: v for k, v in part.items() if k not in shown and v not in (None, "")}
             print(f"  {name:<18} {mark:<8} " + " ".join(f"{k}={v}" for k, v in extra.items()))
+            for node in part.get("nodes") or ():  # Cassandra's nodes, as nodetool status shows them
+                load = "?" if node["load_mib"] is None else f"{node['load_mib']} MiB"
+                print(
+                    f"    node {node['address']:<15} {node['state']}  load {load:<12} owns {node['owns_pct']}%"
+                    f"  cql {node['cql']}"
+                )
         print("platform: " + ("ready" if st["ready"] else "NOT ready"))
         print(f"dashboard: {cfg.dashboard_url()}/ ({_dashboard_login(cfg)})")
     return 0 if st["ready"] else 3

@@ -173,3 +173,19 @@ def test_a_login_refused_is_told_from_a_node_not_reachable_and_a_password_is_nev
     # when no pool could be opened the driver gives only the hosts it tried (seen while Cassandra restarts)
     assert not db.login_refused(NoHostAvailable("Unable to connect to any servers using keyspace", ["127.0.0.1"]))
     assert "s3cret" not in repr(db.Login("op", "s3cret"))
+
+
+def test_token_ownership_is_each_nodes_share_of_the_ring():
+    from mysimbdp.services.cassandra_node import _ownership
+
+    third = 2**64 // 3
+    lo = -(2**63)
+    # three nodes, one token each, evenly spaced: a third each (the first owns the wrap-around range)
+    share = _ownership({"a": [str(lo + third)], "b": [str(lo + 2 * third)], "c": [str(lo + 3 * third)]})
+    assert {k: round(v, 6) for k, v in share.items()} == {"a": 0.333333, "b": 0.333333, "c": 0.333333}
+    # uneven: b's token right after a's owns almost nothing, c the rest after b
+    share = _ownership({"a": ["0"], "b": ["1"], "c": [str(2**62)]})
+    assert share["b"] == 1 / 2**64 and abs(share["c"] - 0.25) < 1e-9 and abs(share["a"] - 0.75) < 1e-9
+    assert abs(sum(share.values()) - 1) < 1e-12
+    assert _ownership({"a": ["5", "-5"]}) == {"a": 1.0}
+    assert _ownership({}) == {}

@@ -37,8 +37,14 @@ def test_status_reports_every_part(platform):
     for part in ("cassandra", "mosquitto", "docker", "sandbox"):
         assert st["parts"][part]["ready"] is True, part
     assert st["parts"]["sandbox"]["firewall"] is True
+    # each Cassandra node, as nodetool status would show it: here the one node, up and normal, owning the ring
+    (node,) = st["parts"]["cassandra"]["nodes"]
+    assert node["state"] == "UN" and node["owns_pct"] == 100.0 and node["load_mib"] > 0
+    assert node["cql"].endswith(f":{platform.cassandra.port}")
+    assert st["parts"]["cassandra"]["schema_agreement"] is True
     human = run_cli("status")
     assert human.returncode == 0 and "platform: ready" in human.stdout
+    assert f"node {node['address']}" in human.stdout and "owns 100.0%" in human.stdout
 
 
 def _free_port() -> int:

@@ -254,10 +254,11 @@ def status(cfg: Config) -> dict:
     d = daemon(cfg)
     if not cfg.cassandra.managed:
         ok = operator_ready(cfg)
-        return {"managed": False, "running": ok, "ready": ok, "contact_points": list(cfg.cassandra.contact_points)}
+        out = {"managed": False, "running": ok, "ready": ok, "contact_points": list(cfg.cassandra.contact_points)}
+        return out | (cluster_nodes(cfg) if ok else {})
     pid = d.pid()
     ready = pid is not None and operator_ready(cfg)
-    return {
+    out = {
         "managed": True,
         "running": pid is not None,
         "pid": pid,
@@ -266,6 +267,61 @@ def status(cfg: Config) -> dict:
         "version": cfg.cassandra.version,
         "log": str(d.log_file),
     }
+    return out | (cluster_nodes(cfg) if ready else {})
+
+
+def cluster_nodes(cfg: Config) -> dict:
+    """Each node of the cluster as the operator's session sees it, as ``nodetool status`` shows it: its
+    address, up or down (the driver's view) and gossip state (``UN``: up and normal), load, the share of the
+    token ring it owns, and whether all nodes agree on the schema. Read from ``system_views.gossip_info`` and
+    the token columns of ``system.local`` / ``system.peers_v2``: no JMX needed. ``{}`` when unreachable."""
+    try:
+        session = db.connect(cfg)
+    except CassandraUnavailable:
+        return {}
+    try:
+        gossip = session.execute("SELECT * FROM system_views.gossip_info", timeout=10).all()
+        tokens = {str(r.broadcast_address): r.tokens for r in session.execute("SELECT broadcast_address, tokens FROM system.local")}
+        for r in session.execute("SELECT peer, tokens FROM system.peers_v2", timeout=10):
+            tokens[str(r.peer)] = r.tokens
+        up = {str(h.address): bool(h.is_up) for h in session.cluster.metadata.all_hosts()}
+    except Exception as exc:  # noqa: BLE001 - a status must answer: what could not be read is said
+        return {"nodes_error": f"{type(exc).__name__}: {exc}"[:200]}
+    finally:
+        session.cluster.shutdown()
+    owns = _ownership(tokens)
+    nodes = []
+    for g in sorted(gossip, key=lambda r: r.address):
+        state = (g.status or "?").split(",")[0]
+        rpc = (g.native_address_and_port or g.rpc_address or "").split(":")[0]
+        is_up = up.get(rpc, up.get(g.address))
+        nodes.append(
+            {
+                "address": g.address,
+                "cql": g.native_address_and_port or "",
+                "state": ("U" if is_up else "D") + _STATE_LETTER.get(state, "?"),
+                "load_mib": round(float(g.load) / 2**20, 1) if g.load else None,
+                "owns_pct": round(owns.get(g.address, 0.0) * 100, 1),
+            }
+        )
+    return {"nodes": nodes, "schema_agreement": len({g.schema for g in gossip}) <= 1}
+
+
+_STATE_LETTER = {"NORMAL": "N", "BOOT": "J", "BOOT_REPLACE": "J", "LEAVING": "L", "LEFT": "L", "MOVING": "M"}
+
+
+def _ownership(tokens: dict[str, object]) -> dict[str, float]:
+    """The share of the Murmur3 token ring each node's tokens own (a token owns the range up to it from the
+    token before it), as ``nodetool status`` without a keyspace reports it."""
+    ring = sorted((int(t), node) for node, ts in tokens.items() for t in (ts or ()))
+    if not ring:
+        return {}
+    size = 2**64
+    share: dict[str, float] = {}
+    for i, (token, node) in enumerate(ring):
+        before = ring[i - 1][0] if i else ring[-1][0] - size
+        share[node] = share.get(node, 0.0) + (token - before) / size
+    return share
 
 
 # --- nodetool (snapshots and imports for backups) ----------------------------------------------------------
