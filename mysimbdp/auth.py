@@ -14,8 +14,10 @@
   ``checks`` (the others wait a little, then get 429 "busy"); an unknown user costs the same bcrypt
   time as a known one, and a request without credentials is not a failure (it is how HTTP asks for them);
 * every table here is bounded (a stream of made-up user names or addresses cannot grow it);
-* an API served by several worker processes counts failures in one file all of them share
-  (:class:`SharedLoginFailures`), so that a client gets ``max_failures`` tries, not that many per worker.
+* a login is counted as a failure *before* its check and given back when the password was right, so that
+  guesses sent at once cannot all pass the count; an API served by several worker processes counts them
+  in one file all of them share (:class:`SharedLoginFailures`): a client gets ``max_failures`` tries
+  within ``lockout`` seconds, however many connections and workers it spreads them over.
 """
 
 from __future__ import annotations
@@ -67,74 +69,109 @@ class _Bounded(OrderedDict):
 
 
 class LoginFailures:
-    """The times (``time.time()``) of the failed logins of each (user, client) within the last ``window``
-    seconds, newest ``keep`` of each, in this process."""
+    """Failed logins of each (user, client) within the last ``window`` seconds, in this process.
 
-    def __init__(self, window: float, keep: int) -> None:
-        self.window, self.keep = window, keep
-        self._fails: _Bounded = _Bounded(MAX_KEYS)  # (user, client) -> deque of failure times
+    A login that is about to be checked *reserves* a failure first (:meth:`reserve`, refused once there are
+    ``limit`` already) and gives it back when the password was right (:meth:`release`): count and record are
+    one step, so guesses sent at once cannot all pass the count before any of them is recorded."""
 
-    def _recent(self, user: str, client: str, now: float) -> deque:
-        q = self._fails.touch((user, client), deque())
-        while q and q[0] < now - self.window:
-            q.popleft()
-        return q
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._lock = threading.Lock()
+        self._fails: _Bounded = _Bounded(MAX_KEYS)  # (user, client) -> deque of (time, id)
+        self._ids = 0
 
-    def times(self, user: str, client: str, now: float) -> list[float]:
-        return list(self._recent(user, client, now))
+    def reserve(self, user: str, client: str, now: float, limit: int) -> tuple[object | None, float]:
+        """(a token to release, 0) or, past ``limit``: (None, the time of the oldest failure counted)."""
+        with self._lock:
+            q = self._fails.touch((user, client), deque())
+            while q and q[0][0] < now - self.window:
+                q.popleft()
+            if len(q) >= limit:
+                return None, q[0][0]
+            self._ids += 1
+            q.append((now, self._ids))
+            return self._ids, 0.0
 
-    def add(self, user: str, client: str, now: float) -> None:
-        q = self._recent(user, client, now)
-        q.append(now)
-        while len(q) > self.keep:
-            q.popleft()
+    def release(self, user: str, client: str, token: object) -> None:
+        with self._lock:
+            q = self._fails.get((user, client))
+            if q:
+                for entry in q:
+                    if entry[1] == token:
+                        q.remove(entry)
+                        break
 
 
 class SharedLoginFailures(LoginFailures):
-    """The same, in an SQLite file that every worker process of one API opens (WAL: readers do not wait
-    for a writer). A broken file costs the lock-out, never a login: bcrypt still stands guard."""
+    """The same, in an SQLite file that every worker process of one API opens, so that the lock-out is the
+    API's and not each worker's. The file failing (unreadable, locked for more than a second, a full disk)
+    costs the sharing, never a login and never the lock-out: this process's own count stands in."""
 
     MAX_ROWS = 200_000
 
-    def __init__(self, path: Path, window: float, keep: int) -> None:
-        super().__init__(window, keep)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=5, isolation_level=None, check_same_thread=False)
-        os.chmod(path, 0o600)
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS failures (user TEXT, client TEXT, t REAL)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS by_key ON failures (user, client, t)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS by_time ON failures (t)")
+    def __init__(self, path: Path, window: float) -> None:
+        super().__init__(window)  # also the stand-in when the file fails
+        self._db_lock = threading.Lock()
         self._adds = 0
-
-    def times(self, user: str, client: str, now: float) -> list[float]:
+        self._db: sqlite3.Connection | None = None
         try:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT t FROM failures WHERE user = ? AND client = ? AND t >= ? ORDER BY t DESC LIMIT ?",
-                    (user, client, now - self.window, self.keep),
-                ).fetchall()
-        except sqlite3.Error as exc:
-            log.warning("login failures unreadable (%s): no lock-out for this login", exc)
-            return []
-        return sorted(r[0] for r in rows)
+            db = sqlite3.connect(str(path), timeout=1.0, isolation_level=None, check_same_thread=False)
+            os.chmod(path, 0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS failures (user TEXT, client TEXT, t REAL)")
+            db.execute("CREATE INDEX IF NOT EXISTS by_key ON failures (user, client, t)")
+            db.execute("CREATE INDEX IF NOT EXISTS by_time ON failures (t)")
+            self._db = db
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("login failures file %s unusable (%s): counted in this process only", path, exc)
 
-    def add(self, user: str, client: str, now: float) -> None:
+    def reserve(self, user: str, client: str, now: float, limit: int) -> tuple[object | None, float]:
+        if self._db is not None:
+            try:
+                with self._db_lock:
+                    return self._reserve(user, client, now, limit)
+            except sqlite3.Error as exc:
+                log.warning("login failures file failed (%s): counted in this process", exc)
+        token, oldest = super().reserve(user, client, now, limit)
+        return (None if token is None else ("here", token)), oldest
+
+    def _reserve(self, user: str, client: str, now: float, limit: int) -> tuple[object | None, float]:
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")  # the count and the insert: one writer at a time, across processes
         try:
-            with self._lock:
-                self._db.execute("INSERT INTO failures VALUES (?, ?, ?)", (user, client, now))
-                self._db.execute("DELETE FROM failures WHERE t < ?", (now - self.window,))
-                self._adds += 1
-                if self._adds % 1000 == 0:  # made-up names from many addresses: the oldest go first
-                    (n,) = self._db.execute("SELECT count(*) FROM failures").fetchone()
-                    if n > self.MAX_ROWS:
-                        self._db.execute(
-                            "DELETE FROM failures WHERE rowid IN (SELECT rowid FROM failures ORDER BY t LIMIT ?)",
-                            (n - self.MAX_ROWS // 2,),
-                        )
-        except sqlite3.Error as exc:
-            log.warning("a login failure could not be recorded (%s)", exc)
+            rows = db.execute(
+                "SELECT t FROM failures WHERE user = ? AND client = ? AND t >= ? ORDER BY t LIMIT ?",
+                (user, client, now - self.window, limit),
+            ).fetchall()
+            if len(rows) >= limit:
+                return None, rows[0][0]
+            rowid = db.execute("INSERT INTO failures VALUES (?, ?, ?)", (user, client, now)).lastrowid
+            db.execute("DELETE FROM failures WHERE t < ?", (now - self.window,))
+            self._adds += 1
+            if self._adds % 1000 == 0:  # made-up names from many addresses: the oldest go first
+                (n,) = db.execute("SELECT count(*) FROM failures").fetchone()
+                if n > self.MAX_ROWS:
+                    db.execute(
+                        "DELETE FROM failures WHERE rowid IN (SELECT rowid FROM failures ORDER BY t LIMIT ?)",
+                        (n - self.MAX_ROWS // 2,),
+                    )
+            return ("file", rowid), 0.0
+        finally:
+            db.execute("COMMIT")
+
+    def release(self, user: str, client: str, token: object) -> None:
+        where, value = token  # type: ignore[misc]
+        if where == "here":
+            super().release(user, client, value)
+            return
+        try:
+            with self._db_lock:
+                assert self._db is not None
+                self._db.execute("DELETE FROM failures WHERE rowid = ?", (value,))
+        except sqlite3.Error as exc:  # the right password is counted as a failure: it may cost a lock-out
+            log.warning("a login's reservation could not be released (%s)", exc)
 
 
 class Authenticator:
@@ -160,28 +197,26 @@ class Authenticator:
         self._key = os.urandom(32)
         self._lock = threading.Lock()
         self._ok: _Bounded = _Bounded(MAX_KEYS)  # (user, tag) -> expiry
-        self._failures = failures or LoginFailures(lockout, max_failures)
+        self._failures = failures or LoginFailures(lockout)
         self._checking: set[str] = set()  # clients with a bcrypt check running
         self._same: set[tuple[str, bytes]] = set()  # (user, password tag) being checked right now
         self._check_done = threading.Condition(self._lock)
         self._checks = threading.BoundedSemaphore(checks)
 
     # --- failures -------------------------------------------------------------------------------------
-    def _check_lockout(self, username: str, client: str) -> None:
+    def _reserve_failure(self, username: str, client: str) -> object:
+        """Count this login as a failure before it is checked (:class:`LoginFailures`); TooManyAttempts when
+        this client has used up its tries for this user."""
         now = time.time()  # a failure's time may come from another process: the wall clock
-        with self._lock:
-            q = self._failures.times(username, client, now)
-            if len(q) >= self.max_failures:
-                retry = int(q[0] + self.lockout - now) + 1
-                raise TooManyAttempts(
-                    "too many failed logins for this user from this client",
-                    retry_after=retry,
-                    hint=f"try again in {retry}s",
-                )
-
-    def _failed(self, username: str, client: str) -> None:
-        with self._lock:
-            self._failures.add(username, client, time.time())
+        token, oldest = self._failures.reserve(username, client, now, self.max_failures)
+        if token is None:
+            retry = int(oldest + self.lockout - now) + 1
+            raise TooManyAttempts(
+                "too many failed logins for this user from this client",
+                retry_after=retry,
+                hint=f"try again in {retry}s",
+            )
+        return token
 
     # --- bcrypt, rationed -----------------------------------------------------------------------------
     def _bcrypt(self, password: str, stored: str, client: str) -> bool:
@@ -226,10 +261,17 @@ class Authenticator:
             if stored and expiry and expiry > time.monotonic():
                 return True  # the check that was going on said yes
             self._same.add(key)
-        ok = False
+        ok = wrong = False
         try:
-            ok = self._bcrypt(password, stored or _DUMMY_HASH, client) and bool(stored)
-            return ok
+            # counted as a failure until the password proves right (or the check never ran: busy)
+            token = self._reserve_failure(username, client)
+            try:
+                ok = self._bcrypt(password, stored or _DUMMY_HASH, client) and bool(stored)
+                wrong = not ok
+                return ok
+            finally:
+                if not wrong:
+                    self._failures.release(username, client, token)
         finally:
             with self._check_done:
                 if ok:  # remembered before the others waiting for this check look
@@ -250,8 +292,7 @@ class Authenticator:
             # ones a minute and keep the operator (and a Prometheus server) out. Wrong ones are still refused.
             if hmac.compare_digest(password.encode(), self.operator_password.encode()):
                 return Principal(OPERATOR, True)
-            self._check_lockout(username, client)
-            self._failed(username, client)
+            self._reserve_failure(username, client)  # kept: it is a failure
             raise AuthenticationFailed("wrong user name or password")
         try:
             stored = self.lookup_hash(username)
@@ -263,10 +304,7 @@ class Authenticator:
                 expiry = self._ok.get((username, tag))
             if expiry and expiry > now:
                 return Principal(username)
-        self._check_lockout(username, client)
-        ok = self._check_once(username, tag, password, stored, client)
-        if not ok:
-            self._failed(username, client)
+        if not self._check_once(username, tag, password, stored, client):
             raise AuthenticationFailed("wrong user name or password")
         return Principal(username)
 

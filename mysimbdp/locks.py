@@ -12,9 +12,15 @@ from typing import Iterator
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created 0600 if missing) for the ``with`` block. Each holder opens
-    the file anew: flock() is per open file, so threads of one process exclude each other too."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    """Hold an exclusive lock on ``path`` (created 0600 if missing, its folder 0700 too) for the ``with``
+    block. Each holder opens the file anew: flock() is per open file, so threads of one process exclude
+    each other too."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:  # the folder went (a cleaned run folder): made again
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

@@ -349,7 +349,7 @@ class Directory:
             operator_password=auth.operator_api_password(cfg.paths.secrets) if operator else None,
             failures=None
             if failures_file is None
-            else auth.SharedLoginFailures(failures_file, cfg.batch.auth_lockout, cfg.batch.auth_max_failures),
+            else auth.SharedLoginFailures(failures_file, cfg.batch.auth_lockout),
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -54,3 +55,84 @@ def test_wrong_operator_passwords_cannot_lock_the_operator_out():
     with pytest.raises(TooManyAttempts):
         a.authenticate(auth.OPERATOR, "guess", "127.0.0.1")
     assert a.authenticate(auth.OPERATOR, "generated-secret", "127.0.0.1").is_operator
+
+
+def _guess_at_once(a: auth.Authenticator, n: int, client: str = "10.0.0.7") -> list[str]:
+    """``n`` wrong passwords for t1 from one client, all at once: what each was answered."""
+    gate, out = threading.Barrier(n), []
+
+    def guess(i):
+        gate.wait()
+        try:
+            a.authenticate("t1", f"guess-{i}", client)
+            out.append("in")
+        except TooManyAttempts:
+            out.append("429")
+        except AuthenticationFailed:
+            out.append("401")
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_guesses_sent_at_once_get_no_more_tries_than_one_after_another():
+    a = auth.Authenticator({"t1": HASH}.get, max_failures=3, lockout=60, wait_for_check=20)
+    got = _guess_at_once(a, 12)
+    assert got.count("401") == 3 and got.count("429") == 9 and "in" not in got
+
+
+def test_a_right_password_gives_its_try_back():
+    a = auth.Authenticator({"t1": HASH}.get, max_failures=3, lockout=60, cache_seconds=0)
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed):
+            a.authenticate("t1", "guess", "10.0.0.8")
+    assert a.authenticate("t1", "right-password", "10.0.0.8").name == "t1"  # not counted
+    with pytest.raises(AuthenticationFailed) as third:
+        a.authenticate("t1", "guess", "10.0.0.8")
+    assert not isinstance(third.value, TooManyAttempts)
+    with pytest.raises(TooManyAttempts):
+        a.authenticate("t1", "right-password", "10.0.0.8")
+
+
+def test_worker_processes_sharing_the_failures_file_share_the_lock_out(tmp_path):
+    """Two processes (an API's workers), each with its own Authenticator on one file, guessing at once:
+    three tries in all, not three each."""
+    import multiprocessing
+
+    path = tmp_path / "failures.sqlite"
+
+    def worker(q):
+        a = auth.Authenticator(
+            {"t1": HASH}.get, max_failures=3, lockout=60, wait_for_check=20,
+            failures=auth.SharedLoginFailures(path, 60),
+        )  # fmt: skip
+        q.put(_guess_at_once(a, 6))
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(q,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = q.get(timeout=120) + q.get(timeout=120)
+    for p in procs:
+        p.join(30)
+    assert got.count("401") == 3 and got.count("429") == 9, got
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_broken_failures_file_costs_the_sharing_not_the_lock_out(tmp_path):
+    path = tmp_path / "failures.sqlite"
+    path.write_bytes(os.urandom(4096))  # not a database
+    a = auth.Authenticator(
+        {"t1": HASH}.get, max_failures=3, lockout=60, failures=auth.SharedLoginFailures(path, 60)
+    )
+    assert a.authenticate("t1", "right-password", "10.0.0.9").name == "t1"
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            a.authenticate("t1", "guess", "10.0.0.10")
+    with pytest.raises(TooManyAttempts):
+        a.authenticate("t1", "guess", "10.0.0.10")
