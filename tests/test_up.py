@@ -145,12 +145,15 @@ def test_an_existing_cluster_instead_of_the_managed_node(platform, tmp_path):
         "MYSIMBDP_CASSANDRA_CONTACT_POINTS": "127.0.0.1",
     }
     st = json.loads(run_cli("status", "--json", env=env).stdout)
-    assert st["parts"]["cassandra"] == {
+    cass = st["parts"]["cassandra"]
+    assert {k: cass[k] for k in ("managed", "running", "ready", "contact_points")} == {
         "managed": False,
         "running": True,
         "ready": True,
         "contact_points": ["127.0.0.1"],
     }
+    assert "pid" not in cass  # nothing of its own is started
+    assert [n["state"] for n in cass["nodes"]] == ["UN"] and cass["schema_agreement"] is True  # what it sees
     listed = run_cli("tenant", "list", env=env)
     assert listed.returncode == 0
     pw.write_text("wrong\n")
