@@ -42,7 +42,15 @@ from cassandra.metadata import protect_name
 
 from . import bounded, constraints, names
 from .config import Config
-from .errors import BackupNotFound, Conflict, CorruptBackup, MysimbdpError, RestoreConflict, TenantError
+from .errors import (
+    BackupNotFound,
+    ConfigError,
+    Conflict,
+    CorruptBackup,
+    MysimbdpError,
+    RestoreConflict,
+    TenantError,
+)
 from .jobs import months_since
 from .services import cassandra_node
 from .tenants import Registry
@@ -104,6 +112,16 @@ class Restored:
 
 
 # --- the backup folder ------------------------------------------------------------------------------------
+
+
+def _single_node(cfg: Config) -> None:
+    """Backups snapshot and import on the one managed node; a cluster's would need each node's (not yet)."""
+    if cfg.cluster:
+        raise ConfigError(
+            "backups and restores work on one managed node; this platform runs a cluster of "
+            f"{cfg.cassandra.nodes}: each node would need its own snapshot (not built yet)",
+            hint="docs/scale-out.md",
+        )
 
 
 def folder(cfg: Config) -> Path:
@@ -180,6 +198,7 @@ def _describe(path: Path, manifest: dict) -> Backup:
 
 def backup(cfg: Config, session: Session, tenant: str, *, kind: str = "manual") -> Backup:
     """Back up one ready tenant: snapshot, schema, registry row, receipts, apps, manifest."""
+    _single_node(cfg)
     name = names.tenant(tenant)
     registry = Registry(cfg, session)
     t = registry.get(name)  # "no tenant X" for one that does not exist (or is not ready)
@@ -521,6 +540,7 @@ def restore(
 ) -> Restored:
     """Restore ``tenant`` (as ``as_name``) from the backup ``ref``. Nothing is changed unless the backup is
     whole, and the target's tables fit it, and (unless ``overwrite``) they hold no rows."""
+    _single_node(cfg)
     tenant = names.tenant(tenant)
     target = names.tenant(as_name or tenant)
     path = find(cfg, ref)

@@ -198,6 +198,34 @@ def _size(n: int) -> str:
     return ""  # pragma: no cover
 
 
+def cmd_node(cfg, args) -> int:
+    """``mysimbdp node status|stop|start|restart|repair [N]``: the managed Cassandra nodes, one at a time."""
+    from .services import cassandra_node
+
+    if not cfg.cassandra.managed:
+        raise UsageError("the platform runs no Cassandra node of its own (cassandra.managed = false)")
+    action, index = args.action, args.index
+    if action == "status":
+        part = cassandra_node.status(cfg)
+        for node in part.get("nodes") or ():
+            load = "?" if node["load_mib"] is None else f"{node['load_mib']} MiB"
+            print(f"{node['state']}  {node['address']:<15} load {load:<12} owns {node['owns_pct']}%  cql {node['cql']}")
+        print("schema agreement: " + ("yes" if part.get("schema_agreement") else "NO"))
+        return 0 if part.get("ready") else 3
+    if action == "repair":
+        done = cassandra_node.repair(cfg, index)
+        print(f"repaired node{'s' if len(done) > 1 else ''} {', '.join(map(str, done))}")
+        return 0
+    if index is None:
+        raise UsageError(f"node {action} needs the node's number", hint=f"mysimbdp node {action} 2")
+    if action in ("stop", "restart"):
+        was = cassandra_node.stop_node(cfg, index)
+        print(f"node {index}: {'stopped' if was else 'was not running'}")
+    if action in ("start", "restart"):
+        print(f"node {index}: {cassandra_node.start_node(cfg, index)}")
+    return 0
+
+
 def cmd_backup(cfg, args) -> int:
     from . import backup, db, names
 
@@ -326,7 +354,7 @@ def cmd_cqlsh(cfg, args) -> int:
         rc.write_text(
             f"[authentication]\ncredentials = {creds}\n"
             + (f"keyspace = {keyspace}\n" if keyspace else "")
-            + f"[connection]\nhostname = {cfg.cassandra.contact_points[0]}\nport = {cfg.cassandra.port}\n"
+            + f"[connection]\nhostname = {cfg.contact_points[0]}\nport = {cfg.cassandra.port}\n"
         )
         argv = [str(exe), "--cqlshrc", str(rc), "--credentials", str(creds), "-u", login.username]
         if args.execute:
@@ -405,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace the rows the tenant has in the backup's tables")
     s.add_argument("--password-stdin", action="store_true", help="a tenant made again gets this password")
     s.set_defaults(func=cmd_restore)
+
+    s = sub.add_parser("node", help="the managed Cassandra nodes: status, stop, start, restart or repair one")
+    s.add_argument("action", choices=("status", "stop", "start", "restart", "repair"))
+    s.add_argument("index", nargs="?", type=int, help="the node's number (1 to cassandra.nodes); repair: all if none")
+    s.set_defaults(func=cmd_node)
 
     s = sub.add_parser("cqlsh", help="a CQL shell as the operator, or as a tenant with --tenant")
     s.add_argument("--tenant", metavar="NAME")

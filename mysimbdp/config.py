@@ -31,6 +31,10 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class CassandraSettings:
     managed: bool = True  # run Cassandra here; false = use an existing cluster
+    # managed nodes on this machine: 1 (on 127.0.0.1), or a cluster of up to 5, node i on the i-th address
+    # of node_network (added to the loopback interface: the host and the sandbox's containers reach it)
+    nodes: int = 1
+    node_network: str = "10.254.42.0/24"
     version: str = "5.0.9"
     contact_points: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
@@ -201,8 +205,29 @@ class Config:
         return str(next(net.hosts()))
 
     @property
+    def cluster(self) -> bool:
+        """A managed cluster of several nodes on this machine (cassandra.nodes > 1)."""
+        return self.cassandra.managed and self.cassandra.nodes > 1
+
+    @property
+    def node_addresses(self) -> tuple[str, ...]:
+        """The managed nodes' addresses, node 1 first: 127.0.0.1 for the one node, else node_network's."""
+        if not self.cluster:
+            return ("127.0.0.1",)
+        net = ipaddress.ip_network(self.cassandra.node_network)
+        return tuple(str(net.network_address + i) for i in range(1, self.cassandra.nodes + 1))
+
+    @property
+    def contact_points(self) -> tuple[str, ...]:
+        return self.node_addresses if self.cluster else self.cassandra.contact_points
+
+    @property
     def cassandra_sandbox_host(self) -> str:
-        return self.cassandra.sandbox_host or self.sandbox_gateway
+        """What tenant containers connect to (comma-separated): a cluster's nodes directly (their addresses
+        answer on the sandbox bridge), else the gateway, forwarded to the one node on loopback."""
+        if self.cassandra.sandbox_host:
+            return self.cassandra.sandbox_host
+        return ",".join(self.node_addresses) if self.cluster else self.sandbox_gateway
 
     @property
     def broker_sandbox_host(self) -> str:
@@ -211,6 +236,8 @@ class Config:
     def replication_map(self) -> dict[str, str]:
         """The replication map for CREATE KEYSPACE, built from validated settings only."""
         c = self.cassandra
+        if self.cluster:  # every node in one datacenter (SimpleSnitch): three replicas, or as many as nodes
+            return {"class": "NetworkTopologyStrategy", "datacenter1": str(min(3, c.nodes))}
         if c.replication_class == "SimpleStrategy":
             return {"class": "SimpleStrategy", "replication_factor": str(c.replication_factor)}
         dcs = dict(item.split(":") for item in c.datacenters.split(","))
@@ -442,6 +469,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"cassandra.username {c.username!r} is not a valid role name")
     if not c.contact_points:
         raise ConfigError("cassandra.contact_points is empty")
+    if not 1 <= c.nodes <= 5:
+        raise ConfigError("cassandra.nodes must be between 1 and 5 (nodes on this machine)")
+    try:
+        node_net = ipaddress.ip_network(c.node_network)
+    except ValueError:
+        raise ConfigError(f"cassandra.node_network {c.node_network!r} is not a network") from None
+    if node_net.version != 4 or node_net.prefixlen > 29 or node_net.is_loopback:
+        raise ConfigError("cassandra.node_network must be an IPv4 network of at least /29, not loopback")
     if not c.managed and not c.password_file:
         raise ConfigError("an existing cluster (cassandra.managed=false) needs cassandra.password_file")
     for size, where in ((s.scratch, "sandbox.scratch"), (c.heap.lower(), "cassandra.heap")):

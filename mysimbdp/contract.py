@@ -30,6 +30,8 @@ def _cassandra_env(cfg: Config, tenant: Tenant, login: db.Login | None = None) -
         "MYSIMBDP_KEYSPACE": tenant.name,
         "MYSIMBDP_CASSANDRA_HOSTS": cfg.cassandra_sandbox_host,
         "MYSIMBDP_CASSANDRA_PORT": str(cfg.cassandra.port),
+        # a cluster's writes are acknowledged by two of three replicas: any one node may be lost
+        "MYSIMBDP_CASSANDRA_CONSISTENCY": "LOCAL_QUORUM" if cfg.cluster else "LOCAL_ONE",
         "MYSIMBDP_CASSANDRA_USERNAME": login.username,
         "MYSIMBDP_CASSANDRA_PASSWORD": login.password,
     }

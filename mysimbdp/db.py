@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cassandra import AuthenticationFailed as _CassAuthFailed
-from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import ConsistencyLevel, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -99,12 +99,15 @@ def cluster_for(
     row_factory=None,
 ) -> Cluster:
     profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()), request_timeout=request_timeout
+        load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()),
+        request_timeout=request_timeout,
+        # a cluster's three replicas: two must answer, so that any one node may be lost
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM if cfg.cluster else ConsistencyLevel.LOCAL_ONE,
     )
     if row_factory is not None:
         profile.row_factory = row_factory
     return Cluster(
-        contact_points=list(hosts or cfg.cassandra.contact_points),
+        contact_points=list(hosts or cfg.contact_points),
         port=cfg.cassandra.port,
         auth_provider=PlainTextAuthProvider(login.username, login.password),
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
@@ -128,7 +131,7 @@ def connect(cfg: Config, login: Login | None = None, keyspace: str | None = None
         cluster.shutdown()
         if login_refused(exc):
             raise CassandraUnavailable(f"Cassandra refused the login of role {login.username!r}") from None
-        where = ",".join(cfg.cassandra.contact_points)
+        where = ",".join(cfg.contact_points)
         raise CassandraUnavailable(
             f"cannot reach Cassandra at {where}:{cfg.cassandra.port}", hint="is it running? try `mysimbdp up`"
         ) from None

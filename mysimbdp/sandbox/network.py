@@ -169,6 +169,47 @@ def _forward_cassandra(cfg: Config) -> None:
         raise RuntimeUnavailable(f"cannot let the sandbox bridge reach Cassandra on loopback: {exc}") from None
 
 
+def node_rules(cfg: Config) -> list[list[str]]:
+    """The rules of MYSIMBDP-<BRIDGE>-NODES, for packets to a managed cluster's node addresses: from this
+    host (loopback) anything, from the sandbox bridge the CQL port (the sandbox chain then decides as for
+    any port), from anywhere else nothing."""
+    return [
+        ["-i", "lo", "-j", "RETURN"],
+        ["-i", cfg.sandbox.bridge, "-p", "tcp", "--dport", str(cfg.cassandra.port), "-j", "RETURN"],
+        ["-j", "DROP"],
+    ]
+
+
+def ensure_node_addresses(cfg: Config) -> None:
+    """A managed cluster's node addresses on the loopback interface (the host reaches them, and the sandbox's
+    containers through the bridge, both without translation), and the rules that keep everyone else out."""
+    if not cfg.cluster:
+        return
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    have = subprocess.run([ip, "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    for address in cfg.node_addresses:
+        if f" {address}/32 " not in have:
+            proc = subprocess.run([ip, "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True, text=True)
+            if proc.returncode != 0 and "File exists" not in proc.stderr:
+                raise RuntimeUnavailable(f"cannot add the node address {address} to lo: {proc.stderr.strip()}")
+    _chain("filter", f"{chain(cfg)}-NODES", node_rules(cfg), "INPUT", "-d", cfg.cassandra.node_network)
+
+
+def remove_node_addresses(cfg: Config) -> None:
+    """Undo :func:`ensure_node_addresses`: the rules, then the addresses."""
+    if not cfg.cluster:
+        return
+    name = f"{chain(cfg)}-NODES"
+    jump = ["INPUT", "-d", cfg.cassandra.node_network, "-j", name]
+    while _iptables("-C", *jump, check=False).returncode == 0:
+        _iptables("-D", *jump, check=False)
+    _iptables("-F", name, check=False)
+    _iptables("-X", name, check=False)
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    for address in cfg.node_addresses:
+        subprocess.run([ip, "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True, text=True)
+
+
 def firewall_ok(cfg: Config) -> bool:
     bridge, name = cfg.sandbox.bridge, chain(cfg)
     listed = _iptables("-S", name, check=False)

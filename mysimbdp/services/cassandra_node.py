@@ -1,9 +1,15 @@
-"""The Cassandra node the platform runs itself (cassandra.managed = true).
+"""The Cassandra nodes the platform runs itself (cassandra.managed = true): one, or ``cassandra.nodes``.
 
 Installed from Maven Central with the project's ``cassandra/pom.xml``; configured from
 ``cassandra/cassandra.yaml.in``; data, logs and the rendered configuration under
-``$MYSIMBDP_HOME/cassandra``. At the first start the default superuser ``cassandra`` is replaced by an
-operator role whose generated password is written only to ``$MYSIMBDP_HOME/secrets`` (mode 0600).
+``$MYSIMBDP_HOME/cassandra`` (node 1) and ``$MYSIMBDP_HOME/cassandra/node<i>`` (the others). At the first
+start the default superuser ``cassandra`` is replaced by an operator role whose generated password is
+written only to ``$MYSIMBDP_HOME/secrets`` (mode 0600).
+
+A cluster (docs/scale-out.md) runs its nodes as ccm does, on one machine, each on its own address of
+``cassandra.node_network`` (added to the loopback interface) with the usual ports. They start one at a
+time, each once the last is up and normal in gossip; the system keyspaces that must survive a node
+(``system_auth`` above all: without it no one logs in) get three replicas, repaired once.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from cassandra.cluster import NoHostAvailable
+from cassandra.query import ValueSequence
 
 from .. import credentials, db
 from ..config import Config
@@ -30,8 +38,45 @@ MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
 DEFAULT_LOGIN = db.Login("cassandra", "cassandra")
 
 
-def daemon(cfg: Config) -> Daemon:
-    return Daemon("cassandra", cfg.paths.run, cfg.paths.logs, match=MAIN_CLASS)
+@dataclass(frozen=True)
+class Node:
+    index: int  # 1-based; node 1 is the seed
+    address: str
+    home: Path  # data, commitlog, hints, saved_caches, conf
+
+    @property
+    def name(self) -> str:  # its daemon's (pid file, log)
+        return "cassandra" if self.index == 1 else f"cassandra-{self.index}"
+
+    @property
+    def yaml(self) -> Path:
+        return self.home / "conf" / "cassandra.yaml"
+
+
+def nodes(cfg: Config) -> list[Node]:
+    """The managed nodes, node 1 first (node 1 keeps the single node's folders: one node can become three)."""
+    return [
+        Node(i, address, cfg.paths.cassandra if i == 1 else cfg.paths.cassandra / f"node{i}")
+        for i, address in enumerate(cfg.node_addresses, 1)
+    ]
+
+
+def node(cfg: Config, index: int) -> Node:
+    found = [n for n in nodes(cfg) if n.index == index]
+    if not found:
+        raise ServiceStartError(f"there is no node {index}: cassandra.nodes is {cfg.cassandra.nodes}")
+    return found[0]
+
+
+def daemon(cfg: Config, n: Node | None = None) -> Daemon:
+    """A node's daemon (node 1's by default). A cluster's nodes are told apart by their configuration file."""
+    n = n or nodes(cfg)[0]
+    match = f"-Dcassandra.config={n.yaml.as_uri()}" if cfg.cluster else MAIN_CLASS
+    return Daemon(n.name, cfg.paths.run, cfg.paths.logs, match=match)
+
+
+def _logdir(cfg: Config, n: Node) -> Path:
+    return cfg.paths.logs if n.index == 1 else cfg.paths.logs / n.name
 
 
 def _lib(cfg: Config) -> Path:
@@ -92,8 +137,9 @@ def java_command() -> str:
     return java
 
 
-def render_config(cfg: Config) -> Path:
-    home = cfg.paths.cassandra
+def render_config(cfg: Config, n: Node | None = None) -> Path:
+    n = n or nodes(cfg)[0]
+    home = n.home
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     for sub in ("data", "commitlog", "hints", "saved_caches", "cdc_raw"):
@@ -101,14 +147,42 @@ def render_config(cfg: Config) -> Path:
     text = (
         (cfg.source / "cassandra" / "cassandra.yaml.in")  # bounded: the project's own template
         .read_text()
-        .format(home=home, port=cfg.cassandra.port, storage_port=cfg.cassandra.storage_port)
+        .format(
+            home=home,
+            port=cfg.cassandra.port,
+            storage_port=cfg.cassandra.storage_port,
+            address=n.address,
+            seed=cfg.node_addresses[0],
+            alloc_rf=min(3, cfg.cassandra.nodes) if cfg.cluster else 1,
+            auth_read="LOCAL_ONE" if cfg.cluster else "LOCAL_QUORUM",
+        )
     )
-    target = conf / "cassandra.yaml"
+    target = n.yaml
     target.write_text(text)
     return target
 
 
-def command(cfg: Config, java: str) -> list[str]:
+def heap(cfg: Config) -> str:
+    """A node's heap: ``cassandra.heap``, but in a cluster at most a fifth of this machine's memory shared
+    by its nodes (three 2 GiB heaps are more than a small machine can give)."""
+    if not cfg.cluster:
+        return cfg.cassandra.heap
+    wanted = _bytes(cfg.cassandra.heap)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return cfg.cassandra.heap
+    share = max(512 << 20, total // 5 // cfg.cassandra.nodes)
+    return f"{min(wanted, share) >> 20}M"
+
+
+def _bytes(size: str) -> int:
+    size = size.lower()
+    return int(size[:-1]) << {"k": 10, "m": 20, "g": 30}[size[-1]]
+
+
+def command(cfg: Config, java: str, n: Node | None = None) -> list[str]:
+    n = n or nodes(cfg)[0]
     lib = _lib(cfg)
     jamm = sorted(lib.glob("jamm-*.jar"))
     if not jamm:
@@ -118,16 +192,20 @@ def command(cfg: Config, java: str) -> list[str]:
         for line in (cfg.source / "cassandra" / "jvm17-server.options").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    yaml = render_config(cfg)
+    yaml = render_config(cfg, n)
+    size = heap(cfg)
+    # a joining node waits ring_delay for gossip to settle (30 s by default); on one machine 5 s is plenty
+    cluster = ["-Dcassandra.ring_delay_ms=5000"] if cfg.cluster else []
     return [
         java,
-        f"-Xms{cfg.cassandra.heap}",
-        f"-Xmx{cfg.cassandra.heap}",
+        f"-Xms{size}",
+        f"-Xmx{size}",
         *options,
+        *cluster,
         f"-javaagent:{jamm[0]}",
         f"-Dcassandra.config={yaml.as_uri()}",
-        f"-Dcassandra.storagedir={cfg.paths.cassandra}",
-        f"-Dcassandra.logdir={cfg.paths.logs}",
+        f"-Dcassandra.storagedir={n.home}",
+        f"-Dcassandra.logdir={_logdir(cfg, n)}",
         f"-Dlogback.configurationFile={(cfg.source / 'cassandra' / 'logback.xml').as_uri()}",
         "-Dcassandra-foreground=yes",
         "-cp",
@@ -141,14 +219,13 @@ def memory_cap(cfg: Config) -> int:
     thread stacks)."""
     if cfg.supervisor.cassandra_memory_mb:
         return cfg.supervisor.cassandra_memory_mb << 20
-    heap = cfg.cassandra.heap.lower()
-    units = {"k": 10, "m": 20, "g": 30}
-    return (int(heap[:-1]) << units[heap[-1]]) * 2 + (1 << 30)
+    return _bytes(heap(cfg)) * 2 + (1 << 30)
 
 
-def _can_login(cfg: Config, login: db.Login) -> bool | None:
-    """True: logged in. False: reached but the login was refused. None: not reachable yet."""
-    cluster = db.cluster_for(cfg, login, hosts=("127.0.0.1",))
+def _can_login(cfg: Config, login: db.Login, host: str | None = None) -> bool | None:
+    """True: logged in (at ``host``, node 1 by default). False: reached but the login was refused. None: not
+    reachable yet."""
+    cluster = db.cluster_for(cfg, login, hosts=(host or cfg.node_addresses[0],))
     try:
         cluster.connect().execute("SELECT release_version FROM system.local")
         return True
@@ -161,38 +238,149 @@ def _can_login(cfg: Config, login: db.Login) -> bool | None:
 
 
 def start(cfg: Config, timeout: float = 240.0) -> str:
-    """Install if needed, start if not running, and wait until the operator can log in."""
+    """Install if needed, start what is not running (a cluster's nodes one at a time, each once the one
+    before is up and normal), and wait until the operator can log in."""
+    if cfg.cluster:
+        return _start_cluster(cfg, timeout)
     d = daemon(cfg)
     if d.running():
         bootstrap_operator(cfg, timeout)
         return "running"
+    _start_node(cfg, nodes(cfg)[0], timeout)
+    bootstrap_operator(cfg, max(30.0, timeout))
+    return "started"
+
+
+def _start_node(cfg: Config, n: Node, timeout: float) -> None:
+    """Start one node and wait for its CQL port; ServiceStartError names the node and why it did not start."""
+    who = "Cassandra" if not cfg.cluster else f"Cassandra node {n.index} ({n.address})"
     java = java_command()
-    for host, port in (("127.0.0.1", cfg.cassandra.port), ("127.0.0.1", cfg.cassandra.storage_port)):
-        if not port_free(host, port):
+    for port in (cfg.cassandra.port, cfg.cassandra.storage_port):
+        if not port_free(n.address, port):
             raise ServiceStartError(
-                f"Cassandra: port {port} is already taken by {who_listens(port)}",
+                f"{who}: port {port} is already taken by {who_listens(port)}",
                 hint=f"stop it or set MYSIMBDP_CASSANDRA_{'PORT' if port == cfg.cassandra.port else 'STORAGE_PORT'}",
             )
     install(cfg)
+    d = daemon(cfg, n)
+    logdir = _logdir(cfg, n)
+    logdir.mkdir(parents=True, exist_ok=True)
     d.start(
-        command(cfg, java),
-        cwd=cfg.paths.cassandra,
+        command(cfg, java, n),
+        cwd=n.home,
         memory=memory_cap(cfg),
         java=True,
         oom_score_adj=-500,
         stop_timeout=60,
         nofile=100_000,  # tenants' connections and tables cost files; 20,000 proved reachable
     )
-    t0 = time.monotonic()
-    if not wait_until(lambda: port_open("127.0.0.1", cfg.cassandra.port), timeout, 0.5, abort=d.exited_early):
+    if not wait_until(lambda: port_open(n.address, cfg.cassandra.port), timeout, 0.5, abort=d.exited_early):
+        why = d.log_tail()
         if d.exited_early():
-            raise ServiceStartError("Cassandra exited while starting:\n" + d.log_tail())
-        raise ServiceStartError(
-            f"Cassandra did not open port {cfg.cassandra.port} within {timeout:.0f}s:\n" + d.log_tail()
-        )
-    remaining = max(30.0, timeout - (time.monotonic() - t0))
-    bootstrap_operator(cfg, remaining)
-    return "started"
+            raise ServiceStartError(f"{who} exited while starting:\n" + why)
+        raise ServiceStartError(f"{who} did not open port {cfg.cassandra.port} within {timeout:.0f}s:\n" + why)
+
+
+def _start_cluster(cfg: Config, timeout: float) -> str:
+    from ..sandbox import network
+
+    network.ensure_node_addresses(cfg)
+    if all(daemon(cfg, n).running() for n in nodes(cfg)) and _system_keyspaces_replicated(cfg):
+        return "running"  # warm: one login proves the operator, and the system keyspaces are set
+    started = []
+    for n in nodes(cfg):
+        if daemon(cfg, n).running():
+            continue
+        t0 = time.monotonic()
+        _start_node(cfg, n, timeout)
+        if n.index == 1:
+            bootstrap_operator(cfg, max(30.0, timeout - (time.monotonic() - t0)))
+        left = max(60.0, timeout - (time.monotonic() - t0))
+        if not wait_until(lambda n=n: _gossip_state(cfg, n.address) == "NORMAL", left, 1.0):
+            raise ServiceStartError(
+                f"Cassandra node {n.index} ({n.address}) did not join the cluster within {left:.0f}s",
+                hint=f"its log: {_logdir(cfg, n) / 'cassandra-system.log'}",
+            )
+        started.append(n.index)
+    bootstrap_operator(cfg, timeout)
+    _replicate_system_keyspaces(cfg)
+    if not started:
+        return "running"
+    return f"started node{'s' if len(started) > 1 else ''} {', '.join(map(str, started))} of {cfg.cassandra.nodes}"
+
+
+def _gossip_state(cfg: Config, address: str) -> str | None:
+    """How the cluster (through the operator's session) sees the node at ``address``: NORMAL once joined."""
+    try:
+        session = db.connect(cfg)
+    except CassandraUnavailable:
+        return None
+    try:
+        rows = session.execute(
+            "SELECT address, status, status_with_port FROM system_views.gossip_info", timeout=10
+        ).all()
+    except Exception:  # noqa: BLE001 - not yet
+        return None
+    finally:
+        session.cluster.shutdown()
+    for r in rows:
+        if r.address == address:
+            return _gossip_status(r)
+    return None
+
+
+#: keyspaces of Cassandra's own that a cluster must not lose with one node
+SYSTEM_KEYSPACES = ("system_auth", "system_distributed", "system_traces")
+
+
+def _same_replication(have, want: dict[str, str]) -> bool:
+    """Whether a keyspace's replication (as Cassandra lists it: the class by its full name) is ``want``."""
+    have = dict(have or {})
+    return have.pop("class", "").rsplit(".", 1)[-1] == want["class"] and have == {
+        k: v for k, v in want.items() if k != "class"
+    }
+
+
+def _system_keyspaces_replicated(cfg: Config) -> bool:
+    """Whether the operator logs in and the system keyspaces have the cluster's replication already."""
+    try:
+        session = db.connect(cfg)
+    except CassandraUnavailable:
+        return False
+    try:
+        rows = session.execute(
+            "SELECT keyspace_name, replication FROM system_schema.keyspaces WHERE keyspace_name IN %s",
+            (ValueSequence(SYSTEM_KEYSPACES),),
+            timeout=10,
+        ).all()
+    except Exception:  # noqa: BLE001 - not ready: the slow path looks closer
+        return False
+    finally:
+        session.cluster.shutdown()
+    return len(rows) == len(SYSTEM_KEYSPACES) and all(_same_replication(r.replication, cfg.replication_map()) for r in rows)
+
+
+def _replicate_system_keyspaces(cfg: Config) -> None:
+    """Give the system keyspaces the cluster's replication once (then a repair copies what node 1 held):
+    with system_auth on one node, losing it would refuse every login."""
+    want = cfg.replication_map()
+    session = db.connect(cfg)
+    try:
+        changed = []
+        for ks in SYSTEM_KEYSPACES:
+            row = session.execute(
+                "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (ks,)
+            ).one()
+            if row is None or _same_replication(row.replication, want):
+                continue
+            session.execute(f"ALTER KEYSPACE {ks} WITH replication = {db.replication_cql(cfg)}", timeout=60)
+            changed.append(ks)
+    finally:
+        session.cluster.shutdown()
+    if changed:
+        log.info("replicating %s to %s", ", ".join(changed), want)
+        for ks in changed:  # nodetool repairs one keyspace at a time
+            nodetool(cfg, "repair", "-full", "--", ks, timeout=600)
 
 
 def operator_ready(cfg: Config) -> bool:
@@ -246,8 +434,46 @@ def _replace_default_superuser(cfg: Config) -> None:
     log.info("replaced the default superuser with role %s", login.username)
 
 
+# --- one node of a cluster (mysimbdp node ...) ---------------------------------------------------------------
+
+
+def stop_node(cfg: Config, index: int) -> bool:
+    """Stop node ``index`` (the supervisor does not start it again until asked); whether it was running."""
+    return daemon(cfg, node(cfg, index)).stop(timeout=60)
+
+
+def start_node(cfg: Config, index: int, timeout: float = 240.0) -> str:
+    """Start node ``index`` if it is not running and wait until it is up and normal (its hints, kept by
+    the others while it was away, are then replayed to it)."""
+    n = node(cfg, index)
+    if daemon(cfg, n).running():
+        return "running"
+    if cfg.cluster:
+        from ..sandbox import network
+
+        network.ensure_node_addresses(cfg)
+    _start_node(cfg, n, timeout)
+    if cfg.cluster and not wait_until(lambda: _gossip_state(cfg, n.address) == "NORMAL", timeout, 1.0):
+        raise ServiceStartError(f"Cassandra node {index} ({n.address}) did not rejoin within {timeout:.0f}s")
+    if not cfg.cluster:
+        bootstrap_operator(cfg, timeout)
+    return "started"
+
+
+def repair(cfg: Config, index: int | None = None) -> list[int]:
+    """A full repair of the platform's and the tenants' keyspaces on node ``index``, or on every node in
+    turn; the nodes repaired."""
+    done = []
+    for n in nodes(cfg) if index is None else [node(cfg, index)]:
+        nodetool(cfg, "repair", "-full", index=n.index, timeout=3600)
+        done.append(n.index)
+    return done
+
+
 def stop(cfg: Config) -> bool:
-    return daemon(cfg).stop(timeout=60)
+    """Stop every node (the last first); whether any was running."""
+    stopped = [daemon(cfg, n).stop(timeout=60) for n in reversed(nodes(cfg))]
+    return any(stopped)
 
 
 def status(cfg: Config) -> dict:
@@ -257,7 +483,8 @@ def status(cfg: Config) -> dict:
         out = {"managed": False, "running": ok, "ready": ok, "contact_points": list(cfg.cassandra.contact_points)}
         return out | (cluster_nodes(cfg) if ok else {})
     pid = d.pid()
-    ready = pid is not None and operator_ready(cfg)
+    pids = [daemon(cfg, n).pid() for n in nodes(cfg)]
+    ready = pid is not None and all(p is not None for p in pids) and operator_ready(cfg)
     out = {
         "managed": True,
         "running": pid is not None,
@@ -267,7 +494,9 @@ def status(cfg: Config) -> dict:
         "version": cfg.cassandra.version,
         "log": str(d.log_file),
     }
-    return out | (cluster_nodes(cfg) if ready else {})
+    if cfg.cluster:
+        out["node_pids"] = pids
+    return out | (cluster_nodes(cfg) if pid is not None and operator_ready(cfg) else {})
 
 
 def cluster_nodes(cfg: Config) -> dict:
@@ -281,10 +510,13 @@ def cluster_nodes(cfg: Config) -> dict:
         return {}
     try:
         gossip = session.execute("SELECT * FROM system_views.gossip_info", timeout=10).all()
-        tokens = {str(r.broadcast_address): r.tokens for r in session.execute("SELECT broadcast_address, tokens FROM system.local")}
-        for r in session.execute("SELECT peer, tokens FROM system.peers_v2", timeout=10):
-            tokens[str(r.peer)] = r.tokens
-        up = {str(h.address): bool(h.is_up) for h in session.cluster.metadata.all_hosts()}
+        meta = session.cluster.metadata
+        # the driver's token map: every node's tokens as one connection read them (a system.local on one
+        # node and a system.peers_v2 on another would leave a node out)
+        tokens: dict[str, list] = {}
+        for token, host in (meta.token_map.token_to_host_owner.items() if meta.token_map else ()):
+            tokens.setdefault(str(host.broadcast_address or host.address), []).append(token.value)
+        up = {str(h.address): bool(h.is_up) for h in meta.all_hosts()}
     except Exception as exc:  # noqa: BLE001 - a status must answer: what could not be read is said
         return {"nodes_error": f"{type(exc).__name__}: {exc}"[:200]}
     finally:
@@ -292,7 +524,7 @@ def cluster_nodes(cfg: Config) -> dict:
     owns = _ownership(tokens)
     nodes = []
     for g in sorted(gossip, key=lambda r: r.address):
-        state = (g.status or "?").split(",")[0]
+        state = _gossip_status(g)
         rpc = (g.native_address_and_port or g.rpc_address or "").split(":")[0]
         is_up = up.get(rpc, up.get(g.address))
         nodes.append(
@@ -300,11 +532,19 @@ def cluster_nodes(cfg: Config) -> dict:
                 "address": g.address,
                 "cql": g.native_address_and_port or "",
                 "state": ("U" if is_up else "D") + _STATE_LETTER.get(state, "?"),
+                "gossip": state,
                 "load_mib": round(float(g.load) / 2**20, 1) if g.load else None,
                 "owns_pct": round(owns.get(g.address, 0.0) * 100, 1),
             }
         )
     return {"nodes": nodes, "schema_agreement": len({g.schema for g in gossip}) <= 1}
+
+
+def _gossip_status(row) -> str:
+    """A node's gossip state (NORMAL, BOOT, LEAVING, ...): nodes speaking the newer messaging version fill
+    only ``status_with_port``, older ones only ``status``."""
+    value = getattr(row, "status_with_port", None) or getattr(row, "status", None) or "?"
+    return value.split(",")[0]
 
 
 _STATE_LETTER = {"NORMAL": "N", "BOOT": "J", "BOOT_REPLACE": "J", "LEAVING": "L", "LEFT": "L", "MOVING": "M"}
@@ -352,19 +592,25 @@ def _jmx_client_file(cfg: Config) -> Path:
     return path
 
 
-def ensure_jmx(cfg: Config) -> None:
-    """Make sure the managed node answers JMX on 127.0.0.1:``cassandra.jmx_port``, opening it if needed."""
+def _jmx_port(cfg: Config, index: int) -> int:
+    return cfg.cassandra.jmx_port + index - 1  # node i: the next port after node i-1's
+
+
+def ensure_jmx(cfg: Config, index: int = 1) -> None:
+    """Make sure managed node ``index`` answers JMX on 127.0.0.1:``cassandra.jmx_port`` (+ index - 1),
+    opening it if needed."""
     if not cfg.cassandra.managed:
         raise ServiceStartError(
             "nodetool needs the node the platform runs (cassandra.managed = true)",
             hint="back up an existing cluster with its own tools",
         )
-    port = cfg.cassandra.jmx_port
+    port = _jmx_port(cfg, index)
     if port_open("127.0.0.1", port):
         return
-    pid = daemon(cfg).pid()
+    pid = daemon(cfg, node(cfg, index)).pid()
     if pid is None:
-        raise CassandraUnavailable("Cassandra is not running", hint="run `mysimbdp up`")
+        what = "Cassandra is" if index == 1 and not cfg.cluster else f"Cassandra node {index} is"
+        raise CassandraUnavailable(f"{what} not running", hint="run `mysimbdp up`")
     login = _jmx_login(cfg)
     password = cfg.paths.secrets / "cassandra-jmx.password"  # the node's: it replaces the password by a hash
     access = cfg.paths.secrets / "cassandra-jmx.access"
@@ -410,11 +656,11 @@ def _jdk_tool(pid: int, tool: str) -> str:
     return found
 
 
-def nodetool(cfg: Config, *args: str, timeout: float = 3600) -> str:
-    """Run ``nodetool ARGS`` against the managed node; its output, or ServiceError with its last lines."""
+def nodetool(cfg: Config, *args: str, timeout: float = 3600, index: int = 1) -> str:
+    """Run ``nodetool ARGS`` against managed node ``index``; its output, or ServiceError with its last lines."""
     from ..errors import ServiceError
 
-    ensure_jmx(cfg)
+    ensure_jmx(cfg, index)
     password = _jmx_client_file(cfg)
     # the server's module exports and opens: Cassandra's classes need them in a client too
     modules = [
@@ -436,7 +682,7 @@ def nodetool(cfg: Config, *args: str, timeout: float = 3600) -> str:
         "-h",
         "127.0.0.1",
         "-p",
-        str(cfg.cassandra.jmx_port),
+        str(_jmx_port(cfg, index)),
         "-u",
         JMX_USER,
         "-pwf",

@@ -31,6 +31,7 @@ class Context:
     cassandra_port: int
     cassandra_username: str
     cassandra_password: str = field(repr=False)
+    cassandra_consistency: str = "LOCAL_ONE"  # LOCAL_QUORUM on a cluster of three nodes
     # batch runs
     input_file: str | None = None
     file_name: str | None = None
@@ -59,6 +60,7 @@ class Context:
             cassandra_port=int(_env("MYSIMBDP_CASSANDRA_PORT", "9042")),
             cassandra_username=_env("MYSIMBDP_CASSANDRA_USERNAME"),
             cassandra_password=_env("MYSIMBDP_CASSANDRA_PASSWORD"),
+            cassandra_consistency=e("MYSIMBDP_CASSANDRA_CONSISTENCY") or "LOCAL_ONE",
             input_file=e("MYSIMBDP_INPUT_FILE"),
             file_name=e("MYSIMBDP_FILE_NAME"),
             output_dir=e("MYSIMBDP_OUTPUT_DIR"),

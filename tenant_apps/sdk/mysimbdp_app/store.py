@@ -16,6 +16,7 @@ import time
 from typing import Callable, Hashable, Sequence
 
 from cassandra import (
+    ConsistencyLevel,
     InvalidRequest,
     OperationTimedOut,
     ReadTimeout,
@@ -29,6 +30,9 @@ from cassandra.policies import ConstantReconnectionPolicy, RoundRobinPolicy, Tok
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from .context import Context, TemporaryFailure
+
+# what the platform may ask for (MYSIMBDP_CASSANDRA_CONSISTENCY); anything else: LOCAL_ONE
+CONSISTENCY = {"LOCAL_ONE": ConsistencyLevel.LOCAL_ONE, "LOCAL_QUORUM": ConsistencyLevel.LOCAL_QUORUM}
 
 log = logging.getLogger("mysimbdp_app")
 logging.getLogger("cassandra").setLevel(logging.CRITICAL)
@@ -55,7 +59,9 @@ def connect(ctx: Context, retry_for: float = 60.0) -> Session:
             auth_provider=PlainTextAuthProvider(ctx.cassandra_username, ctx.cassandra_password),
             execution_profiles={
                 EXEC_PROFILE_DEFAULT: ExecutionProfile(
-                    load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()), request_timeout=30
+                    load_balancing_policy=TokenAwarePolicy(RoundRobinPolicy()),
+                    request_timeout=30,
+                    consistency_level=CONSISTENCY.get(ctx.cassandra_consistency, ConsistencyLevel.LOCAL_ONE),
                 )
             },
             reconnection_policy=ConstantReconnectionPolicy(0.5, max_attempts=None),

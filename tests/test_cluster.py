@@ -1,0 +1,210 @@
+"""A managed cluster of three Cassandra nodes on this machine (cassandra.nodes = 3), beside the test
+platform's one node: it starts one node at a time, shows each node, keeps every acknowledged write when a
+node is killed, refuses writes cleanly with two nodes down and takes them again once one is back, and says
+which node will not start and why."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+from cassandra import ConsistencyLevel, Unavailable
+from cassandra.cluster import NoHostAvailable
+from cassandra.query import SimpleStatement
+
+from conftest import run_cli
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+KS = "cluster_test"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, cfg):
+    """A second state folder with its own supervisor and three nodes (the Cassandra jars of the platform's;
+    the platform itself need not be up)."""
+    from mysimbdp import config
+    from mysimbdp.sandbox import network
+    from mysimbdp.services import cassandra_node, supervisor
+
+    home = tmp_path_factory.mktemp("cluster")
+    env = {
+        "MYSIMBDP_HOME": str(home),
+        "MYSIMBDP_CASSANDRA_NODES": "3",
+        "MYSIMBDP_CASSANDRA_HEAP": "768M",
+        "MYSIMBDP_CASSANDRA_JMX_PORT": "17199",
+    }
+    cassandra_node.install(cfg)  # the platform's jars (a no-op once installed)
+    main_lib = cfg.paths.cassandra / "lib"
+    cfg = config.load(env=dict(os.environ, **env))
+    (home / "cassandra").mkdir(parents=True)
+    (home / "cassandra" / "lib").symlink_to(main_lib)
+    supervisor.ensure_running(home)
+    try:
+        t0 = time.monotonic()
+        assert cassandra_node.start(cfg, timeout=300).startswith("started nodes 1, 2, 3")
+        cfg_started = time.monotonic() - t0
+        yield cfg, env, cfg_started
+    finally:
+        cassandra_node.stop(cfg)
+        supervisor.daemon(home).stop(timeout=30)
+        network.remove_node_addresses(cfg)
+
+
+def session(cfg):
+    from mysimbdp import db
+
+    return db.connect(cfg)
+
+
+def node_pid(cfg, index: int) -> int:
+    from mysimbdp.services import cassandra_node
+
+    pid = cassandra_node.daemon(cfg, cassandra_node.node(cfg, index)).pid()
+    assert pid is not None, f"node {index} is not running"
+    return pid
+
+
+def wait_normal(cfg, index: int, seconds: float = 240) -> None:
+    from mysimbdp.services import cassandra_node
+
+    address = cfg.node_addresses[index - 1]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cassandra_node.daemon(cfg, cassandra_node.node(cfg, index)).pid() and (
+            cassandra_node._gossip_state(cfg, address) == "NORMAL"
+        ):
+            st = cassandra_node.cluster_nodes(cfg)
+            if [n["state"] for n in st["nodes"]].count("UN") == 3:
+                return
+        time.sleep(2)
+    raise AssertionError(f"node {index} did not come back within {seconds}s")
+
+
+def keyspace(s, cfg) -> None:
+    from mysimbdp import db
+
+    s.execute(f"CREATE KEYSPACE IF NOT EXISTS {KS} WITH replication = {db.replication_cql(cfg)}", timeout=60)
+
+
+def count_at_all(s, table: str) -> int:
+    stmt = SimpleStatement(f"SELECT count(*) FROM {KS}.{table}", consistency_level=ConsistencyLevel.ALL)
+    return s.execute(stmt, timeout=120).one()[0]
+
+
+def test_three_nodes_start_one_at_a_time_and_status_shows_each(cluster):
+    cfg, env, took = cluster
+    from mysimbdp.services import cassandra_node
+
+    st = cassandra_node.status(cfg)
+    assert st["ready"] is True and st["schema_agreement"] is True
+    nodes = st["nodes"]
+    assert [n["address"] for n in nodes] == list(cfg.node_addresses)
+    assert [n["state"] for n in nodes] == ["UN"] * 3, nodes
+    owns = [n["owns_pct"] for n in nodes]
+    assert abs(sum(owns) - 100) < 0.5 and all(15 < o < 50 for o in owns), owns  # tokens balanced for RF 3
+    s = session(cfg)
+    try:
+        for ks in ("system_auth", "system_distributed", "system_traces"):
+            rep = s.execute("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (ks,)).one()
+            assert dict(rep.replication)["datacenter1"] == "3", ks
+        assert s.cluster.profile_manager.default.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    finally:
+        s.cluster.shutdown()
+    shown = run_cli("node", "status", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("UN  10.254.42.") == 3 and "schema agreement: yes" in shown.stdout
+    warm = time.monotonic()
+    assert cassandra_node.start(cfg) == "running"
+    assert time.monotonic() - warm < 5
+    print(f"three nodes from cold: {took:.0f}s")
+
+
+def test_a_node_killed_mid_writes_loses_no_acknowledged_row(cluster):
+    cfg, env, _ = cluster
+
+    s = session(cfg)
+    try:
+        keyspace(s, cfg)
+        rep = s.execute("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (KS,)).one()
+        assert dict(rep.replication)["datacenter1"] == "3"  # what tenants' keyspaces get on a cluster
+        s.execute(f"CREATE TABLE IF NOT EXISTS {KS}.rows (id int PRIMARY KEY, v text)", timeout=60)
+        insert = s.prepare(f"INSERT INTO {KS}.rows (id, v) VALUES (?, ?)")
+        insert.is_idempotent = True
+        acked, retried = set(), 0
+        victim = node_pid(cfg, 3)
+        for i in range(1500):
+            if i == 300:
+                os.kill(victim, signal.SIGKILL)  # in the middle of the writes, no goodbye
+            for _attempt in range(20):  # as a job does: a write that failed is sent again
+                try:
+                    s.execute(insert, (i, f"row {i}"), timeout=10)
+                    acked.add(i)
+                    break
+                except Exception:  # noqa: BLE001 - counted, retried
+                    retried += 1
+                    time.sleep(0.5)
+        assert len(acked) == 1500, f"{1500 - len(acked)} writes never acknowledged ({retried} retries)"
+        # the supervisor starts the killed node again; once it is back (and its hints replayed), every
+        # replica is asked: each acknowledged row is there once
+        wait_normal(cfg, 3)
+        assert node_pid(cfg, 3) != victim
+        assert count_at_all(s, "rows") == 1500
+        print(f"writes retried while node 3 was being killed: {retried}")
+    finally:
+        s.cluster.shutdown()
+
+
+def test_two_nodes_down_refuse_writes_cleanly_and_one_back_takes_them_again(cluster):
+    cfg, env, _ = cluster
+    from mysimbdp.services import cassandra_node
+
+    s = session(cfg)
+    try:
+        keyspace(s, cfg)
+        s.execute(f"CREATE TABLE IF NOT EXISTS {KS}.two (id int PRIMARY KEY)", timeout=60)
+        insert = s.prepare(f"INSERT INTO {KS}.two (id) VALUES (?)")
+        s.execute(insert, (1,))
+        stopped = run_cli("node", "stop", "3", env=env)
+        assert stopped.returncode == 0 and "node 3: stopped" in stopped.stdout, stopped.stderr
+        assert cassandra_node.stop_node(cfg, 2)
+        time.sleep(3)  # the coordinator's failure detector notices
+        # two of three replicas cannot answer: refused as unavailable (the driver may have asked each node
+        # left, and says so for all), not as unauthorized, and nothing half-written
+        with pytest.raises((Unavailable, NoHostAvailable)) as refused:
+            s.execute(insert, (2,), timeout=20)
+        assert "Cannot achieve consistency level LOCAL_QUORUM" in str(refused.value)
+        assert cassandra_node.start_node(cfg, 2) == "started"
+        s.execute(insert, (2,), timeout=20)  # two of three again: accepted
+        started = run_cli("node", "start", "3", env=env, timeout=400)
+        assert started.returncode == 0 and "node 3: started" in started.stdout, started.stderr
+        wait_normal(cfg, 3)
+        assert count_at_all(s, "two") == 2
+    finally:
+        s.cluster.shutdown()
+
+
+def test_a_node_that_will_not_start_is_named_with_the_reason(cluster):
+    cfg, env, _ = cluster
+    from mysimbdp.errors import ServiceStartError
+    from mysimbdp.services import cassandra_node
+
+    assert cassandra_node.stop_node(cfg, 3)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind((cfg.node_addresses[2], cfg.cassandra.port))
+    squatter.listen()
+    try:
+        with pytest.raises(ServiceStartError) as err:
+            cassandra_node.start(cfg, timeout=60)
+        assert "node 3 (10.254.42.3)" in str(err.value) and f"port {cfg.cassandra.port}" in str(err.value)
+        told = run_cli("node", "start", "3", env=env, timeout=120)  # the same words for a user, no traceback
+        assert told.returncode == 69 and "node 3 (10.254.42.3): port 9042 is already taken" in told.stderr
+        assert "Traceback" not in told.stderr
+    finally:
+        squatter.close()
+    assert cassandra_node.start(cfg, timeout=300) == "started node 3 of 3"
+    wait_normal(cfg, 3)
