@@ -83,11 +83,7 @@ def cmd_status(cfg, args) -> int:
             extra = {k: v for k, v in part.items() if k not in shown and v not in (None, "")}
             print(f"  {name:<18} {mark:<8} " + " ".join(f"{k}={v}" for k, v in extra.items()))
             for node in part.get("nodes") or ():  # Cassandra's nodes, as nodetool status shows them
-                load = "?" if node["load_mib"] is None else f"{node['load_mib']} MiB"
-                print(
-                    f"    node {node['address']:<15} {node['state']}  load {load:<12} owns {node['owns_pct']}%"
-                    f"  cql {node['cql']}"
-                )
+                print(f"    node {node['address']:<15} {node['state']}  {_node_line(node)}")
         print("platform: " + ("ready" if st["ready"] else "NOT ready"))
         print(f"dashboard: {cfg.dashboard_url()}/ ({_dashboard_login(cfg)})")
     return 0 if st["ready"] else 3
@@ -198,6 +194,12 @@ def _size(n: int) -> str:
     return ""  # pragma: no cover
 
 
+def _node_line(node: dict) -> str:
+    """What `status` and `node status` print of a Cassandra node after its state and address."""
+    load = "?" if node["load_mib"] is None else f"{node['load_mib']} MiB"
+    return f"load {load:<12} owns {node['owns_pct']}%  cql {node['cql']}"
+
+
 def cmd_node(cfg, args) -> int:
     """``mysimbdp node status|stop|start|restart|repair [N]``: the managed Cassandra nodes, one at a time."""
     from .services import cassandra_node
@@ -208,8 +210,7 @@ def cmd_node(cfg, args) -> int:
     if action == "status":
         part = cassandra_node.status(cfg)
         for node in part.get("nodes") or ():
-            load = "?" if node["load_mib"] is None else f"{node['load_mib']} MiB"
-            print(f"{node['state']}  {node['address']:<15} load {load:<12} owns {node['owns_pct']}%  cql {node['cql']}")
+            print(f"{node['state']}  {node['address']:<15} {_node_line(node)}")
         print("schema agreement: " + ("yes" if part.get("schema_agreement") else "NO"))
         return 0 if part.get("ready") else 3
     if action == "repair":

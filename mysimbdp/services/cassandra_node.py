@@ -27,7 +27,7 @@ from pathlib import Path
 from cassandra.cluster import NoHostAvailable
 from cassandra.query import ValueSequence
 
-from .. import credentials, db
+from .. import credentials, db, runtimes
 from ..config import Config
 from ..errors import CassandraUnavailable, ServiceStartError
 from .process import Daemon, port_free, port_open, wait_until, who_listens
@@ -167,7 +167,7 @@ def heap(cfg: Config) -> str:
     by its nodes (three 2 GiB heaps are more than a small machine can give)."""
     if not cfg.cluster:
         return cfg.cassandra.heap
-    wanted = _bytes(cfg.cassandra.heap)
+    wanted = runtimes.megabytes(cfg.cassandra.heap) << 20
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
@@ -176,9 +176,10 @@ def heap(cfg: Config) -> str:
     return f"{min(wanted, share) >> 20}M"
 
 
-def _bytes(size: str) -> int:
-    size = size.lower()
-    return int(size[:-1]) << {"k": 10, "m": 20, "g": 30}[size[-1]]
+def _jvm_options(cfg: Config) -> list[str]:
+    """The JVM options of Cassandra 5.0 on Java 17 (module exports and opens, GC), comments left out."""
+    text = (cfg.source / "cassandra" / "jvm17-server.options").read_text()  # bounded: the project's own file
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def command(cfg: Config, java: str, n: Node | None = None) -> list[str]:
@@ -187,11 +188,7 @@ def command(cfg: Config, java: str, n: Node | None = None) -> list[str]:
     jamm = sorted(lib.glob("jamm-*.jar"))
     if not jamm:
         raise ServiceStartError("Cassandra: the jamm agent jar is missing from the installed lib/")
-    options = [
-        line.strip()
-        for line in (cfg.source / "cassandra" / "jvm17-server.options").read_text().splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    options = _jvm_options(cfg)
     yaml = render_config(cfg, n)
     size = heap(cfg)
     # a joining node waits ring_delay for gossip to settle (30 s by default); on one machine 5 s is plenty
@@ -219,7 +216,7 @@ def memory_cap(cfg: Config) -> int:
     thread stacks)."""
     if cfg.supervisor.cassandra_memory_mb:
         return cfg.supervisor.cassandra_memory_mb << 20
-    return _bytes(heap(cfg)) * 2 + (1 << 30)
+    return (runtimes.megabytes(heap(cfg)) << 20) * 2 + (1 << 30)
 
 
 def _can_login(cfg: Config, login: db.Login, host: str | None = None) -> bool | None:
@@ -311,22 +308,7 @@ def _start_cluster(cfg: Config, timeout: float) -> str:
 
 def _gossip_state(cfg: Config, address: str) -> str | None:
     """How the cluster (through the operator's session) sees the node at ``address``: NORMAL once joined."""
-    try:
-        session = db.connect(cfg)
-    except CassandraUnavailable:
-        return None
-    try:
-        rows = session.execute(
-            "SELECT address, status, status_with_port FROM system_views.gossip_info", timeout=10
-        ).all()
-    except Exception:  # noqa: BLE001 - not yet
-        return None
-    finally:
-        session.cluster.shutdown()
-    for r in rows:
-        if r.address == address:
-            return _gossip_status(r)
-    return None
+    return next((n["gossip"] for n in cluster_nodes(cfg).get("nodes", ()) if n["address"] == address), None)
 
 
 #: keyspaces of Cassandra's own that a cluster must not lose with one node
@@ -373,6 +355,7 @@ def _replicate_system_keyspaces(cfg: Config) -> None:
             ).one()
             if row is None or _same_replication(row.replication, want):
                 continue
+            # ks: one of SYSTEM_KEYSPACES (constants); the replication map: validated configuration only
             session.execute(f"ALTER KEYSPACE {ks} WITH replication = {db.replication_cql(cfg)}", timeout=60)
             changed.append(ks)
     finally:
@@ -663,11 +646,7 @@ def nodetool(cfg: Config, *args: str, timeout: float = 3600, index: int = 1) -> 
     ensure_jmx(cfg, index)
     password = _jmx_client_file(cfg)
     # the server's module exports and opens: Cassandra's classes need them in a client too
-    modules = [
-        line.strip()
-        for line in (cfg.source / "cassandra" / "jvm17-server.options").read_text().splitlines()
-        if line.strip().startswith("--add-")
-    ]
+    modules = [option for option in _jvm_options(cfg) if option.startswith("--add-")]
     argv = [
         java_command(),
         *modules,
