@@ -36,6 +36,9 @@ def cluster(tmp_path_factory, cfg):
         "MYSIMBDP_CASSANDRA_NODES": "3",
         "MYSIMBDP_CASSANDRA_HEAP": "768M",
         "MYSIMBDP_CASSANDRA_JMX_PORT": "17199",
+        # its own addresses and rules: the test platform may itself be a cluster on the default network
+        "MYSIMBDP_CASSANDRA_NODE_NETWORK": "10.254.43.0/24",
+        "MYSIMBDP_SANDBOX_BRIDGE": "mysbclt0",
     }
     cassandra_node.install(cfg)  # the platform's jars (a no-op once installed)
     main_lib = cfg.paths.cassandra / "lib"
@@ -116,7 +119,7 @@ def test_three_nodes_start_one_at_a_time_and_status_shows_each(cluster):
         s.cluster.shutdown()
     shown = run_cli("node", "status", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.count("UN  10.254.42.") == 3 and "schema agreement: yes" in shown.stdout
+    assert shown.stdout.count("UN  10.254.43.") == 3 and "schema agreement: yes" in shown.stdout
     warm = time.monotonic()
     assert cassandra_node.start(cfg) == "running"
     assert time.monotonic() - warm < 5
@@ -200,9 +203,9 @@ def test_a_node_that_will_not_start_is_named_with_the_reason(cluster):
     try:
         with pytest.raises(ServiceStartError) as err:
             cassandra_node.start(cfg, timeout=60)
-        assert "node 3 (10.254.42.3)" in str(err.value) and f"port {cfg.cassandra.port}" in str(err.value)
+        assert "node 3 (10.254.43.3)" in str(err.value) and f"port {cfg.cassandra.port}" in str(err.value)
         told = run_cli("node", "start", "3", env=env, timeout=120)  # the same words for a user, no traceback
-        assert told.returncode == 69 and "node 3 (10.254.42.3): port 9042 is already taken" in told.stderr
+        assert told.returncode == 69 and "node 3 (10.254.43.3): port 9042 is already taken" in told.stderr
         assert "Traceback" not in told.stderr
     finally:
         squatter.close()
