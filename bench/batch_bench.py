@@ -105,9 +105,7 @@ def peer(c, csv_path: Path, options: str = "") -> tuple[float, int]:
 
     s = db.connect(c)
     try:
-        s.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
-        )
+        s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {db.replication_cql(c)}")  # the platform's
         s.execute(f"DROP TABLE IF EXISTS {ks}.flights")
         s.execute(PEER_TABLE.format(ks=ks))
     finally:

@@ -114,13 +114,26 @@ class Restored:
 # --- the backup folder ------------------------------------------------------------------------------------
 
 
-def _single_node(cfg: Config) -> None:
-    """Backups snapshot and import on the one managed node; a cluster's would need each node's (not yet)."""
-    if cfg.cluster:
+def _every_node_whole(cfg: Config, session: Session, ks: str | None = None) -> None:
+    """Backups snapshot node 1, and restores import on every node: on a cluster that is whole only when
+    every node holds every row (replication = nodes: 3 of 3). A keyspace still of one replica (an
+    installation moved to a cluster before ``mysimbdp node replicate``) would be backed up in part."""
+    if not cfg.cluster:
+        return
+    want = int(cfg.replication_map().get("datacenter1", "0"))
+    if want < cfg.cassandra.nodes:
         raise ConfigError(
-            "backups and restores work on one managed node; this platform runs a cluster of "
-            f"{cfg.cassandra.nodes}: each node would need its own snapshot (not built yet)",
+            f"backups of a cluster of {cfg.cassandra.nodes} nodes need every node to hold every row "
+            f"(replication {cfg.cassandra.nodes}); this one keeps {want} replicas",
             hint="docs/scale-out.md",
+        )
+    if ks is None:
+        return
+    row = session.execute("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (ks,)).one()
+    if row is not None and not cassandra_node.same_replication(row.replication, cfg.replication_map()):
+        raise ConfigError(
+            f"keyspace {ks} is not yet replicated to every node, so no node holds all of it",
+            hint="run `mysimbdp node replicate` first",
         )
 
 
@@ -197,9 +210,10 @@ def _describe(path: Path, manifest: dict) -> Backup:
 
 
 def backup(cfg: Config, session: Session, tenant: str, *, kind: str = "manual") -> Backup:
-    """Back up one ready tenant: snapshot, schema, registry row, receipts, apps, manifest."""
-    _single_node(cfg)
+    """Back up one ready tenant: snapshot, schema, registry row, receipts, apps, manifest. On a cluster,
+    node 1 is repaired first (then it holds every row any two nodes acknowledged) and its snapshot taken."""
     name = names.tenant(tenant)
+    _every_node_whole(cfg, session, name)
     registry = Registry(cfg, session)
     t = registry.get(name)  # "no tenant X" for one that does not exist (or is not ready)
     root = folder(cfg)
@@ -218,6 +232,8 @@ def backup(cfg: Config, session: Session, tenant: str, *, kind: str = "manual") 
             files: dict[str, dict] = {}
             started = time.monotonic()
             tag = f"mysimbdp-{final.name}"
+            if cfg.cluster:
+                cassandra_node.nodetool(cfg, "repair", "-full", "--", name, timeout=3600)
             cassandra_node.nodetool(
                 cfg, "snapshot", "-t", tag, "--ttl", f"{cfg.backup.snapshot_ttl_hours}h", "--", name
             )
@@ -539,10 +555,11 @@ def restore(
     password: str | None = None,
 ) -> Restored:
     """Restore ``tenant`` (as ``as_name``) from the backup ``ref``. Nothing is changed unless the backup is
-    whole, and the target's tables fit it, and (unless ``overwrite``) they hold no rows."""
-    _single_node(cfg)
+    whole, and the target's tables fit it, and (unless ``overwrite``) they hold no rows. On a cluster the
+    SSTables are imported on every node (each holds every row)."""
     tenant = names.tenant(tenant)
     target = names.tenant(as_name or tenant)
+    _every_node_whole(cfg, session, target)
     path = find(cfg, ref)
     manifest = verify(path)
     if manifest["tenant"] != tenant:
@@ -705,7 +722,8 @@ def _create_schema(session: Session, schema: dict, target: str) -> list[str]:
 
 def _import(cfg: Config, ks: str, table: str, src: Path) -> None:
     try:
-        cassandra_node.nodetool(cfg, "import", "--copy-data", "--", ks, table, str(src))
+        for n in cassandra_node.nodes(cfg):  # --copy-data: the backup's files stay for the next node
+            cassandra_node.nodetool(cfg, "import", "--copy-data", "--", ks, table, str(src), index=n.index)
     except MysimbdpError as exc:
         raise type(exc)(
             f"Cassandra did not load the SSTables of {ks}.{table}: {exc.message}",

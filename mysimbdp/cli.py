@@ -79,11 +79,13 @@ def cmd_status(cfg, args) -> int:
         print(f"state folder: {st['home']}")
         for name, part in st["parts"].items():
             mark = "ready" if part.get("ready") else ("running" if part.get("running") else "down")
-            shown = ("ready", "running", "nodes")
+            shown = ("ready", "running", "nodes", "node_events")
             extra = {k: v for k, v in part.items() if k not in shown and v not in (None, "")}
             print(f"  {name:<18} {mark:<8} " + " ".join(f"{k}={v}" for k, v in extra.items()))
             for node in part.get("nodes") or ():  # Cassandra's nodes, as nodetool status shows them
                 print(f"    node {node['address']:<15} {node['state']}  {_node_line(node)}")
+            for line in _event_lines(part.get("node_events")):
+                print("    " + line)
         print("platform: " + ("ready" if st["ready"] else "NOT ready"))
         print(f"dashboard: {cfg.dashboard_url()}/ ({_dashboard_login(cfg)})")
     return 0 if st["ready"] else 3
@@ -200,8 +202,14 @@ def _node_line(node: dict) -> str:
     return f"load {load:<12} owns {node['owns_pct']}%  cql {node['cql']}"
 
 
+def _event_lines(events) -> list[str]:
+    """The node watch's latest up/down events (nodewatch.py), newest first."""
+    return [f"{e['at']}  {e['address']:<15} {e['state']:<5} {e['detail']}" for e in events or ()]
+
+
 def cmd_node(cfg, args) -> int:
-    """``mysimbdp node status|stop|start|restart|repair [N]``: the managed Cassandra nodes, one at a time."""
+    """``mysimbdp node status|stop|start|restart|repair [N]``: the managed Cassandra nodes, one at a time;
+    ``mysimbdp node replicate``: every keyspace to the configured replication, then repaired."""
     from .services import cassandra_node
 
     if not cfg.cassandra.managed:
@@ -212,7 +220,26 @@ def cmd_node(cfg, args) -> int:
         for node in part.get("nodes") or ():
             print(f"{node['state']}  {node['address']:<15} {_node_line(node)}")
         print("schema agreement: " + ("yes" if part.get("schema_agreement") else "NO"))
+        if part.get("node_events"):
+            print("latest node events:")
+            for line in _event_lines(part["node_events"]):
+                print("  " + line)
+        if part.get("ready"):
+            fewer = cassandra_node.replicate(cfg, dry_run=True)
+            if fewer:
+                print(
+                    f"keyspaces not yet replicated as configured: {', '.join(fewer[:10])}"
+                    + (f" and {len(fewer) - 10} more" if len(fewer) > 10 else "")
+                    + " (mysimbdp node replicate)"
+                )
         return 0 if part.get("ready") else 3
+    if action == "replicate":
+        changed = cassandra_node.replicate(cfg, progress=print)
+        print(
+            f"{len(changed)} keyspace{'s' if len(changed) != 1 else ''} changed; "
+            f"every keyspace has replication {cassandra_node._replication_text(cfg.replication_map())}"
+        )
+        return 0
     if action == "repair":
         done = cassandra_node.repair(cfg, index)
         print(f"repaired node{'s' if len(done) > 1 else ''} {', '.join(map(str, done))}")
@@ -435,8 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--password-stdin", action="store_true", help="a tenant made again gets this password")
     s.set_defaults(func=cmd_restore)
 
-    s = sub.add_parser("node", help="the managed Cassandra nodes: status, stop, start, restart or repair one")
-    s.add_argument("action", choices=("status", "stop", "start", "restart", "repair"))
+    s = sub.add_parser(
+        "node",
+        help="the managed Cassandra nodes: status, stop, start, restart or repair one; replicate every keyspace",
+        description="replicate: give every keyspace the configured replication (after cassandra.nodes went from "
+        "1 to 3, say), then repair it so the new replicas hold what the old ones did",
+    )
+    s.add_argument("action", choices=("status", "stop", "start", "restart", "repair", "replicate"))
     s.add_argument("index", nargs="?", type=int, help="the node's number (1 to cassandra.nodes); repair: all if none")
     s.set_defaults(func=cmd_node)
 

@@ -51,6 +51,8 @@ class CassandraSettings:
     # nodetool's JMX port (backups): opened on 127.0.0.1 only, with a generated login, the first time a
     # backup or restore needs it (services/cassandra_node.py: ensure_jmx)
     jmx_port: int = 7199
+    # how often the stream controller's node watch looks at the nodes (nodewatch.py: up/down events)
+    watch_interval: float = 5.0
 
 
 @dataclass(frozen=True)

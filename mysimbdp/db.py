@@ -297,6 +297,17 @@ PLATFORM_TABLES = {
             PRIMARY KEY ((tenant, day), at)
         ) WITH CLUSTERING ORDER BY (at DESC)
           AND default_time_to_live = 2592000""",
+    # Cassandra nodes going down and coming back, as the stream controller's node watch saw them (nodewatch.py)
+    "node_events": """
+        CREATE TABLE IF NOT EXISTS {ks}.node_events (
+            day text,                   -- yyyy-mm-dd (UTC) of the event
+            at timestamp,
+            address text,
+            state text,                 -- up | down
+            detail text,                -- the gossip state, or why the node could not be read
+            PRIMARY KEY (day, at, address)
+        ) WITH CLUSTERING ORDER BY (at DESC, address ASC)
+          AND default_time_to_live = 7776000""",
 }
 
 

@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from mysimbdp import bounded, broker, daemon, db, inbox, metrics, names
+from mysimbdp import bounded, broker, daemon, db, inbox, metrics, names, nodewatch
 from mysimbdp.config import Config
 from mysimbdp.errors import MysimbdpError, TenantError
 from mysimbdp.sandbox import runtime as sandbox_runtime
@@ -327,6 +327,9 @@ class Controller:
         client = self.mqtt = self._listen()
         writer = threading.Thread(target=self._store_reports, daemon=True)
         writer.start()
+        # the Cassandra nodes' heartbeat: up/down events into the platform keyspace (mysimbdp/nodewatch.py)
+        watch = nodewatch.NodeWatch(self.cfg, self.sessions.get)
+        threading.Thread(target=watch.run, args=(self.stop,), daemon=True, name="nodewatch").start()
         heartbeat = self.cfg.paths.run / "stream-controller.heartbeat"
         log.info("stream controller ready")
         while not self.stop.is_set():

@@ -18,7 +18,7 @@ acknowledged by the broker to any other client is in the broker's memory until t
 whose waiting records pass ``stream.inbox_max_backlog`` gets "full" for what it sends until its instances
 catch up; a tenant whose keyspace refuses a write (it dropped its own inbox) loses that chunk alone, with
 "refused" to its publisher; one whose keyspace keeps failing while Cassandra answers (it set a replication
-factor the cluster cannot meet) gets "refused" for a while, so that it never holds up the others for more
+factor the cluster cannot meet, while the platform's own keyspace answers) gets "refused" for a while, so that it never holds up the others for more
 than a few seconds. While Cassandra is away, chunks are written again until it is back; nothing is
 acknowledged meanwhile.
 """
@@ -429,8 +429,11 @@ class InboxWriter:
         return sum(self.kept_bytes.get(tenant, {}).values())
 
     def _cassandra_answers(self) -> bool:
+        """Whether the platform's own keyspace answers at the consistency the inbox is written at: then a
+        tenant whose writes keep failing has a problem of its own. On a cluster with too few nodes up (two of
+        three down) it does not, and every tenant's chunks wait for the nodes instead of being refused."""
         try:
-            self.sessions.get().execute("SELECT release_version FROM system.local", timeout=2)
+            self.sessions.get().execute(f"SELECT name FROM {self.cfg.keyspace}.tenants LIMIT 1", timeout=2)
             return True
         except Exception:  # noqa: BLE001
             return False

@@ -390,3 +390,51 @@ class Bystander:
 @pytest.fixture
 def bystander(platform, make_tenant):
     return Bystander(platform, make_tenant).start()
+
+
+# --- a cluster's nodes (cassandra.nodes = 3) ---------------------------------------------------------------
+
+
+def node_pid(cfg, index: int) -> int:
+    from mysimbdp.services import cassandra_node
+
+    pid = cassandra_node.daemon(cfg, cassandra_node.node(cfg, index)).pid()
+    assert pid is not None, f"node {index} is not running"
+    return pid
+
+
+def wait_normal(cfg, index: int, seconds: float = 240) -> None:
+    """Until node ``index`` runs, is NORMAL in gossip and every node is up and normal."""
+    from mysimbdp.services import cassandra_node
+
+    address = cfg.node_addresses[index - 1]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cassandra_node.daemon(cfg, cassandra_node.node(cfg, index)).pid() and (
+            cassandra_node._gossip_state(cfg, address) == "NORMAL"
+        ):
+            st = cassandra_node.cluster_nodes(cfg)
+            if [n["state"] for n in st["nodes"]].count("UN") == cfg.cassandra.nodes:
+                return
+        time.sleep(2)
+    raise AssertionError(f"node {index} did not come back within {seconds}s")
+
+
+def pending_hints(session) -> int | None:
+    """Hint files the nodes hold for others (system_views.pending_hints, asked of every node); None while
+    a node cannot be asked (its hints are unknown)."""
+    total = 0
+    for host in session.cluster.metadata.all_hosts():
+        try:
+            for row in session.execute("SELECT files FROM system_views.pending_hints", host=host, timeout=10):
+                total += row.files or 0
+        except Exception:  # noqa: BLE001 - the session is still reconnecting to it
+            return None
+    return total
+
+
+def wait_hints_replayed(session, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while (held := pending_hints(session)) != 0:
+        assert time.monotonic() < deadline, f"hints still pending after {seconds}s: {held}"
+        time.sleep(2)

@@ -161,7 +161,13 @@ def test_a_record_larger_than_the_limit_cannot_be_split(platform, batch_tenant, 
 
 
 def test_an_interrupted_upload_resumes_where_it_stopped(platform, batch_tenant, tmp_path):
-    t, pw, api = batch_tenant(cons={**SAMPLE_CONSTRAINTS, "max_file_size_bytes": 64 << 20})
+    # time enough for 60,000 rows on three nodes of this 2-core machine too (about 1,000 a second there)
+    cons = {
+        **SAMPLE_CONSTRAINTS,
+        "max_file_size_bytes": 64 << 20,
+        "batch": {"max_concurrent_jobs": 2, "timeout_seconds": 300},
+    }
+    t, pw, api = batch_tenant(cons=cons)
     n = 60000
     (tmp_path / "large.csv").write_text(notes_csv(range(n)))
     size = (tmp_path / "large.csv").stat().st_size
@@ -198,7 +204,7 @@ def test_an_interrupted_upload_resumes_where_it_stopped(platform, batch_tenant, 
     assert line.startswith("uploaded") and "resumed at" in line
     job = api.get("/v1/jobs").json()["jobs"][0]
     assert job["size"] == size
-    done = api.wait_job(job["job_id"])
+    done = api.wait_job(job["job_id"], timeout=300)
     assert done["status"] == "succeeded" and done["rows_ingested"] == n
 
 

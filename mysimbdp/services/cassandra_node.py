@@ -315,7 +315,7 @@ def _gossip_state(cfg: Config, address: str) -> str | None:
 SYSTEM_KEYSPACES = ("system_auth", "system_distributed", "system_traces")
 
 
-def _same_replication(have, want: dict[str, str]) -> bool:
+def same_replication(have, want: dict[str, str]) -> bool:
     """Whether a keyspace's replication (as Cassandra lists it: the class by its full name) is ``want``."""
     have = dict(have or {})
     return have.pop("class", "").rsplit(".", 1)[-1] == want["class"] and have == {
@@ -339,31 +339,74 @@ def _system_keyspaces_replicated(cfg: Config) -> bool:
         return False
     finally:
         session.cluster.shutdown()
-    return len(rows) == len(SYSTEM_KEYSPACES) and all(_same_replication(r.replication, cfg.replication_map()) for r in rows)
+    return len(rows) == len(SYSTEM_KEYSPACES) and all(
+        same_replication(r.replication, cfg.replication_map()) for r in rows
+    )
 
 
 def _replicate_system_keyspaces(cfg: Config) -> None:
     """Give the system keyspaces the cluster's replication once (then a repair copies what node 1 held):
     with system_auth on one node, losing it would refuse every login."""
+    replicate(cfg, only=SYSTEM_KEYSPACES)
+
+
+#: replication strategies an operator sets (the others are Cassandra's own: local, virtual, everywhere)
+_SETTABLE = ("SimpleStrategy", "NetworkTopologyStrategy")
+_KEYSPACE_NAME = re.compile(r"[A-Za-z0-9_]{1,48}")
+
+
+def replicate(cfg: Config, only: tuple[str, ...] | None = None, progress=None, dry_run: bool = False) -> list[str]:
+    """Give every replicated keyspace (Cassandra's system_auth, system_distributed and system_traces, the
+    platform's, each tenant's) the replication the configuration asks for, then copy what the nodes
+    already hold to the new replicas with a full repair of each changed keyspace. This moves a one-node
+    installation to a cluster (docs/scale-out.md: ``cassandra.nodes = 3``, ``mysimbdp up``, ``mysimbdp
+    node replicate``); run again, it changes nothing. Returns the keyspaces changed (with ``dry_run``:
+    those that would be); ``progress(line)`` hears each step."""
     want = cfg.replication_map()
+    say = progress or (lambda line: log.info("%s", line))
     session = db.connect(cfg)
     try:
         changed = []
-        for ks in SYSTEM_KEYSPACES:
-            row = session.execute(
-                "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (ks,)
-            ).one()
-            if row is None or _same_replication(row.replication, want):
+        for row in session.execute("SELECT keyspace_name, replication FROM system_schema.keyspaces", timeout=30):
+            ks, strategy = row.keyspace_name, dict(row.replication or {}).get("class", "").rsplit(".", 1)[-1]
+            if (
+                (only is not None and ks not in only)
+                or strategy not in _SETTABLE
+                or same_replication(row.replication, want)
+            ):
                 continue
-            # ks: one of SYSTEM_KEYSPACES (constants); the replication map: validated configuration only
-            session.execute(f"ALTER KEYSPACE {ks} WITH replication = {db.replication_cql(cfg)}", timeout=60)
+            if not _KEYSPACE_NAME.fullmatch(ks):  # a name Cassandra allows is always this; never quoted text
+                raise ServiceStartError(f"keyspace {ks[:60]!r}: not a name this command alters")
+            if dry_run:
+                changed.append(ks)
+                continue
+            # ks: matched above; the replication map: validated configuration only
+            session.execute(f'ALTER KEYSPACE "{ks}" WITH replication = {db.replication_cql(cfg)}', timeout=60)
+            say(f"{ks}: replication {_replication_text(row.replication)} -> {_replication_text(want)}")
             changed.append(ks)
     finally:
         session.cluster.shutdown()
-    if changed:
-        log.info("replicating %s to %s", ", ".join(changed), want)
-        for ks in changed:  # nodetool repairs one keyspace at a time
-            nodetool(cfg, "repair", "-full", "--", ks, timeout=600)
+    if dry_run:
+        return changed
+    if changed and not cfg.cassandra.managed:
+        say(
+            "the nodes are not the platform's: run a full repair of these keyspaces on every node (nodetool repair -full)"
+        )
+        return changed
+    # a node that replicates every range repairs them all; else each node its primary ranges (each range once)
+    everything = int(want.get("datacenter1", want.get("replication_factor", "1"))) >= cfg.cassandra.nodes
+    on = nodes(cfg)[:1] if everything else nodes(cfg)
+    for ks in changed:  # nodetool repairs one keyspace at a time
+        for n in on:
+            nodetool(cfg, "repair", "-full", *(() if everything else ("-pr",)), "--", ks, timeout=3600, index=n.index)
+        say(f"{ks}: repaired ({'all ranges on node 1' if everything else 'primary ranges on every node'})")
+    return changed
+
+
+def _replication_text(replication) -> str:
+    r = dict(replication or {})
+    strategy = r.pop("class", "").rsplit(".", 1)[-1]
+    return f"{strategy} " + ", ".join(f"{k}:{v}" for k, v in sorted(r.items()))
 
 
 def operator_ready(cfg: Config) -> bool:
@@ -464,7 +507,7 @@ def status(cfg: Config) -> dict:
     if not cfg.cassandra.managed:
         ok = operator_ready(cfg)
         out = {"managed": False, "running": ok, "ready": ok, "contact_points": list(cfg.cassandra.contact_points)}
-        return out | (cluster_nodes(cfg) if ok else {})
+        return out | (_nodes_and_events(cfg) if ok else {})
     pid = d.pid()
     pids = [daemon(cfg, n).pid() for n in nodes(cfg)]
     ready = pid is not None and all(p is not None for p in pids) and operator_ready(cfg)
@@ -479,31 +522,54 @@ def status(cfg: Config) -> dict:
     }
     if cfg.cluster:
         out["node_pids"] = pids
-    return out | (cluster_nodes(cfg) if pid is not None and operator_ready(cfg) else {})
+    return out | (_nodes_and_events(cfg) if pid is not None and operator_ready(cfg) else {})
 
 
-def cluster_nodes(cfg: Config) -> dict:
-    """Each node of the cluster as the operator's session sees it, as ``nodetool status`` shows it: its
-    address, up or down (the driver's view) and gossip state (``UN``: up and normal), load, the share of the
-    token ring it owns, and whether all nodes agree on the schema. Read from ``system_views.gossip_info`` and
-    the token columns of ``system.local`` / ``system.peers_v2``: no JMX needed. ``{}`` when unreachable."""
+def _nodes_and_events(cfg: Config) -> dict:
+    """cluster_nodes, and the latest up/down events the node watch recorded (nodewatch.py)."""
+    from .. import nodewatch
+
     try:
         session = db.connect(cfg)
     except CassandraUnavailable:
         return {}
+    try:
+        out = cluster_nodes(cfg, session)
+        try:
+            out["node_events"] = nodewatch.recent(cfg, session, limit=5)
+        except Exception:  # noqa: BLE001 - no platform keyspace yet: no events to show
+            pass
+        return out
+    finally:
+        session.cluster.shutdown()
+
+
+def cluster_nodes(cfg: Config, session=None) -> dict:
+    """Each node of the cluster as the operator's session sees it, as ``nodetool status`` shows it: its
+    address, up or down (the driver's view) and gossip state (``UN``: up and normal), load, the share of the
+    token ring it owns, and whether all nodes agree on the schema. Read from ``system_views.gossip_info`` and
+    the token columns of ``system.local`` / ``system.peers_v2``: no JMX needed. ``{}`` when unreachable.
+    With ``session`` (a long-lived one: its up/down view follows Cassandra's events), that one is used."""
+    own = session is None
+    if own:
+        try:
+            session = db.connect(cfg)
+        except CassandraUnavailable:
+            return {}
     try:
         gossip = session.execute("SELECT * FROM system_views.gossip_info", timeout=10).all()
         meta = session.cluster.metadata
         # the driver's token map: every node's tokens as one connection read them (a system.local on one
         # node and a system.peers_v2 on another would leave a node out)
         tokens: dict[str, list] = {}
-        for token, host in (meta.token_map.token_to_host_owner.items() if meta.token_map else ()):
+        for token, host in meta.token_map.token_to_host_owner.items() if meta.token_map else ():
             tokens.setdefault(str(host.broadcast_address or host.address), []).append(token.value)
         up = {str(h.address): bool(h.is_up) for h in meta.all_hosts()}
     except Exception as exc:  # noqa: BLE001 - a status must answer: what could not be read is said
         return {"nodes_error": f"{type(exc).__name__}: {exc}"[:200]}
     finally:
-        session.cluster.shutdown()
+        if own:
+            session.cluster.shutdown()
     owns = _ownership(tokens)
     nodes = []
     for g in sorted(gossip, key=lambda r: r.address):
