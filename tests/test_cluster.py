@@ -15,39 +15,57 @@ from cassandra import ConsistencyLevel, Unavailable
 from cassandra.cluster import NoHostAvailable
 from cassandra.query import SimpleStatement
 
-from conftest import run_cli
+from conftest import node_pid, run_cli, wait_normal
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 KS = "cluster_test"
 
 
+LEGACY_ROWS = 2000
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, cfg):
-    """A second state folder with its own supervisor and three nodes (the Cassandra jars of the platform's;
-    the platform itself need not be up)."""
-    from mysimbdp import config
+    """A second state folder with its own supervisor: first one node (as a fresh installation runs) holding
+    a keyspace of one replica, then ``cassandra.nodes = 3`` (the Cassandra jars are the platform's; the
+    platform itself need not be up)."""
+    from mysimbdp import config, db
     from mysimbdp.sandbox import network
     from mysimbdp.services import cassandra_node, supervisor
 
     home = tmp_path_factory.mktemp("cluster")
     env = {
         "MYSIMBDP_HOME": str(home),
-        "MYSIMBDP_CASSANDRA_NODES": "3",
         "MYSIMBDP_CASSANDRA_HEAP": "768M",
         "MYSIMBDP_CASSANDRA_JMX_PORT": "17199",
-        # its own addresses and rules: the test platform may itself be a cluster on the default network
+        # ports and addresses of its own: the test platform's node (or nodes) stay where they are
+        "MYSIMBDP_CASSANDRA_PORT": "19042",
+        "MYSIMBDP_CASSANDRA_STORAGE_PORT": "17010",
         "MYSIMBDP_CASSANDRA_NODE_NETWORK": "10.254.43.0/24",
         "MYSIMBDP_SANDBOX_BRIDGE": "mysbclt0",
     }
     cassandra_node.install(cfg)  # the platform's jars (a no-op once installed)
     main_lib = cfg.paths.cassandra / "lib"
-    cfg = config.load(env=dict(os.environ, **env))
+    one = config.load(env=dict(os.environ, **env, MYSIMBDP_CASSANDRA_NODES="1"))
     (home / "cassandra").mkdir(parents=True)
     (home / "cassandra" / "lib").symlink_to(main_lib)
     supervisor.ensure_running(home)
+    env["MYSIMBDP_CASSANDRA_NODES"] = "3"
+    cfg = config.load(env=dict(os.environ, **env))
     try:
-        t0 = time.monotonic()
+        assert cassandra_node.start(one, timeout=300) == "started"
+        s = db.connect(one)
+        try:  # what a one-node installation holds: one replica of everything
+            s.execute(f"CREATE KEYSPACE legacy WITH replication = {db.replication_cql(one)}", timeout=60)
+            s.execute("CREATE TABLE legacy.rows (id int PRIMARY KEY, v text)", timeout=60)
+            insert = s.prepare("INSERT INTO legacy.rows (id, v) VALUES (?, ?)")
+            for i in range(LEGACY_ROWS):
+                s.execute(insert, (i, f"row {i}"))
+        finally:
+            s.cluster.shutdown()
+        assert cassandra_node.stop(one)
+        t0 = time.monotonic()  # node 1 moves to its cluster address, nodes 2 and 3 join from cold
         assert cassandra_node.start(cfg, timeout=300).startswith("started nodes 1, 2, 3")
         cfg_started = time.monotonic() - t0
         yield cfg, env, cfg_started
@@ -61,30 +79,6 @@ def session(cfg):
     from mysimbdp import db
 
     return db.connect(cfg)
-
-
-def node_pid(cfg, index: int) -> int:
-    from mysimbdp.services import cassandra_node
-
-    pid = cassandra_node.daemon(cfg, cassandra_node.node(cfg, index)).pid()
-    assert pid is not None, f"node {index} is not running"
-    return pid
-
-
-def wait_normal(cfg, index: int, seconds: float = 240) -> None:
-    from mysimbdp.services import cassandra_node
-
-    address = cfg.node_addresses[index - 1]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cassandra_node.daemon(cfg, cassandra_node.node(cfg, index)).pid() and (
-            cassandra_node._gossip_state(cfg, address) == "NORMAL"
-        ):
-            st = cassandra_node.cluster_nodes(cfg)
-            if [n["state"] for n in st["nodes"]].count("UN") == 3:
-                return
-        time.sleep(2)
-    raise AssertionError(f"node {index} did not come back within {seconds}s")
 
 
 def keyspace(s, cfg) -> None:
@@ -123,7 +117,40 @@ def test_three_nodes_start_one_at_a_time_and_status_shows_each(cluster):
     warm = time.monotonic()
     assert cassandra_node.start(cfg) == "running"
     assert time.monotonic() - warm < 5
-    print(f"three nodes from cold: {took:.0f}s")
+    print(f"three nodes from cold (node 1 from a one-node installation): {took:.0f}s")
+
+
+def test_a_one_node_installation_is_replicated_to_three_and_survives_losing_two(cluster):
+    """The documented move (docs/scale-out.md): nodes = 3, up, then `mysimbdp node replicate` alters every
+    keyspace of one replica and repairs it. Proof: with nodes 1 and 2 stopped, node 3 (which joined after
+    the rows were written) alone answers every row."""
+    cfg, env, _ = cluster
+    from mysimbdp.services import cassandra_node
+
+    shown = run_cli("node", "status", env=env)
+    assert "not yet replicated as configured: legacy" in shown.stdout, shown.stdout
+    moved = run_cli("node", "replicate", env=env, timeout=900)
+    assert moved.returncode == 0, moved.stderr
+    assert "legacy: replication SimpleStrategy replication_factor:1 -> NetworkTopologyStrategy datacenter1:3" in (
+        moved.stdout
+    ), moved.stdout
+    assert "legacy: repaired" in moved.stdout
+    again = run_cli("node", "replicate", env=env, timeout=300)
+    assert again.returncode == 0 and again.stdout.startswith("0 keyspaces changed"), again.stdout
+    try:
+        for index in (1, 2):
+            assert cassandra_node.stop_node(cfg, index)
+        s = session(cfg)
+        try:
+            stmt = SimpleStatement("SELECT count(*) FROM legacy.rows", consistency_level=ConsistencyLevel.ONE)
+            assert s.execute(stmt, timeout=60).one()[0] == LEGACY_ROWS
+        finally:
+            s.cluster.shutdown()
+    finally:
+        for index in (1, 2):
+            assert cassandra_node.start_node(cfg, index, timeout=300) in ("started", "running")
+        wait_normal(cfg, 1)
+        wait_normal(cfg, 2)
 
 
 def test_a_node_killed_mid_writes_loses_no_acknowledged_row(cluster):
@@ -205,7 +232,9 @@ def test_a_node_that_will_not_start_is_named_with_the_reason(cluster):
             cassandra_node.start(cfg, timeout=60)
         assert "node 3 (10.254.43.3)" in str(err.value) and f"port {cfg.cassandra.port}" in str(err.value)
         told = run_cli("node", "start", "3", env=env, timeout=120)  # the same words for a user, no traceback
-        assert told.returncode == 69 and "node 3 (10.254.43.3): port 9042 is already taken" in told.stderr
+        assert (
+            told.returncode == 69 and f"node 3 (10.254.43.3): port {cfg.cassandra.port} is already taken" in told.stderr
+        )
         assert "Traceback" not in told.stderr
     finally:
         squatter.close()
