@@ -390,6 +390,28 @@ def cmd_cqlsh(cfg, args) -> int:
         return subprocess.run(argv).returncode
 
 
+def cmd_compose(cfg, args) -> int:
+    """``mysimbdp compose build`` (the images docker-compose.yml runs); ``run``, ``init`` and ``health``: what
+    the Compose file's services run (services/compose.py)."""
+    from .services import compose
+
+    if args.action == "build":
+        tag = compose.build(cfg)
+        print(f"{tag} (also {compose.IMAGE}:latest); {cfg.source / compose.ENV_FILE} written")
+        print(f"next: cd {cfg.source} && docker-compose up -d")
+        return 0
+    if args.action == "init":
+        compose.init(cfg)
+        print("ready")
+        return 0
+    if not args.service:
+        raise UsageError(f"compose {args.action} needs a service: one of {', '.join(compose.services(cfg))}")
+    if args.action == "health":
+        return 0 if compose.healthy(cfg, args.service) else 1
+    compose.run(cfg, args.service)  # does not return
+    return 70
+
+
 # --- wiring -----------------------------------------------------------------------------------------
 
 
@@ -471,6 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=("status", "stop", "start", "restart", "repair", "replicate"))
     s.add_argument("index", nargs="?", type=int, help="the node's number (1 to cassandra.nodes); repair: all if none")
     s.set_defaults(func=cmd_node)
+
+    s = sub.add_parser(
+        "compose",
+        help="the platform in containers: build its images for docker-compose.yml (the other actions are what "
+        "the file's services run)",
+    )
+    s.add_argument("action", choices=("build", "run", "init", "health"))
+    s.add_argument("service", nargs="?", help="run, health: cassandra-N, mosquitto, batch-api, ...")
+    s.set_defaults(func=cmd_compose)
 
     s = sub.add_parser("cqlsh", help="a CQL shell as the operator, or as a tenant with --tenant")
     s.add_argument("--tenant", metavar="NAME")

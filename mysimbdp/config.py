@@ -36,6 +36,7 @@ class CassandraSettings:
     nodes: int = 1
     node_network: str = "10.254.42.0/24"
     version: str = "5.0.9"
+    lib: str = ""  # the Cassandra jars; default $MYSIMBDP_HOME/cassandra/lib (the platform's image: its own copy)
     contact_points: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
     storage_port: int = 7000

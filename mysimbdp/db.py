@@ -181,6 +181,36 @@ def ensure_role(
         session.execute(f"ALTER ROLE {role} WITH PASSWORD = %s", (password,))
 
 
+class _RoleNotSeenYet(Exception):
+    pass
+
+
+def grant_keyspace(session: Session, name: str) -> None:
+    """Give role ``name`` the tenant's rights (TENANT_RIGHTS) on keyspace ``name``, both validated identifiers.
+
+    On a cluster, the node coordinating a GRANT checks the role at the auth read consistency (LOCAL_ONE,
+    so logins survive two nodes down), and a node that has not yet received the fresh CREATE ROLE answers
+    "doesn't exist": that is retried for a while, anything else raised.
+    """
+    from cassandra import InvalidRequest
+
+    from .retry import retry
+
+    def grant(perm: str) -> None:
+        try:
+            session.execute(f"GRANT {perm} ON KEYSPACE {name} TO {name}")
+        except InvalidRequest as exc:
+            if "doesn't exist" not in str(exc):
+                raise
+            raise _RoleNotSeenYet(str(exc)) from None
+
+    for perm in TENANT_RIGHTS:
+        try:
+            retry(lambda perm=perm: grant(perm), on=(_RoleNotSeenYet,), initial=0.1, maximum=2.0, deadline=30)
+        except _RoleNotSeenYet as exc:
+            raise CassandraUnavailable(f"the new role {name} is not seen by the cluster after 30 s: {exc}") from None
+
+
 def replication_cql(cfg: Config) -> str:
     """The replication map as CQL text. Every key and value comes from validated configuration."""
     items = ", ".join(f"'{k}': '{v}'" for k, v in cfg.replication_map().items())

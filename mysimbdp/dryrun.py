@@ -130,8 +130,7 @@ def scratch(
         # name: names.scratch above; the replication map comes from the typed configuration
         session.execute(f"CREATE KEYSPACE {name} WITH replication = {db.replication_cql(cfg)}")
         db.ensure_role(session, name, password)
-        for perm in db.TENANT_RIGHTS:
-            session.execute(f"GRANT {perm} ON KEYSPACE {name} TO {name}")
+        db.grant_keyspace(session, name)
         for cql in inbox.schema(name, cfg.stream.inbox_retention_hours):  # as in every tenant's keyspace
             session.execute(cql)
         s.login = db.Login(name, password)

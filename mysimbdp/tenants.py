@@ -286,8 +286,7 @@ class Registry:
         # ks: names.tenant above; the replication map is built from the typed configuration, not from input
         s.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {db.replication_cql(self.cfg)}")
         db.ensure_role(s, ks, password, password_changed=fresh)
-        for perm in db.TENANT_RIGHTS:
-            s.execute(f"GRANT {perm} ON KEYSPACE {ks} TO {ks}")
+        db.grant_keyspace(s, ks)
         for cql in inbox.schema(ks, self.cfg.stream.inbox_retention_hours):  # where its stream messages wait
             s.execute(cql)
 

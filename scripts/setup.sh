@@ -15,6 +15,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin
 
 missing=()
 have dockerd     || missing+=(docker.io)
+have docker-compose || missing+=(docker-compose)  # docker-compose.yml (tests/test_compose.py)
 have mosquitto   || missing+=(mosquitto)
 have mosquitto_passwd || missing+=(mosquitto-clients)
 have debootstrap || missing+=(debootstrap)

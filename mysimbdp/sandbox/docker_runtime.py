@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -39,6 +41,33 @@ def client(timeout: int = 60) -> docker.DockerClient:
         raise RuntimeUnavailable(f"the Docker engine is not reachable: {exc}", hint="run `mysimbdp up`") from None
 
 
+def sandbox_library(cfg: Config) -> Path:
+    sources = {"csvrecords.py": cfg.source / "mysimbdp" / "csvrecords.py"}
+    sdk = cfg.source / "tenant_apps" / "sdk"
+    for f in sorted(sdk.rglob("*.py")):
+        sources[f"sdk/{f.relative_to(sdk)}"] = f
+    digest = hashlib.sha256()
+    for name, f in sources.items():
+        digest.update(name.encode() + b"\0" + f.read_bytes() + b"\0")  # bounded: the project's own files
+    target = cfg.paths.run / "sandbox-lib" / digest.hexdigest()[:12]
+    if target.is_dir():
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, f in sources.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, tmp / name)
+    for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)  # read by the tenant's uid in the container
+    for f in tmp.rglob("*.py"):
+        f.chmod(0o644)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process put the same version there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def _nano_cpus(cpus: float) -> int:
     return int(cpus * 1_000_000_000)
 
@@ -49,6 +78,7 @@ class DockerRuntime(SandboxRuntime):
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self.home_key = hashlib.sha256(str(cfg.home).encode()).hexdigest()[:12]
+        self._library: Path | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -62,6 +92,16 @@ class DockerRuntime(SandboxRuntime):
         for rt in image.BUILT_AT_UP:
             image.ensure_image(self.cfg, self.client, rt)
         network.ensure_network(self.cfg, self.client)
+
+    def library(self) -> Path:
+        """The app library every tenant container mounts (the SDK and the shared record reader), copied into
+        the state folder once per version: the Docker engine resolves a bind mount's source on its own host,
+        and the state folder is what the platform's processes and the engine share, whether the processes
+        run on the host or in containers of their own (docker-compose.yml)."""
+        with self._lock:
+            if self._library is None:
+                self._library = sandbox_library(self.cfg)
+            return self._library
 
     # --- containers --------------------------------------------------------------------------------
     def _create(self, spec: RunSpec, *, built: bool = False):
@@ -77,10 +117,11 @@ class DockerRuntime(SandboxRuntime):
         mounts = [
             DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
         ]
-        sdk = self.cfg.source / "tenant_apps" / "sdk"
+        library = self.library()
+        sdk = library / "sdk"
         mounts.append(DockerMount(target="/opt/mysimbdp/sdk", source=str(sdk), type="bind", read_only=True))
         # the one CSV record reader, shared with fetchdata and the publisher (stdlib only)
-        reader = self.cfg.source / "mysimbdp" / "csvrecords.py"
+        reader = library / "csvrecords.py"
         mounts.append(DockerMount(target=SHARED_RECORD_READER, source=str(reader), type="bind", read_only=True))
         labels = {
             _LABEL: "1",

@@ -98,15 +98,19 @@ def _build_lock(cfg: Config, runtime: str) -> Iterator[None]:
 
 
 def build(cfg: Config, client: docker.DockerClient, tag: str, runtime: str = runtimes.DEFAULT) -> None:
-    r = recipe(runtime)
     work = cfg.paths.image if runtime == runtimes.DEFAULT else cfg.paths.image.with_name(f"image-{runtime}")
+    build_from_recipe(cfg, client, recipe(runtime), work, tag, f"the {runtime} runtime image", _TAKES.get(runtime))
+
+
+def build_from_recipe(
+    cfg: Config, client: docker.DockerClient, r: dict, work: Path, tag: str, what: str, takes: str | None = None
+) -> None:
+    """Build ``tag`` from recipe ``r`` in ``work`` (emptied first, removed after): a tenant runtime's image, or
+    the platform's own base image (services/compose.py)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t0 = time.monotonic()
-    print(
-        f"building the {runtime} runtime image {tag} (first time only, {_TAKES.get(runtime, 'a few minutes')})...",
-        file=sys.stderr,
-    )
+    print(f"building {what} {tag} (first time only, {takes or 'a few minutes'})...", file=sys.stderr)
     tarball = work / "rootfs.tar"
     if r.get("base") == "empty":
         _empty_root(r, tarball)
@@ -121,7 +125,7 @@ def build(cfg: Config, client: docker.DockerClient, tag: str, runtime: str = run
             changes=["ENV PATH=/usr/local/bin:/usr/bin:/bin", "ENV LANG=C.UTF-8", "WORKDIR /app"],
         )
     except docker.errors.APIError as exc:
-        raise RuntimeUnavailable(f"docker import of the {runtime} runtime image failed: {exc.explanation}") from None
+        raise RuntimeUnavailable(f"docker import of {what} failed: {exc.explanation}") from None
     shutil.rmtree(work, ignore_errors=True)
     log.info("built %s in %.0fs", tag, time.monotonic() - t0)
     print(f"built {tag} in {time.monotonic() - t0:.0f}s", file=sys.stderr)

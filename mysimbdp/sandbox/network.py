@@ -142,9 +142,10 @@ def limit_rules(cfg: Config) -> list[list[str]]:
 
 
 def _forwards_cassandra(cfg: Config) -> bool:
-    """Whether tenant containers reach the platform's own Cassandra through the gateway (it listens on
-    loopback only); an existing cluster, or an explicit cassandra.sandbox_host, they reach directly."""
-    return cfg.cassandra.managed and not cfg.cassandra.sandbox_host
+    """Whether tenant containers reach the platform's own Cassandra through the gateway (its one node listens
+    on loopback only); a managed cluster's node addresses, an existing cluster, or an explicit
+    cassandra.sandbox_host, they reach directly."""
+    return cfg.cassandra.managed and not cfg.cluster and not cfg.cassandra.sandbox_host
 
 
 def nat_rules(cfg: Config) -> list[list[str]]:

@@ -80,7 +80,7 @@ def _logdir(cfg: Config, n: Node) -> Path:
 
 
 def _lib(cfg: Config) -> Path:
-    return cfg.paths.cassandra / "lib"
+    return Path(cfg.cassandra.lib) if cfg.cassandra.lib else cfg.paths.cassandra / "lib"
 
 
 def _recipe_hash(cfg: Config) -> str:
@@ -248,22 +248,32 @@ def start(cfg: Config, timeout: float = 240.0) -> str:
     return "started"
 
 
-def _start_node(cfg: Config, n: Node, timeout: float) -> None:
-    """Start one node and wait for its CQL port; ServiceStartError names the node and why it did not start."""
-    who = "Cassandra" if not cfg.cluster else f"Cassandra node {n.index} ({n.address})"
+def _who(cfg: Config, n: Node) -> str:
+    return "Cassandra" if not cfg.cluster else f"Cassandra node {n.index} ({n.address})"
+
+
+def node_command(cfg: Config, n: Node) -> list[str]:
+    """Node ``n``'s command line, its ports checked free, the jars installed and its configuration written:
+    the same whether the supervisor runs it or a container (services/compose.py)."""
     java = java_command()
     for port in (cfg.cassandra.port, cfg.cassandra.storage_port):
         if not port_free(n.address, port):
             raise ServiceStartError(
-                f"{who}: port {port} is already taken by {who_listens(port)}",
+                f"{_who(cfg, n)}: port {port} is already taken by {who_listens(port)}",
                 hint=f"stop it or set MYSIMBDP_CASSANDRA_{'PORT' if port == cfg.cassandra.port else 'STORAGE_PORT'}",
             )
     install(cfg)
+    _logdir(cfg, n).mkdir(parents=True, exist_ok=True)
+    return command(cfg, java, n)
+
+
+def _start_node(cfg: Config, n: Node, timeout: float) -> None:
+    """Start one node and wait for its CQL port; ServiceStartError names the node and why it did not start."""
+    who = _who(cfg, n)
+    argv = node_command(cfg, n)
     d = daemon(cfg, n)
-    logdir = _logdir(cfg, n)
-    logdir.mkdir(parents=True, exist_ok=True)
     d.start(
-        command(cfg, java, n),
+        argv,
         cwd=n.home,
         memory=memory_cap(cfg),
         java=True,
@@ -660,16 +670,26 @@ def ensure_jmx(cfg: Config, index: int = 1) -> None:
     if pid is None:
         what = "Cassandra is" if index == 1 and not cfg.cluster else f"Cassandra node {index} is"
         raise CassandraUnavailable(f"{what} not running", hint="run `mysimbdp up`")
+    jcmd = _jdk_tool(pid, "jcmd")
+    argv = [jcmd, str(pid), "ManagementAgent.start", *_jmx_settings(cfg, index)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    # two commands at once: the second one's start fails, and the port is open all the same
+    if not wait_until(lambda: port_open("127.0.0.1", port), 10, 0.2):
+        detail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+        raise ServiceStartError(f"could not open Cassandra's JMX port {port} with jcmd: {detail or 'no answer'}")
+    log.info("opened Cassandra's JMX on 127.0.0.1:%d for nodetool", port)
+
+
+def _jmx_settings(cfg: Config, index: int) -> list[str]:
+    """The JMX agent's settings for node ``index`` (its password and access files written): on 127.0.0.1
+    only, with the generated login."""
     login = _jmx_login(cfg)
     password = cfg.paths.secrets / "cassandra-jmx.password"  # the node's: it replaces the password by a hash
     access = cfg.paths.secrets / "cassandra-jmx.access"
     credentials.write_secret(password, f"{login.username} {login.password}\n")
     credentials.write_secret(access, f"{login.username} readwrite\n")
-    jcmd = _jdk_tool(pid, "jcmd")
-    argv = [
-        jcmd,
-        str(pid),
-        "ManagementAgent.start",
+    port = _jmx_port(cfg, index)
+    return [
         "jmxremote.host=127.0.0.1",
         f"jmxremote.port={port}",
         f"jmxremote.rmi.port={port}",
@@ -680,12 +700,12 @@ def ensure_jmx(cfg: Config, index: int = 1) -> None:
         f"jmxremote.access.file={access}",
         "jmxremote.autodiscovery=false",
     ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    # two commands at once: the second one's start fails, and the port is open all the same
-    if not wait_until(lambda: port_open("127.0.0.1", port), 10, 0.2):
-        detail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-        raise ServiceStartError(f"could not open Cassandra's JMX port {port} with jcmd: {detail or 'no answer'}")
-    log.info("opened Cassandra's JMX on 127.0.0.1:%d for nodetool", port)
+
+
+def jmx_at_start(cfg: Config, index: int) -> list[str]:
+    """The same settings as JVM options, for a node that must have JMX open from its start: in a container
+    (services/compose.py), where jcmd cannot attach to it from another container."""
+    return [f"-Dcom.sun.management.{setting}" for setting in _jmx_settings(cfg, index)]
 
 
 def _jdk_tool(pid: int, tool: str) -> str:

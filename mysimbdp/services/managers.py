@@ -7,6 +7,7 @@ when its /healthz answers.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 
@@ -67,6 +68,23 @@ class ManagedProcess:
         except requests.RequestException:
             return False
 
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module]
+
+    def environment(self, cfg: Config) -> dict[str, str]:
+        """Its environment (and, for a process whose metrics are files, that folder made; its stale
+        heartbeat removed): the same whether the supervisor starts it or a container (services/compose.py)."""
+        # two malloc arenas: a threaded server's memory otherwise stays near its peak after large answers
+        # (a fixed mmap threshold returned it too, but halved the object API's throughput)
+        env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home), MALLOC_ARENA_MAX="2")
+        if not self.health or self.metric_files:  # in files, which an API serves (metrics.py)
+            folder = metrics.process_files(cfg.paths.run, self.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        if self.heartbeat:
+            (cfg.paths.run / self.heartbeat).unlink(missing_ok=True)
+        return env
+
     def start(self, cfg: Config, timeout: float = 60.0) -> str:
         d = self.daemon(cfg)
         if d.running() and self.healthy(cfg):
@@ -75,21 +93,10 @@ class ManagedProcess:
             port = self._port(cfg)
             if port and not port_free(*port):
                 raise ServiceStartError(f"{self.name}: port {port[1]} is already taken by {who_listens(port[1])}")
-            import os
-
-            # two malloc arenas: a threaded server's memory otherwise stays near its peak after large answers
-            # (a fixed mmap threshold returned it too, but halved the object API's throughput)
-            env = dict(os.environ, MYSIMBDP_HOME=str(cfg.home), MALLOC_ARENA_MAX="2")
-            if not self.health or self.metric_files:  # in files, which an API serves (metrics.py)
-                folder = metrics.process_files(cfg.paths.run, self.name)
-                folder.mkdir(parents=True, exist_ok=True)
-                env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-            if self.heartbeat:
-                (cfg.paths.run / self.heartbeat).unlink(missing_ok=True)
             s = cfg.supervisor
             memory = (s.api_memory_mb if self.health else s.manager_memory_mb) << 20
             # oom_score_adj 500: if the whole machine runs short, these go before Cassandra and the broker
-            d.start([sys.executable, "-m", self.module], env=env, cwd=cfg.source, memory=memory, oom_score_adj=500)
+            d.start(self.argv(), env=self.environment(cfg), cwd=cfg.source, memory=memory, oom_score_adj=500)
         if not wait_until(lambda: self.healthy(cfg), timeout, 0.2, abort=d.exited_early):
             raise ServiceStartError(f"{self.name} did not become ready:\n" + d.log_tail())
         return "started"

@@ -72,11 +72,9 @@ def render_config(cfg: Config) -> Path:
     return target
 
 
-def start(cfg: Config, timeout: float = 20.0) -> str:
-    d = daemon(cfg)
-    if d.running():
-        connect_probe(cfg)
-        return "running"
+def command(cfg: Config) -> list[str]:
+    """The broker's command line, its ports checked free and its configuration and users written: the same
+    whether the supervisor runs it or a container (services/compose.py)."""
     exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if not exe:
         raise ServiceStartError("Mosquitto is not installed", hint="run `make setup` (apt-get install mosquitto)")
@@ -88,7 +86,15 @@ def start(cfg: Config, timeout: float = 20.0) -> str:
             )
     conf = render_config(cfg)
     service_login(cfg)  # the controller's user exists before the broker reads its files
-    d.start([exe, "-c", str(conf)], memory=cfg.supervisor.broker_memory_mb << 20, oom_score_adj=200)
+    return [exe, "-c", str(conf)]
+
+
+def start(cfg: Config, timeout: float = 20.0) -> str:
+    d = daemon(cfg)
+    if d.running():
+        connect_probe(cfg)
+        return "running"
+    d.start(command(cfg), memory=cfg.supervisor.broker_memory_mb << 20, oom_score_adj=200)
     if not wait_until(lambda: port_open(cfg.broker.host, cfg.broker.port), timeout, 0.1, abort=d.exited_early):
         raise ServiceStartError("Mosquitto did not start:\n" + d.log_tail())
     try:

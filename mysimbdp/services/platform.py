@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import Config
-from ..errors import MysimbdpError, ServiceStartError
-from . import cassandra_node, docker_engine, managers, mosquitto_broker, supervisor
+from ..errors import MysimbdpError, ServiceStartError, UsageError
+from . import cassandra_node, compose, docker_engine, managers, mosquitto_broker, supervisor
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ def up(
 def _supervisor(cfg: Config) -> str:
     if supervisor.daemon(cfg.home).running():
         return "running"
+    if compose.in_containers(cfg):
+        return "not used"  # docker-compose.yml runs (and restarts) the daemons
     supervisor.ensure_running(cfg.home)
     return "started"
 
@@ -112,6 +114,11 @@ def _schema(cfg: Config) -> str:
 
 
 def down(cfg: Config, report: Callable[[StepResult], None] = lambda r: None) -> None:
+    if compose.in_containers(cfg):
+        raise UsageError(
+            "this platform runs in containers: Compose would start again what `mysimbdp down` stops",
+            hint=f"cd {cfg.source} && docker-compose down",
+        )
     for part in reversed(managers.PARTS):
         report(StepResult(part.name, "stopped" if part.stop(cfg) else "not running", 0))
     report(StepResult("tenant apps", f"stopped {_stop_tenant_containers(cfg)}", 0))
@@ -146,7 +153,16 @@ def status(cfg: Config) -> dict:
 
     parts: dict = {}
     sup = supervisor.daemon(cfg.home)
-    parts["supervisor"] = {"running": sup.running(), "ready": sup.running(), "pid": sup.pid(), "log": str(sup.log_file)}
+    containers = not sup.running() and compose.in_containers(cfg)
+    if containers:
+        parts["supervisor"] = {"running": False, "ready": True, "not_used": "the daemons run in containers (Compose)"}
+    else:
+        parts["supervisor"] = {
+            "running": sup.running(),
+            "ready": sup.running(),
+            "pid": sup.pid(),
+            "log": str(sup.log_file),
+        }
     parts["cassandra"] = cassandra_node.status(cfg)
     parts["mosquitto"] = mosquitto_broker.status(cfg)
     parts["docker"] = docker_engine.status(cfg)
@@ -173,6 +189,8 @@ def status(cfg: Config) -> dict:
     for part in managers.PARTS:
         parts[part.name] = part.status(cfg)
     for name, part in parts.items():  # what the supervisor knows: restarts, the last death, the memory cap
+        if containers:
+            break  # Compose restarts and caps them: `docker-compose ps` and `docker stats` tell
         if "pid" not in part and not part.get("started_by_platform"):
             continue  # not a process of this machine's platform (an existing cluster, the system's Docker)
         st = supervisor.read_state(cfg.home, "dockerd" if name == "docker" else name)

@@ -1,0 +1,247 @@
+"""The platform in containers (``docker-compose.yml``): its image, built on this machine from the project's own
+recipe with no registry, and what each of the Compose file's services runs.
+
+Each service is one of the daemons ``mysimbdp up`` starts on the host (a Cassandra node, Mosquitto, an API
+or a manager), run in the foreground with the same command line, configuration and state folder;
+Compose restarts it when it dies (the supervisor's job on the host) and caps its memory. Every service
+shares the host's network and process table, so node addresses, ports, pid files and the sandbox firewall
+are exactly those of a platform started by ``mysimbdp up`` (``mysimbdp status``, ``node status`` and the
+demo work unchanged), and the host's Docker engine (its socket mounted) runs the tenants' sandbox
+containers. The state folder is mounted at its own path: the engine resolves a sandbox mount's source on
+the host.
+
+The image: a Debian root file system made by ``debootstrap`` with Java 17, Mosquitto, Python and the
+platform's pinned Python packages (``platform_image_recipe.json``, built like the tenant runtime images,
+sandbox/image.py), then a layer with the Cassandra jars and the platform's source (``docker build`` from
+that local base image, nothing pulled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pwd
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ..config import Config
+from ..errors import RuntimeUnavailable, ServiceStartError, UsageError
+
+log = logging.getLogger(__name__)
+RECIPE = Path(__file__).with_name("platform_image_recipe.json")
+IMAGE = "mysimbdp/platform"
+#: what of the checkout goes into the image (the rest: tests, benchmarks, docs, the state folder)
+SOURCE_PARTS = (
+    "mysimbdp",
+    "batchingestmanager",
+    "streamingestmanager",
+    "queryapi",
+    "dashboard",
+    "fetchdata",
+    "tenant_apps",
+    "constraints",
+    "mosquitto",
+    "cassandra",
+    "scripts",
+    "pyproject.toml",
+)
+IMAGE_LIB = "/opt/mysimbdp/cassandra/lib"
+IMAGE_SOURCE = "/opt/mysimbdp/platform"
+ENV_FILE = ".env"  # beside docker-compose.yml: what Compose substitutes into it
+
+
+def services(cfg: Config) -> list[str]:
+    """The names of the Compose file's long-running services, which ``run`` accepts."""
+    from . import managers
+
+    return (
+        [f"cassandra-{i}" for i in range(1, cfg.cassandra.nodes + 1)] + ["mosquitto"] + [p.name for p in managers.PARTS]
+    )
+
+
+# --- the image ---------------------------------------------------------------------------------------
+
+
+def build(cfg: Config, env_file: Path | None = None) -> str:
+    """Build the platform's image (and the tenant runtime images the sandbox needs), tag it ``latest`` and
+    write the Compose file's ``.env`` (or ``env_file``, for ``docker-compose --env-file``); return the tag."""
+    from ..sandbox import image
+    from ..sandbox.docker_runtime import client
+    from . import cassandra_node
+
+    if cfg.cassandra.nodes != 3 or not cfg.cassandra.managed:
+        raise UsageError(
+            "docker-compose.yml runs three Cassandra nodes of the platform's own",
+            hint="set MYSIMBDP_CASSANDRA_NODES=3 (or cassandra.nodes = 3 in mysimbdp.toml) for this and every command",
+        )
+    c = client(timeout=600)
+    recipe_bytes = RECIPE.read_bytes()  # bounded: the project's own recipe
+    base = f"{IMAGE}-base:{hashlib.sha256(recipe_bytes + cfg.sandbox.debian_suite.encode()).hexdigest()[:12]}"
+    try:
+        c.images.get(base)
+    except Exception:  # noqa: BLE001 - docker's ImageNotFound, or any reason to build it
+        image.build_from_recipe(
+            cfg, c, json.loads(recipe_bytes), cfg.home / "image-platform", base, "the platform's base image", "minutes"
+        )
+    for rt in image.BUILT_AT_UP:  # the sandbox's images, which the containers cannot debootstrap
+        image.ensure_image(cfg, c, rt)
+    cassandra_node.install(cfg)  # the jars (Maven), copied into the image
+    with tempfile.TemporaryDirectory(prefix="mysimbdp-image-") as tmp:
+        context = Path(tmp)
+        digest = _context(cfg, context, base)
+        tag = f"{IMAGE}:{digest}"
+        t0 = time.monotonic()
+        print(f"building {tag} from {base} ...", flush=True)
+        try:
+            c.images.build(path=str(context), tag=tag, rm=True, forcerm=True, pull=False)
+        except Exception as exc:  # noqa: BLE001 - docker's BuildError/APIError: one line for the operator
+            raise RuntimeUnavailable(f"docker build of the platform image failed: {exc}") from None
+        c.images.get(tag).tag(IMAGE, "latest")
+        print(f"built {tag} in {time.monotonic() - t0:.0f}s", flush=True)
+    write_env(cfg, tag, env_file or cfg.source / ENV_FILE)
+    return tag
+
+
+def _context(cfg: Config, context: Path, base: str) -> str:
+    from . import cassandra_node
+
+    platform = context / "platform"
+    for part in SOURCE_PARTS:
+        src = cfg.source / part
+        if src.is_dir():
+            shutil.copytree(src, platform / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "target"))
+        elif src.is_file():
+            platform.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, platform / part)
+    shutil.copytree(cassandra_node._lib(cfg), context / "cassandra-lib")
+    ids = _mosquitto_ids_here()
+    # the broker's files are written by whichever process adds a tenant (a container or the host's CLI):
+    # the image's mosquitto user gets the host's uid and gid, so both agree on who owns them
+    usermod = f"RUN groupmod -o -g {ids[1]} mosquitto && usermod -o -u {ids[0]} -g {ids[1]} mosquitto\n" if ids else ""
+    (context / "Dockerfile").write_text(
+        f"FROM {base}\n"
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin PYTHONDONTWRITEBYTECODE=1 "
+        f"PYTHONPATH={IMAGE_SOURCE} MYSIMBDP_CASSANDRA_LIB={IMAGE_LIB}\n"
+        f"{usermod}"
+        f"COPY cassandra-lib {IMAGE_LIB}\n"
+        f"COPY platform {IMAGE_SOURCE}\n"
+        f"WORKDIR {IMAGE_SOURCE}\n"
+        'ENTRYPOINT ["python3", "-m", "mysimbdp"]\n'
+    )
+    digest = hashlib.sha256()
+    for f in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(context)).encode() + b"\0" + f.read_bytes())  # bounded: our own files
+    return digest.hexdigest()[:12]
+
+
+def _mosquitto_ids_here() -> tuple[int, int] | None:
+    try:
+        pw = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def write_env(cfg: Config, tag: str, target: Path) -> None:
+    """``.env`` beside docker-compose.yml: the image, the state folder (mounted at its own path) and the node
+    count, which Compose substitutes into the file. Their names are Compose's own: a variable of the shell
+    wins over ``.env``, and a shell often has MYSIMBDP_HOME set for the CLI."""
+    target.write_text(
+        "# written by `mysimbdp compose build`\n"
+        f"MYSIMBDP_COMPOSE_IMAGE={tag}\n"
+        f"MYSIMBDP_COMPOSE_HOME={cfg.home}\n"
+        f"MYSIMBDP_COMPOSE_NODES={cfg.cassandra.nodes}\n"
+    )
+
+
+def in_containers(cfg: Config) -> bool:
+    """Whether this state folder's platform runs in containers (its first Cassandra node's process is in a
+    container's cgroup): then Compose, not the supervisor, runs the daemons."""
+    from . import cassandra_node
+
+    pid = cassandra_node.daemon(cfg).pid()
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/cgroup", "rb") as fh:
+            text = fh.read(64 << 10).decode("utf-8", "replace")  # bounded: the kernel's few lines
+    except OSError:
+        return False
+    return "/docker/" in text or "docker-" in text
+
+
+# --- what each service runs --------------------------------------------------------------------------
+
+
+def run(cfg: Config, service: str) -> None:
+    """Become ``service``'s daemon (exec: Compose sees its exit status and restarts it), after writing its pid
+    file where ``mysimbdp status`` looks."""
+    from ..sandbox import network
+    from . import cassandra_node, managers, mosquitto_broker
+
+    if service not in services(cfg):
+        raise UsageError(f"no service {service!r}; one of: {', '.join(services(cfg))}")
+    env = dict(os.environ)
+    if service.startswith("cassandra-"):
+        n = cassandra_node.node(cfg, int(service.split("-")[1]))
+        if cfg.cluster:
+            network.ensure_node_addresses(cfg)
+        argv, d, cwd = cassandra_node.node_command(cfg, n), cassandra_node.daemon(cfg, n), n.home
+        argv[1:1] = cassandra_node.jmx_at_start(cfg, n.index)  # nodetool's (repairs, backups)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the container's
+        wanted = 100_000 if hard == resource.RLIM_INFINITY else min(100_000, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    elif service == "mosquitto":
+        argv, d, cwd = mosquitto_broker.command(cfg), mosquitto_broker.daemon(cfg), None
+    else:
+        part = next(p for p in managers.PARTS if p.name == service)
+        argv, d, cwd, env = part.argv(), part.daemon(cfg), cfg.source, part.environment(cfg)
+    d.run_dir.mkdir(parents=True, exist_ok=True)
+    d.pid_file.write_text(f"{os.getpid()}\n")  # exec keeps the pid
+    if cwd:
+        os.chdir(cwd)
+    log.info("%s: exec %s", service, argv[0])
+    os.execve(argv[0], argv, env)
+
+
+def init(cfg: Config, timeout: float = 600.0) -> None:
+    """The one-shot service the others wait for: the operator's role, the system keyspaces replicated, the
+    sandbox ready (image, network, firewall, a probe container) and the platform schema; what ``mysimbdp up``
+    does between starting the daemons."""
+    from . import cassandra_node, platform
+    from .process import port_open, wait_until
+
+    first = cassandra_node.nodes(cfg)[0]
+    if not wait_until(lambda: port_open(first.address, cfg.cassandra.port), timeout, 1.0):
+        raise ServiceStartError(f"Cassandra node 1 ({first.address}) did not open its port within {timeout:.0f}s")
+    cassandra_node.bootstrap_operator(cfg, timeout)
+    if cfg.cluster:
+        for n in cassandra_node.nodes(cfg):
+            if not wait_until(lambda n=n: cassandra_node._gossip_state(cfg, n.address) == "NORMAL", timeout, 2.0):
+                raise ServiceStartError(f"Cassandra node {n.index} ({n.address}) did not join within {timeout:.0f}s")
+        cassandra_node._replicate_system_keyspaces(cfg)
+    from ..sandbox import runtime
+
+    print("sandbox: " + platform._sandbox_ready(runtime(cfg)), flush=True)
+    print("schema: " + platform._schema(cfg), flush=True)
+
+
+def healthy(cfg: Config, service: str) -> bool:
+    """Compose's health check of ``service``: a node's or the broker's port open, a manager's own check."""
+    from . import cassandra_node, managers
+    from .process import port_open
+
+    if service.startswith("cassandra-"):
+        n = cassandra_node.node(cfg, int(service.split("-")[1]))
+        return port_open(n.address, cfg.cassandra.port)
+    if service == "mosquitto":
+        return port_open(cfg.broker.host, cfg.broker.port)
+    part = next((p for p in managers.PARTS if p.name == service), None)
+    if part is None:
+        raise UsageError(f"no service {service!r}; one of: {', '.join(services(cfg))}")
+    return part.healthy(cfg)
