@@ -401,7 +401,7 @@ def cmd_compose(cfg, args) -> int:
         print(f"next: cd {cfg.source} && docker-compose up -d")
         return 0
     if args.action == "init":
-        compose.init(cfg)
+        compose.init(cfg, watch=args.watch)
         print("ready")
         return 0
     if not args.service:
@@ -501,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("action", choices=("build", "run", "init", "health"))
     s.add_argument("service", nargs="?", help="run, health: cassandra-N, mosquitto, batch-api, ...")
+    s.add_argument("--watch", type=float, default=0.0, metavar="S", help="init: then keep the firewall every S s")
     s.set_defaults(func=cmd_compose)
 
     s = sub.add_parser("cqlsh", help="a CQL shell as the operator, or as a tenant with --tenant")

@@ -85,6 +85,9 @@ class SandboxSettings:
     timeout: int = 900  # platform ceiling on a one-shot run's wall clock, seconds
     uid_base: int = 20000  # tenant n runs as uid/gid uid_base + n
     debian_suite: str = "bookworm"
+    # a heartbeat file in run/ that proves the sandbox's firewall rules were in place within 30 s; when set,
+    # no tenant container starts without it (docker-compose.yml: init's watch writes it, the managers check)
+    firewall_heartbeat: str = ""
 
 
 @dataclass(frozen=True)

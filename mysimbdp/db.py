@@ -190,8 +190,10 @@ def grant_keyspace(session: Session, name: str) -> None:
 
     On a cluster, the node coordinating a GRANT checks the role at the auth read consistency (LOCAL_ONE,
     so logins survive two nodes down), and a node that has not yet received the fresh CREATE ROLE answers
-    "doesn't exist": that is retried for a while, anything else raised.
+    "Role ... doesn't exist": that is retried for up to 30 s in all, anything else raised at once.
     """
+    import time
+
     from cassandra import InvalidRequest
 
     from .retry import retry
@@ -200,13 +202,15 @@ def grant_keyspace(session: Session, name: str) -> None:
         try:
             session.execute(f"GRANT {perm} ON KEYSPACE {name} TO {name}")
         except InvalidRequest as exc:
-            if "doesn't exist" not in str(exc):
+            if f"Role {name} doesn't exist" not in str(exc):
                 raise
             raise _RoleNotSeenYet(str(exc)) from None
 
+    end = time.monotonic() + 30
     for perm in TENANT_RIGHTS:
         try:
-            retry(lambda perm=perm: grant(perm), on=(_RoleNotSeenYet,), initial=0.1, maximum=2.0, deadline=30)
+            left = max(1.0, end - time.monotonic())
+            retry(lambda perm=perm: grant(perm), on=(_RoleNotSeenYet,), initial=0.1, maximum=2.0, deadline=left)
         except _RoleNotSeenYet as exc:
             raise CassandraUnavailable(f"the new role {name} is not seen by the cluster after 30 s: {exc}") from None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import os
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,6 +30,7 @@ SHARED_RECORD_READER = "/opt/mysimbdp/lib/mysimbdp/csvrecords.py"
 MAX_OUTPUT_ENTRIES = 10_000  # files and folders a run may leave in its output folder
 MAX_OUTPUT_DEPTH = 8  # and how deep
 _LABEL = "mysimbdp"
+FIREWALL_FRESH = 30.0  # seconds: sandbox.firewall_heartbeat older than this stops container starts
 
 
 def client(timeout: int = 60) -> docker.DockerClient:
@@ -52,19 +53,21 @@ def sandbox_library(cfg: Config) -> Path:
     target = cfg.paths.run / "sandbox-lib" / digest.hexdigest()[:12]
     if target.is_dir():
         return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, f in sources.items():
-        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, tmp / name)
-    for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
-        folder.chmod(0o755)  # read by the tenant's uid in the container
-    for f in tmp.rglob("*.py"):
-        f.chmod(0o644)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # 0700 until complete
     try:
+        for name, f in sources.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, tmp / name)
+        for f in tmp.rglob("*.py"):
+            f.chmod(0o644)  # read by the tenant's uid in the container
+        for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+            folder.chmod(0o755)
         tmp.rename(target)
-    except OSError:  # another process put the same version there first
+    except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():  # else: another process put the same version there first
+            raise RuntimeUnavailable(f"cannot copy the app library to {target}: {exc}") from None
     return target
 
 
@@ -99,12 +102,26 @@ class DockerRuntime(SandboxRuntime):
         and the state folder is what the platform's processes and the engine share, whether the processes
         run on the host or in containers of their own (docker-compose.yml)."""
         with self._lock:
-            if self._library is None:
+            if self._library is None or not self._library.is_dir():
                 self._library = sandbox_library(self.cfg)
             return self._library
 
     # --- containers --------------------------------------------------------------------------------
+    def _firewall_confirmed(self) -> None:
+        guard = self.cfg.sandbox.firewall_heartbeat
+        if not guard:
+            return  # `mysimbdp up` set the rules, and nothing restarts the managers without it
+        from ..daemon import heartbeat_age
+
+        age = heartbeat_age(self.cfg.paths.run / Path(guard).name)
+        if age is None or age > FIREWALL_FRESH:
+            raise RuntimeUnavailable(
+                "the sandbox's firewall rules are not confirmed yet: no tenant container starts without them",
+                hint="wait for the init service (docker-compose ps)",
+            )
+
     def _create(self, spec: RunSpec, *, built: bool = False):
+        self._firewall_confirmed()
         lim = spec.limits
         env = {
             "HOME": "/tmp",

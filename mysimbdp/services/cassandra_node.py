@@ -248,6 +248,9 @@ def start(cfg: Config, timeout: float = 240.0) -> str:
     return "started"
 
 
+NOFILE = 100_000  # a node's open files: tenants' connections and tables cost files; 20,000 proved reachable
+
+
 def _who(cfg: Config, n: Node) -> str:
     return "Cassandra" if not cfg.cluster else f"Cassandra node {n.index} ({n.address})"
 
@@ -279,7 +282,7 @@ def _start_node(cfg: Config, n: Node, timeout: float) -> None:
         java=True,
         oom_score_adj=-500,
         stop_timeout=60,
-        nofile=100_000,  # tenants' connections and tables cost files; 20,000 proved reachable
+        nofile=NOFILE,
     )
     if not wait_until(lambda: port_open(n.address, cfg.cassandra.port), timeout, 0.5, abort=d.exited_early):
         why = d.log_tail()

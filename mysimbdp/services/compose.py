@@ -23,14 +23,17 @@ import json
 import logging
 import os
 import pwd
+import re
 import resource
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from ..config import Config
-from ..errors import RuntimeUnavailable, ServiceStartError, UsageError
+from ..errors import CassandraUnavailable, RuntimeUnavailable, ServiceStartError, UsageError
+from ..retry import retry
 
 log = logging.getLogger(__name__)
 RECIPE = Path(__file__).with_name("platform_image_recipe.json")
@@ -53,6 +56,9 @@ SOURCE_PARTS = (
 IMAGE_LIB = "/opt/mysimbdp/cassandra/lib"
 IMAGE_SOURCE = "/opt/mysimbdp/platform"
 ENV_FILE = ".env"  # beside docker-compose.yml: what Compose substitutes into it
+HOME_LABEL = "mysimbdp.compose.home"  # on every container of docker-compose.yml: its state folder
+INIT_BEAT = "compose-init.heartbeat"  # in run/: the sandbox's rules are in place (sandbox.firewall_heartbeat)
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./-]{1,200}")  # a state folder Compose can mount without quoting
 
 
 def services(cfg: Config) -> list[str]:
@@ -78,6 +84,11 @@ def build(cfg: Config, env_file: Path | None = None) -> str:
         raise UsageError(
             "docker-compose.yml runs three Cassandra nodes of the platform's own",
             hint="set MYSIMBDP_CASSANDRA_NODES=3 (or cassandra.nodes = 3 in mysimbdp.toml) for this and every command",
+        )
+    if not _PLAIN_PATH.fullmatch(str(cfg.home)):
+        raise UsageError(
+            f"the state folder {cfg.home} has characters Compose cannot mount as they are",
+            hint="set MYSIMBDP_HOME to a path of letters, digits and . _ - /",
         )
     c = client(timeout=600)
     recipe_bytes = RECIPE.read_bytes()  # bounded: the project's own recipe
@@ -120,6 +131,9 @@ def _context(cfg: Config, context: Path, base: str) -> str:
             shutil.copyfile(src, platform / part)
     shutil.copytree(cassandra_node._lib(cfg), context / "cassandra-lib")
     ids = _mosquitto_ids_here()
+    # the image's iptables must write where the host's does (its nf_tables or its legacy tables)
+    host_iptables = subprocess.run(["iptables", "-V"], capture_output=True, text=True).stdout
+    legacy = "RUN update-alternatives --set iptables /usr/sbin/iptables-legacy\n" if "legacy" in host_iptables else ""
     # the broker's files are written by whichever process adds a tenant (a container or the host's CLI):
     # the image's mosquitto user gets the host's uid and gid, so both agree on who owns them
     usermod = f"RUN groupmod -o -g {ids[1]} mosquitto && usermod -o -u {ids[0]} -g {ids[1]} mosquitto\n" if ids else ""
@@ -127,7 +141,7 @@ def _context(cfg: Config, context: Path, base: str) -> str:
         f"FROM {base}\n"
         "ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin PYTHONDONTWRITEBYTECODE=1 "
         f"PYTHONPATH={IMAGE_SOURCE} MYSIMBDP_CASSANDRA_LIB={IMAGE_LIB}\n"
-        f"{usermod}"
+        f"{usermod}{legacy}"
         f"COPY cassandra-lib {IMAGE_LIB}\n"
         f"COPY platform {IMAGE_SOURCE}\n"
         f"WORKDIR {IMAGE_SOURCE}\n"
@@ -151,28 +165,37 @@ def write_env(cfg: Config, tag: str, target: Path) -> None:
     """``.env`` beside docker-compose.yml: the image, the state folder (mounted at its own path) and the node
     count, which Compose substitutes into the file. Their names are Compose's own: a variable of the shell
     wins over ``.env``, and a shell often has MYSIMBDP_HOME set for the CLI."""
+    from . import cassandra_node
+
+    sup = cfg.supervisor
     target.write_text(
         "# written by `mysimbdp compose build`\n"
         f"MYSIMBDP_COMPOSE_IMAGE={tag}\n"
         f"MYSIMBDP_COMPOSE_HOME={cfg.home}\n"
         f"MYSIMBDP_COMPOSE_NODES={cfg.cassandra.nodes}\n"
+        "# the supervisor's memory caps (supervisor.*_memory_mb; a node's: twice its heap and 1 GiB)\n"
+        f"MYSIMBDP_COMPOSE_CASSANDRA_MEMORY={cassandra_node.memory_cap(cfg) >> 20}m\n"
+        f"MYSIMBDP_COMPOSE_BROKER_MEMORY={sup.broker_memory_mb}m\n"
+        f"MYSIMBDP_COMPOSE_API_MEMORY={sup.api_memory_mb}m\n"
+        f"MYSIMBDP_COMPOSE_MANAGER_MEMORY={sup.manager_memory_mb}m\n"
     )
 
 
 def in_containers(cfg: Config) -> bool:
-    """Whether this state folder's platform runs in containers (its first Cassandra node's process is in a
-    container's cgroup): then Compose, not the supervisor, runs the daemons."""
-    from . import cassandra_node
+    """Whether this state folder's platform runs in containers: a container of docker-compose.yml labelled
+    with this state folder is running (whatever state its daemons are in). Then Compose, not the
+    supervisor, runs the daemons."""
+    from . import docker_engine
 
-    pid = cassandra_node.daemon(cfg).pid()
-    if pid is None:
+    if not docker_engine.ping():
         return False
+    from ..sandbox.docker_runtime import client
+
     try:
-        with open(f"/proc/{pid}/cgroup", "rb") as fh:
-            text = fh.read(64 << 10).decode("utf-8", "replace")  # bounded: the kernel's few lines
-    except OSError:
+        found = client(timeout=10).containers.list(filters={"label": f"{HOME_LABEL}={cfg.home}"})
+    except Exception:  # noqa: BLE001 - docker's errors: an engine going away is no platform in containers
         return False
-    return "/docker/" in text or "docker-" in text
+    return bool(found)
 
 
 # --- what each service runs --------------------------------------------------------------------------
@@ -194,7 +217,7 @@ def run(cfg: Config, service: str) -> None:
         argv, d, cwd = cassandra_node.node_command(cfg, n), cassandra_node.daemon(cfg, n), n.home
         argv[1:1] = cassandra_node.jmx_at_start(cfg, n.index)  # nodetool's (repairs, backups)
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # the container's
-        wanted = 100_000 if hard == resource.RLIM_INFINITY else min(100_000, hard)
+        wanted = cassandra_node.NOFILE if hard == resource.RLIM_INFINITY else min(cassandra_node.NOFILE, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     elif service == "mosquitto":
         argv, d, cwd = mosquitto_broker.command(cfg), mosquitto_broker.daemon(cfg), None
@@ -209,39 +232,66 @@ def run(cfg: Config, service: str) -> None:
     os.execve(argv[0], argv, env)
 
 
-def init(cfg: Config, timeout: float = 600.0) -> None:
-    """The one-shot service the others wait for: the operator's role, the system keyspaces replicated, the
-    sandbox ready (image, network, firewall, a probe container) and the platform schema; what ``mysimbdp up``
-    does between starting the daemons."""
+def init(cfg: Config, timeout: float = 600.0, watch: float = 0.0) -> None:
+    """What ``mysimbdp up`` does between starting daemons: the operator's role, the system keyspaces
+    replicated, the sandbox ready (image, network, firewall, a probe container) and the platform schema.
+
+    With ``watch`` (seconds) it then stays, and every ``watch`` seconds puts the sandbox's firewall rules
+    back if they went (a reboot, a flush of the host's rules): the managers that start tenant containers
+    wait for its heartbeat, and Compose restarts it with the others."""
+    from ..daemon import beat
+    from ..sandbox import network, probe, runtime
     from . import cassandra_node, platform
     from .process import port_open, wait_until
 
+    beat_file = cfg.paths.run / INIT_BEAT
+    beat_file.unlink(missing_ok=True)
     first = cassandra_node.nodes(cfg)[0]
     if not wait_until(lambda: port_open(first.address, cfg.cassandra.port), timeout, 1.0):
         raise ServiceStartError(f"Cassandra node 1 ({first.address}) did not open its port within {timeout:.0f}s")
-    cassandra_node.bootstrap_operator(cfg, timeout)
-    if cfg.cluster:
-        for n in cassandra_node.nodes(cfg):
-            if not wait_until(lambda n=n: cassandra_node._gossip_state(cfg, n.address) == "NORMAL", timeout, 2.0):
-                raise ServiceStartError(f"Cassandra node {n.index} ({n.address}) did not join within {timeout:.0f}s")
-        cassandra_node._replicate_system_keyspaces(cfg)
-    from ..sandbox import runtime
 
-    print("sandbox: " + platform._sandbox_ready(runtime(cfg)), flush=True)
-    print("schema: " + platform._schema(cfg), flush=True)
+    def cassandra_ready() -> None:
+        cassandra_node.bootstrap_operator(cfg, timeout)
+        if cfg.cluster:
+            for n in cassandra_node.nodes(cfg):
+                if not wait_until(lambda n=n: cassandra_node._gossip_state(cfg, n.address) == "NORMAL", timeout, 2):
+                    raise ServiceStartError(f"Cassandra node {n.index} ({n.address}) did not join in {timeout:.0f}s")
+            cassandra_node._replicate_system_keyspaces(cfg)
+
+    # a node that has just opened its port may still refuse a moment (as `up` waits for it, so does init)
+    retry(cassandra_ready, on=(CassandraUnavailable,), initial=2.0, maximum=10.0, deadline=timeout, what="Cassandra")
+    rt = runtime(cfg)
+    rt.ensure_ready()  # images, network, firewall rules
+    if not network.firewall_ok(cfg):
+        raise ServiceStartError("the sandbox's firewall rules did not hold after they were set")
+    beat(beat_file)  # before the probe: a container starts only after this beat (sandbox.firewall_heartbeat)
+    probe.run_probe(rt)
+    print("sandbox: ready", flush=True)
+    schema = retry(lambda: platform._schema(cfg), on=(CassandraUnavailable,), initial=2.0, maximum=10.0, deadline=60)
+    print("schema: " + schema, flush=True)
+    while watch > 0:
+        time.sleep(watch)
+        if not network.firewall_ok(cfg):
+            log.warning("the sandbox's firewall rules were gone: putting them back")
+            network.ensure_network(cfg, rt.client)
+        if network.firewall_ok(cfg):
+            beat(beat_file)
 
 
 def healthy(cfg: Config, service: str) -> bool:
     """Compose's health check of ``service``: a node's or the broker's port open, a manager's own check."""
+    from ..daemon import heartbeat_age
     from . import cassandra_node, managers
     from .process import port_open
 
+    if service == "init":
+        age = heartbeat_age(cfg.paths.run / INIT_BEAT)
+        return age is not None and age < 60
+    if service not in services(cfg):
+        raise UsageError(f"no service {service!r}; one of: {', '.join(['init', *services(cfg)])}")
     if service.startswith("cassandra-"):
         n = cassandra_node.node(cfg, int(service.split("-")[1]))
         return port_open(n.address, cfg.cassandra.port)
     if service == "mosquitto":
         return port_open(cfg.broker.host, cfg.broker.port)
-    part = next((p for p in managers.PARTS if p.name == service), None)
-    if part is None:
-        raise UsageError(f"no service {service!r}; one of: {', '.join(services(cfg))}")
-    return part.healthy(cfg)
+    return next(p for p in managers.PARTS if p.name == service).healthy(cfg)
