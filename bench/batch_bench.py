@@ -99,7 +99,9 @@ def ours(c, csv_path: Path) -> tuple[float, dict]:
 TUNED = " AND NUMPROCESSES=2 AND CHUNKSIZE=5000 AND MAXBATCHSIZE=200"
 
 
-def peer(c, csv_path: Path, options: str = "") -> tuple[float, int]:
+def peer(c, csv_path: Path, options: str = "", consistency: str = "") -> tuple[float, int]:
+    """cqlsh COPY FROM of ``csv_path`` into a table like the airline app's (``consistency``: the session's, which
+    COPY writes at; cqlsh's default is ONE)."""
     ks = "benchpeer"
     from mysimbdp import db
 
@@ -118,7 +120,8 @@ def peer(c, csv_path: Path, options: str = "") -> tuple[float, int]:
             "mysimbdp",
             "cqlsh",
             "-e",
-            f"COPY {ks}.flights ({COLUMNS}) FROM '{csv_path}' WITH HEADER=true AND NULL='NA'{options}",
+            (f"CONSISTENCY {consistency}; " if consistency else "")
+            + f"COPY {ks}.flights ({COLUMNS}) FROM '{csv_path}' WITH HEADER=true AND NULL='NA'{options}",
         ],
         cwd=common.ROOT,
         capture_output=True,
