@@ -90,6 +90,9 @@ def build(cfg: Config, env_file: Path | None = None) -> str:
             f"the state folder {cfg.home} has characters Compose cannot mount as they are",
             hint="set MYSIMBDP_HOME to a path of letters, digits and . _ - /",
         )
+    from . import docker_engine
+
+    docker_engine.start(cfg)  # the machine's engine, started as `mysimbdp up` would if nothing runs it
     c = client(timeout=600)
     recipe_bytes = RECIPE.read_bytes()  # bounded: the project's own recipe
     base = f"{IMAGE}-base:{hashlib.sha256(recipe_bytes + cfg.sandbox.debian_suite.encode()).hexdigest()[:12]}"
