@@ -51,11 +51,15 @@ def recipe(runtime: str = runtimes.DEFAULT) -> dict:
     return json.loads(recipe_path(runtime).read_text())  # bounded: the project's own recipe
 
 
+def recipe_tag(cfg: Config, repo: str, path: Path) -> str:
+    """``repo:<hash>`` of a recipe and the Debian suite it is built from: a new image exactly when either changes."""
+    recipe_bytes = path.read_bytes()  # bounded: the project's own recipe
+    return f"{repo}:{hashlib.sha256(recipe_bytes + cfg.sandbox.debian_suite.encode()).hexdigest()[:12]}"
+
+
 def image_tag(cfg: Config, runtime: str = runtimes.DEFAULT) -> str:
-    recipe_bytes = recipe_path(runtime).read_bytes()  # bounded: the project's own recipe
-    digest = hashlib.sha256(recipe_bytes + cfg.sandbox.debian_suite.encode()).hexdigest()[:12]
     repo = cfg.sandbox.image if runtime == runtimes.DEFAULT else f"{cfg.sandbox.image}-{runtime}"
-    return f"{repo}:{digest}"
+    return recipe_tag(cfg, repo, recipe_path(runtime))
 
 
 def image_present(cfg: Config, client: docker.DockerClient, runtime: str = runtimes.DEFAULT) -> bool:

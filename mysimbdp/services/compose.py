@@ -94,13 +94,18 @@ def build(cfg: Config, env_file: Path | None = None) -> str:
 
     docker_engine.start(cfg)  # the machine's engine, started as `mysimbdp up` would if nothing runs it
     c = client(timeout=600)
-    recipe_bytes = RECIPE.read_bytes()  # bounded: the project's own recipe
-    base = f"{IMAGE}-base:{hashlib.sha256(recipe_bytes + cfg.sandbox.debian_suite.encode()).hexdigest()[:12]}"
+    base = image.recipe_tag(cfg, f"{IMAGE}-base", RECIPE)
     try:
         c.images.get(base)
     except Exception:  # noqa: BLE001 - docker's ImageNotFound, or any reason to build it
         image.build_from_recipe(
-            cfg, c, json.loads(recipe_bytes), cfg.home / "image-platform", base, "the platform's base image", "minutes"
+            cfg,
+            c,
+            json.loads(RECIPE.read_text()),  # bounded: the project's own recipe
+            cfg.home / "image-platform",
+            base,
+            "the platform's base image",
+            "minutes",
         )
     for rt in image.BUILT_AT_UP:  # the sandbox's images, which the containers cannot debootstrap
         image.ensure_image(cfg, c, rt)
